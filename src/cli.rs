@@ -1,0 +1,87 @@
+//! The command line (SPEC section 1) and its exit codes: 0 ok, 1 invalid
+//! config or input, 2 runtime failure.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_RUNTIME: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Envoy ext_authz v3 service: JWT verification and backend headers at the edge"
+)]
+pub struct Cli {
+    /// Log line format (stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve(ConfigArg),
+    /// Validate a config, print a summary; on error list every problem with its YAML path.
+    CheckConfig(ConfigArg),
+    /// Zero-setup demo: an embedded issuer, the service wired to it, sample tokens and commands.
+    Dev(DevArgs),
+    /// Token tools.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(
+        long,
+        short,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "portcullis.yaml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address of the ext_authz gRPC port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub authz: std::net::SocketAddr,
+    /// Address of the HTTP port (/healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub http: std::net::SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Explain offline what portcullis would decide for TOKEN on a request.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Request path (with or without query).
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Request host (:authority).
+    #[arg(long, default_value = "localhost")]
+    pub host: String,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Extra request header as `name:value`; repeatable.
+    #[arg(long = "header", value_name = "K:V")]
+    pub headers: Vec<String>,
+    /// The JWT (placed where the matched route's issuer reads tokens).
+    pub token: String,
+}

@@ -1,0 +1,327 @@
+//! Reads a config file into a validated [`Config`].
+//!
+//! Each section (every issuer, every route) is deserialized on its own so that one
+//! run reports every problem in the file, each with its YAML path, instead of
+//! stopping at the first typo.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::interpolate::interpolate;
+use super::{
+    Action, AdminConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems,
+    RouteConfig, join_path,
+};
+use crate::keys::{algorithms_for, is_loopback_url};
+
+const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "admin", "cache", "issuers", "backends", "routes"];
+const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
+const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// Loads and validates the config at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let source_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        source_name: source_name.clone(),
+        problems: vec![super::Problem {
+            path: String::new(),
+            message: format!("cannot read file: {err}"),
+        }],
+    })?;
+    parse_str(&text, &source_name)
+}
+
+/// Parses and validates config text; `source_name` only labels errors.
+pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+    let config = parse_document(text, &mut problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError {
+            source_name: source_name.to_string(),
+            problems: problems.into_vec(),
+        }),
+    }
+}
+
+fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
+    let mut doc: Value = match serde_saphyr::from_str(text) {
+        Ok(doc) => doc,
+        Err(err) => {
+            problems.push("", format!("not valid YAML: {err}"));
+            return None;
+        }
+    };
+    let Some(top) = doc.as_object_mut() else {
+        problems.push("", "expected a mapping with listen, issuers, routes, ...");
+        return None;
+    };
+    for key in top
+        .keys()
+        .filter(|key| !TOP_LEVEL_KEYS.contains(&key.as_str()))
+    {
+        problems.push(
+            key.as_str(),
+            format!(
+                "unknown key (expected one of: {})",
+                TOP_LEVEL_KEYS.join(", ")
+            ),
+        );
+    }
+    interpolate(&mut doc, "", problems);
+    let top = doc.as_object().expect("checked above");
+
+    let listen = section::<Listen>(top.get("listen"), "listen", problems).unwrap_or_default();
+    let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
+    let cache = section::<CacheConfig>(top.get("cache"), "cache", problems).unwrap_or_default();
+    let issuers = parse_issuers(top.get("issuers"), problems);
+    let backends = parse_backends(top.get("backends"), problems);
+    let routes = parse_routes(top.get("routes"), problems);
+    let config = Config {
+        listen,
+        admin,
+        cache,
+        issuers,
+        backends,
+        routes,
+    };
+    check_references(&config, problems);
+    Some(config)
+}
+
+/// Deserializes an optional section, recording the exact path of any error.
+fn section<T: DeserializeOwned>(
+    value: Option<&Value>,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(value) => parse_at(value, path, problems),
+    }
+}
+
+fn parse_at<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Problems) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(parsed) => Some(parsed),
+        Err(err) => {
+            let inner = err.path().to_string();
+            let at = if inner == "." {
+                path.to_string()
+            } else {
+                join_inner(path, &inner)
+            };
+            problems.push(at, err.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn join_inner(path: &str, inner: &str) -> String {
+    if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        join_path(path, inner)
+    }
+}
+
+fn parse_issuers(value: Option<&Value>, problems: &mut Problems) -> Vec<(String, IssuerConfig)> {
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Vec::new();
+    };
+    let Some(map) = value.as_object() else {
+        problems.push("issuers", "expected a mapping of issuer name to issuer");
+        return Vec::new();
+    };
+    let mut issuers = Vec::new();
+    for (name, raw) in map {
+        let path = join_path("issuers", name);
+        if let Some(issuer) = parse_at::<IssuerConfig>(raw, &path, problems) {
+            check_issuer(&issuer, &path, problems);
+            issuers.push((name.clone(), issuer));
+        }
+    }
+    issuers
+}
+
+fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
+    if issuer.issuer.is_empty() {
+        problems.push(join_path(path, "issuer"), "must not be empty");
+    }
+    let hmac = issuer.secret.is_some();
+    match (&issuer.jwks_uri, &issuer.secret) {
+        (Some(_), Some(_)) => {
+            problems.push(join_path(path, "secret"), "use either jwks_uri (public keys) or secret (HS*), not both")
+        }
+        (Some(uri), None) => check_key_url(uri, &join_path(path, "jwks_uri"), problems),
+        (None, None) => check_key_url(&issuer.issuer, &join_path(path, "issuer"), problems),
+        (None, Some(secret)) if secret.len() < MIN_HMAC_SECRET_BYTES => problems.push(
+            join_path(path, "secret"),
+            format!("an HS* secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2)"),
+        ),
+        (None, Some(_)) => {}
+    }
+    if let Some(names) = &issuer.algorithms {
+        let algs_path = join_path(path, "algorithms");
+        if names.is_empty() {
+            problems.push(&algs_path, "must list at least one algorithm");
+        }
+        if let Err(message) = algorithms_for(Some(names), hmac) {
+            problems.push(algs_path, message);
+        }
+    }
+    if issuer
+        .audiences
+        .as_ref()
+        .is_some_and(|audiences| audiences.is_empty())
+    {
+        problems.push(
+            join_path(path, "audiences"),
+            "must list at least one audience (omit it to skip the aud check)",
+        );
+    }
+    let refresh = &issuer.refresh;
+    let refresh_path = join_path(path, "refresh");
+    if refresh.min_seconds == 0 || refresh.min_seconds > refresh.max_seconds {
+        problems.push(&refresh_path, "need 0 < min_seconds <= max_seconds");
+    }
+    if refresh.fetch_timeout_ms == 0 {
+        problems.push(
+            join_path(&refresh_path, "fetch_timeout_ms"),
+            "must be greater than 0",
+        );
+    }
+}
+
+/// Key material must come over TLS: anyone on the path could otherwise mint tokens.
+fn check_key_url(url: &str, path: &str, problems: &mut Problems) {
+    match url::Url::parse(url) {
+        Err(err) => problems.push(path, format!("not a valid URL ({err}): {url:?}")),
+        Ok(parsed) if parsed.scheme() == "https" => {}
+        Ok(parsed) if parsed.scheme() == "http" && is_loopback_url(&parsed) => {}
+        Ok(_) => problems.push(
+            path,
+            format!("keys must be fetched over https (http only for loopback): {url:?}"),
+        ),
+    }
+}
+
+fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String, Value> {
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return BTreeMap::new();
+    };
+    let Some(map) = value.as_object() else {
+        problems.push("backends", "expected a mapping of backend name to backend");
+        return BTreeMap::new();
+    };
+    let mut backends = BTreeMap::new();
+    for (name, raw) in map {
+        let path = join_path("backends", name);
+        match raw.get("type").and_then(Value::as_str) {
+            Some(kind) if BACKEND_TYPES.contains(&kind) => {
+                backends.insert(name.clone(), raw.clone());
+            }
+            _ => problems.push(
+                join_path(&path, "type"),
+                format!("expected one of: {}", BACKEND_TYPES.join(", ")),
+            ),
+        }
+    }
+    backends
+}
+
+fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Vec<RouteConfig> {
+    let Some(items) = value.and_then(Value::as_array) else {
+        problems.push(
+            "routes",
+            "expected a list of routes (with no route every request is denied)",
+        );
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for (index, raw) in items.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        if let Some(route) = parse_at::<RouteConfig>(raw, &path, problems) {
+            check_route(&route, &path, problems);
+            routes.push(route);
+        }
+    }
+    routes
+}
+
+fn check_route(route: &RouteConfig, path: &str, problems: &mut Problems) {
+    let matcher = &route.matcher;
+    let match_path = join_path(path, "match");
+    if matcher.prefix.is_some() && matcher.path.is_some() {
+        problems.push(&match_path, "use either prefix or path, not both");
+    }
+    for (key, value) in [("prefix", &matcher.prefix), ("path", &matcher.path)] {
+        if value.as_ref().is_some_and(|value| !value.starts_with('/')) {
+            problems.push(join_path(&match_path, key), "must start with '/'");
+        }
+    }
+    if let Some(methods) = &matcher.methods {
+        for (index, method) in methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                problems.push(
+                    format!("{match_path}.methods[{index}]"),
+                    format!("not an HTTP method: {method:?}"),
+                );
+            }
+        }
+    }
+    if route.action != Action::Authenticate && route.issuers.is_some() {
+        problems.push(
+            join_path(path, "issuers"),
+            "only meaningful with action: authenticate",
+        );
+    }
+}
+
+/// Names used by routes must exist; a dangling name would otherwise deny or allow by accident.
+fn check_references(config: &Config, problems: &mut Problems) {
+    let issuer_names: Vec<&str> = config
+        .issuers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    for (index, route) in config.routes.iter().enumerate() {
+        for (position, name) in route.issuers.iter().flatten().enumerate() {
+            if !issuer_names.contains(&name.as_str()) {
+                problems.push(
+                    format!("routes[{index}].issuers[{position}]"),
+                    format!(
+                        "unknown issuer {name:?} (declared: {})",
+                        issuer_names.join(", ")
+                    ),
+                );
+            }
+        }
+        if route.issuers.as_ref().is_some_and(|names| names.is_empty()) {
+            problems.push(
+                format!("routes[{index}].issuers"),
+                "an empty list accepts no token; omit it to accept every issuer",
+            );
+        }
+        if let Some(backend) = &route.backend
+            && !config.backends.contains_key(backend)
+        {
+            problems.push(
+                format!("routes[{index}].backend"),
+                format!("unknown backend {backend:?}"),
+            );
+        }
+        if route.action == Action::Authenticate
+            && route.issuers.is_none()
+            && issuer_names.is_empty()
+        {
+            problems.push(
+                format!("routes[{index}]"),
+                "authenticates tokens but no issuer is declared",
+            );
+        }
+    }
+}

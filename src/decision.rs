@@ -1,0 +1,127 @@
+//! The verdict, before it is encoded for Envoy: allow with header mutations, or
+//! deny with a reason that decides the HTTP status and the message the client sees.
+
+use std::sync::Arc;
+
+use crate::extract::ExtractError;
+use crate::verify::TokenError;
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allowed),
+    Deny(Denied),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Allowed {
+    pub route: String,
+    pub backend: Option<String>,
+    /// `iss` and `sub` of the verified token, when the route authenticated one.
+    pub identity: Option<Identity>,
+    /// Request headers to set upstream (lower-case names, overwrite semantics).
+    pub set_headers: Vec<(String, String)>,
+    /// Request headers the backend must not see.
+    pub remove_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Denied {
+    pub reason: DenyReason,
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    NoRoute,
+    RouteDenies,
+    MissingToken,
+    Unreadable(ExtractError),
+    InvalidToken(TokenError),
+    KeysUnavailable(Arc<str>),
+}
+
+impl DenyReason {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DenyReason::NoRoute | DenyReason::RouteDenies => 403,
+            DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => {
+                401
+            }
+            DenyReason::KeysUnavailable(_) => 503,
+        }
+    }
+
+    /// The short code in the JSON body (RFC 6750 error codes where they apply).
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            DenyReason::NoRoute | DenyReason::RouteDenies => "forbidden",
+            DenyReason::MissingToken => "unauthorized",
+            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
+            DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
+        }
+    }
+
+    /// A sentence the caller can act on; never contains the token.
+    pub fn description(&self) -> String {
+        match self {
+            DenyReason::NoRoute => "no route matches this request".into(),
+            DenyReason::RouteDenies => "this route denies every request".into(),
+            DenyReason::MissingToken => "a bearer token is required".into(),
+            DenyReason::Unreadable(err) => err.to_string(),
+            DenyReason::InvalidToken(err) => err.to_string(),
+            DenyReason::KeysUnavailable(issuer) => {
+                format!("keys of issuer {issuer} are not available yet")
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3) for 401s.
+    pub fn challenge(&self) -> Option<String> {
+        match self {
+            DenyReason::MissingToken => Some("Bearer realm=\"portcullis\"".into()),
+            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                quoted_string_safe(&self.description())
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 6750 restricts error_description to printable ASCII without `"` and `\`.
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+                c
+            } else {
+                '\''
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        assert_eq!(
+            DenyReason::MissingToken.challenge().unwrap(),
+            "Bearer realm=\"portcullis\""
+        );
+        let invalid = DenyReason::InvalidToken(TokenError::UnknownKid("a\"b".into()));
+        assert_eq!(
+            invalid.challenge().unwrap(),
+            "Bearer error=\"invalid_token\", error_description=\"no key with kid 'a''b' in the issuer's JWKS\""
+        );
+        assert_eq!(DenyReason::NoRoute.challenge(), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! A real, minimal OIDC issuer on loopback: discovery, JWKS over HTTP, and
+//! freshly generated signing keys. `portcullis dev` runs one; the integration
+//! tests drive one to rotate keys, count fetches and simulate outages.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// A private key that signs tokens, with its public JWK.
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    encoding: EncodingKey,
+    pub jwk: Jwk,
+}
+
+impl SigningKey {
+    /// A fresh key for `alg` (RS*/PS*, ES256, ES384, EdDSA).
+    pub fn generate(alg: Algorithm, kid: &str) -> Self {
+        let encoding = match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
+                let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .expect("RSA keygen");
+                let der =
+                    AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
+                EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes())
+                    .expect("RSA PEM")
+            }
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let curve = if alg == Algorithm::ES256 {
+                    &ECDSA_P256_SHA256_FIXED_SIGNING
+                } else {
+                    &ECDSA_P384_SHA384_FIXED_SIGNING
+                };
+                let doc =
+                    EcdsaKeyPair::generate_pkcs8(curve, &SystemRandom::new()).expect("EC keygen");
+                EncodingKey::from_ec_der(doc.as_ref())
+            }
+            Algorithm::EdDSA => {
+                let doc =
+                    Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519 keygen");
+                EncodingKey::from_ed_der(doc.as_ref())
+            }
+            other => panic!("{other:?}: use SigningKey::hmac for HS*"),
+        };
+        Self::with_encoding(alg, kid, encoding)
+    }
+
+    /// An HS* key from a shared secret (its JWK is an `oct` key; never publish it).
+    pub fn hmac(alg: Algorithm, kid: &str, secret: &[u8]) -> Self {
+        Self::with_encoding(alg, kid, EncodingKey::from_secret(secret))
+    }
+
+    fn with_encoding(alg: Algorithm, kid: &str, encoding: EncodingKey) -> Self {
+        let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
+        jwk.common.key_id = Some(kid.to_string());
+        SigningKey {
+            kid: kid.to_string(),
+            alg,
+            encoding,
+            jwk,
+        }
+    }
+
+    /// Signs `claims` with `alg` and `kid` in the header.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        self.sign_with_header(&header, claims)
+    }
+
+    pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.encoding).expect("signing a JSON object")
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// An unsigned token with the given header and claims (for `alg: none` tests).
+pub fn unsigned_token(header: &Value, claims: &Value) -> String {
+    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    format!("{}.{}.", part(header), part(claims))
+}
+
+struct IssuerState {
+    issuer: String,
+    jwks: RwLock<Value>,
+    cache_control: RwLock<Option<String>>,
+    up: AtomicBool,
+    jwks_fetches: AtomicU64,
+    discovery_fetches: AtomicU64,
+}
+
+/// A running loopback issuer. Stops when dropped.
+pub struct DevIssuer {
+    pub addr: SocketAddr,
+    state: Arc<IssuerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DevIssuer {
+    /// Serves discovery and a JWKS with `keys` on 127.0.0.1 (random port).
+    pub async fn start(keys: &[&SigningKey]) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("literal"), keys).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, keys: &[&SigningKey]) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(IssuerState {
+            issuer: format!("http://{addr}"),
+            jwks: RwLock::new(jwks(keys)),
+            cache_control: RwLock::new(None),
+            up: AtomicBool::new(true),
+            jwks_fetches: AtomicU64::new(0),
+            discovery_fetches: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/.well-known/jwks.json", get(serve_jwks))
+            .with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(DevIssuer { addr, state, task })
+    }
+
+    /// The `iss` value (also the discovery base URL).
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.state.issuer)
+    }
+
+    /// Replaces the published keys (rotation).
+    pub fn set_keys(&self, keys: &[&SigningKey]) {
+        *self.state.jwks.write().expect("jwks lock") = jwks(keys);
+    }
+
+    /// Publishes an arbitrary JWKS body (for malformed-document tests).
+    pub fn set_jwks_document(&self, document: Value) {
+        *self.state.jwks.write().expect("jwks lock") = document;
+    }
+
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        *self
+            .state
+            .cache_control
+            .write()
+            .expect("cache-control lock") = value.map(str::to_string);
+    }
+
+    /// While down, every endpoint answers 503.
+    pub fn set_up(&self, up: bool) {
+        self.state.up.store(up, Ordering::SeqCst);
+    }
+
+    pub fn jwks_fetches(&self) -> u64 {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    pub fn discovery_fetches(&self) -> u64 {
+        self.state.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Standard claims for a token of this issuer: `sub`, `aud`, and a lifetime
+    /// in seconds relative to now (negative = already expired).
+    pub fn claims(&self, sub: &str, aud: &str, lifetime: i64) -> Value {
+        let now = crate::verify::now_seconds() as i64;
+        json!({ "iss": self.issuer(), "sub": sub, "aud": aud, "iat": now, "exp": now + lifetime })
+    }
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn jwks(keys: &[&SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|key| &key.jwk).collect::<Vec<_>>() })
+}
+
+async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
+    if !state.up.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    axum::Json(json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+    }))
+    .into_response()
+}
+
+async fn serve_jwks(State(state): State<Arc<IssuerState>>) -> Response {
+    if !state.up.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let body = state.jwks.read().expect("jwks lock").clone();
+    let mut headers = HeaderMap::new();
+    if let Some(value) = state
+        .cache_control
+        .read()
+        .expect("cache-control lock")
+        .as_deref()
+        && let Ok(value) = HeaderValue::from_str(value)
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    (headers, axum::Json(body)).into_response()
+}

@@ -1,0 +1,194 @@
+//! `portcullis dev`: the whole product on one machine with no setup. An
+//! embedded issuer with a fresh key, the service wired to it, and printed
+//! tokens with commands to try against the real gRPC API.
+
+pub mod issuer;
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use crate::cli::{DevArgs, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::server::{self, ServeOptions};
+pub use issuer::{DevIssuer, SigningKey};
+
+pub const DEV_AUDIENCE: &str = "portcullis-dev";
+
+/// The config `dev` runs: every route a newcomer would want to poke at.
+pub fn dev_config(issuer: &DevIssuer, args: &DevArgs) -> String {
+    format!(
+        r#"
+listen:
+  authz: {authz}
+  http: {http}
+issuers:
+  dev:
+    issuer: {iss}
+    audiences: [{aud}]
+routes:
+  - name: public
+    match: {{ prefix: /public/ }}
+    action: allow
+  - name: admin-only-denied
+    match: {{ prefix: /internal/ }}
+    action: deny
+  - name: api
+    match: {{ prefix: /api/ }}
+    issuers: [dev]
+"#,
+        authz = args.authz,
+        http = args.http,
+        iss = issuer.issuer(),
+        aud = DEV_AUDIENCE,
+    )
+}
+
+pub async fn run(args: DevArgs) -> u8 {
+    let key = SigningKey::generate(Algorithm::RS256, "dev-rs256-1");
+    let issuer = match DevIssuer::start(&[&key]).await {
+        Ok(issuer) => issuer,
+        Err(err) => {
+            eprintln!("cannot start the dev issuer: {err}");
+            return EXIT_RUNTIME;
+        }
+    };
+    let config = match crate::config::parse_str(&dev_config(&issuer, &args), "dev config") {
+        Ok(config) => config,
+        Err(err) => {
+            eprint!("{err}");
+            return EXIT_INVALID;
+        }
+    };
+    let running = match server::start(config, ServeOptions { reflection: true }).await {
+        Ok(running) => running,
+        Err(err) => {
+            eprintln!("{err}");
+            return EXIT_RUNTIME;
+        }
+    };
+    for _ in 0..100 {
+        if running.readiness.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{}",
+        banner(
+            &issuer,
+            &key,
+            &running.authz_addr.to_string(),
+            &running.http_addr.to_string()
+        )
+    );
+    running.shutdown.on_signals();
+    match running.wait().await {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            eprintln!("{err}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+/// A CheckRequest as Envoy would send it, in proto3 JSON.
+pub fn check_request_json(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert(":authority".into(), "api.local".into());
+    map.insert(":method".into(), method.into());
+    map.insert(":path".into(), path.into());
+    for (name, value) in headers {
+        map.insert((*name).into(), (*value).into());
+    }
+    serde_json::json!({"attributes": {"request": {"http": {
+        "method": method, "path": path, "host": "api.local", "scheme": "http", "protocol": "HTTP/1.1", "headers": map
+    }}}})
+    .to_string()
+}
+
+fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> String {
+    let valid = key.sign(&issuer.claims("user-123", DEV_AUDIENCE, 3600));
+    let expired = key.sign(&issuer.claims("user-123", DEV_AUDIENCE, -3600));
+    let other_aud = key.sign(&issuer.claims("user-123", "someone-else", 3600));
+    let dir = std::env::temp_dir().join("portcullis-dev");
+    let mut out = String::new();
+    let _ = writeln!(out, "\nportcullis dev is running");
+    let _ = writeln!(
+        out,
+        "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)"
+    );
+    let _ = writeln!(
+        out,
+        "  HTTP           : http://{http}/healthz  http://{http}/readyz"
+    );
+    let _ = writeln!(
+        out,
+        "  dev issuer     : {}   (JWKS {})",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    );
+    let _ = writeln!(
+        out,
+        "  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE})"
+    );
+    let _ = writeln!(
+        out,
+        "  requests       : {} (CheckRequest JSON, as Envoy sends it)",
+        dir.display()
+    );
+    let samples = [
+        ("valid", "a valid token: allowed", Some(&valid)),
+        (
+            "expired",
+            "an expired token: 401 invalid_token",
+            Some(&expired),
+        ),
+        (
+            "other-audience",
+            "a token for another audience: 401 invalid_token",
+            Some(&other_aud),
+        ),
+        ("no-token", "no token: 401", None),
+    ];
+    for (name, label, token) in samples {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|value| ("authorization", value.as_str()))
+            .collect();
+        let file = dir.join(format!("{name}.json"));
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::write(
+                &file,
+                check_request_json("GET", "/api/items?limit=10", &headers),
+            )
+        });
+        if let Err(err) = written {
+            let _ = writeln!(out, "\n(cannot write {}: {err})", file.display());
+            continue;
+        }
+        let _ = writeln!(out, "\n# {label}");
+        if let Some(token) = token {
+            let _ = writeln!(
+                out,
+                "TOKEN_{}={token}",
+                name.to_uppercase().replace('-', "_")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "grpcurl -plaintext -d @ {authz} envoy.service.auth.v3.Authorization/Check < {}",
+            file.display()
+        );
+        if name == "valid" {
+            let _ = writeln!(
+                out,
+                "ghz --insecure --call envoy.service.auth.v3.Authorization.Check -D {} -c 50 -n 20000 {authz}",
+                file.display()
+            );
+        }
+    }
+    let _ = writeln!(out, "\nPress Ctrl-C to stop.");
+    out
+}

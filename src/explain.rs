@@ -1,0 +1,164 @@
+//! `portcullis token verify`: what would portcullis decide for this token on
+//! this request, and why, without Envoy. Uses the same pipeline as the service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::authz::Authorizer;
+use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, VerifyArgs};
+use crate::config::{self, Action, TokenFrom};
+use crate::decision::{Decision, DenyReason};
+use crate::keys::Fetcher;
+use crate::policy::Policy;
+use crate::request::HttpRequest;
+
+pub async fn run(args: VerifyArgs) -> u8 {
+    let config = match config::load_file(&args.config.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprint!("{err}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut extra = Vec::new();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            eprintln!("--header {header:?}: expected name:value");
+            return EXIT_INVALID;
+        };
+        extra.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let (changed, _) = watch::channel(0);
+    let policy = Policy::new(&config, &Fetcher::new(), &changed, 1);
+    fetch_keys_once(&policy).await;
+    let request = request_with_token(&policy, &args, &extra);
+    let decision = Authorizer::new(policy).decide(&request).await;
+    print!("{}", describe(&decision));
+    match decision {
+        Decision::Allow(_) => EXIT_OK,
+        Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => {
+            EXIT_RUNTIME
+        }
+        Decision::Deny(_) => EXIT_INVALID,
+    }
+}
+
+async fn fetch_keys_once(policy: &Policy) {
+    let fetches = policy.issuers.iter().map(|issuer| {
+        let keys = Arc::clone(&issuer.keys);
+        async move {
+            if let Err(err) = tokio::time::timeout(Duration::from_secs(10), keys.refresh())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::keys::FetchError::Request {
+                        url: keys.issuer.clone(),
+                        reason: "timed out".into(),
+                    })
+                })
+            {
+                eprintln!("issuer {}: {err}", keys.name);
+            }
+        }
+    });
+    for fetch in fetches {
+        fetch.await;
+    }
+}
+
+/// Puts the token where the matched route's first issuer looks for it.
+fn request_with_token(
+    policy: &Policy,
+    args: &VerifyArgs,
+    extra: &[(String, String)],
+) -> HttpRequest {
+    let headers = |token: Option<(String, String)>| {
+        let mut all: Vec<(String, String)> = extra.to_vec();
+        all.extend(token);
+        all
+    };
+    let probe_headers = headers(None);
+    let probe = HttpRequest::new(
+        &args.method,
+        &args.path,
+        &args.host,
+        probe_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let source = policy
+        .router
+        .route(&probe)
+        .filter(|route| route.action == Action::Authenticate)
+        .and_then(|route| route.issuers.first())
+        .map(|&index| policy.issuers[index].token_from.clone())
+        .unwrap_or_default();
+    let placed = match source {
+        TokenFrom::Header {
+            header,
+            prefix: Some(prefix),
+        } => (header, format!("{prefix}{}", args.token)),
+        TokenFrom::Header {
+            header,
+            prefix: None,
+        } if header == "authorization" => (header, format!("Bearer {}", args.token)),
+        TokenFrom::Header {
+            header,
+            prefix: None,
+        } => (header, args.token.clone()),
+        TokenFrom::Cookie { cookie } => ("cookie".into(), format!("{cookie}={}", args.token)),
+    };
+    let all = headers(Some(placed));
+    HttpRequest::new(
+        &args.method,
+        &args.path,
+        &args.host,
+        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+pub fn describe(decision: &Decision) -> String {
+    let mut out = String::new();
+    match decision {
+        Decision::Allow(allowed) => {
+            out.push_str("decision: ALLOW\n");
+            out.push_str(&format!("route:    {}\n", allowed.route));
+            if let Some(identity) = &allowed.identity {
+                out.push_str(&format!(
+                    "issuer:   {}\nsubject:  {}\n",
+                    identity.issuer,
+                    identity.subject.as_deref().unwrap_or("-")
+                ));
+            }
+            out.push_str("upstream headers set:\n");
+            for (name, value) in &allowed.set_headers {
+                out.push_str(&format!("  {name}: {}\n", redact(name, value)));
+            }
+            out.push_str("upstream headers removed:\n");
+            for name in &allowed.remove_headers {
+                out.push_str(&format!("  {name}\n"));
+            }
+        }
+        Decision::Deny(denied) => {
+            let reason = &denied.reason;
+            out.push_str(&format!("decision: DENY (HTTP {})\n", reason.http_status()));
+            out.push_str(&format!(
+                "route:    {}\n",
+                denied.route.as_deref().unwrap_or("(no route matches)")
+            ));
+            out.push_str(&format!("reason:   {}\n", reason.description()));
+            if let Some(challenge) = reason.challenge() {
+                out.push_str(&format!("www-authenticate: {challenge}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Secrets Envoy would set are shown as set, never printed.
+fn redact(name: &str, value: &str) -> String {
+    if name.contains("secret") || name == "apikey" || name == "authorization" {
+        format!("<{} bytes, redacted>", value.len())
+    } else {
+        value.to_string()
+    }
+}

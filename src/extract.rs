@@ -1,0 +1,139 @@
+//! Where is the token? (SPEC `token_from`: Authorization Bearer, a custom header, a cookie.)
+
+use crate::config::TokenFrom;
+use crate::request::HttpRequest;
+
+/// Anything longer is not a token a real IdP issues; refuse before parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the bearer token is empty")]
+    Empty,
+    #[error("the token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+}
+
+/// The token at `from`, `Ok(None)` when there is none.
+pub fn extract<'r>(
+    request: &'r HttpRequest,
+    from: &TokenFrom,
+) -> Result<Option<&'r str>, ExtractError> {
+    let raw = match from {
+        TokenFrom::Header { header, prefix } => {
+            let Some(value) = request.header(header) else {
+                return Ok(None);
+            };
+            match prefix {
+                Some(prefix) => strip_prefix_ignore_case(value, prefix),
+                None if header == "authorization" => bearer(value),
+                None => Some(value),
+            }
+        }
+        TokenFrom::Cookie { cookie } => request.cookie(cookie),
+    };
+    let Some(token) = raw.map(str::trim) else {
+        return Ok(None);
+    };
+    if token.is_empty() {
+        return Err(ExtractError::Empty);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ExtractError::TooLarge);
+    }
+    Ok(Some(token))
+}
+
+/// `Bearer <token>` with the scheme matched case-insensitively (RFC 7235 section 2.1).
+/// Another scheme (Basic, ...) is not a bearer token at all.
+fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim_start();
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest),
+        None if value.eq_ignore_ascii_case("bearer") => Some(""),
+        _ => None,
+    }
+}
+
+fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest::new("GET", "/", "h", headers.iter().copied())
+    }
+
+    fn bearer_from() -> TokenFrom {
+        TokenFrom::default()
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc "] {
+            assert_eq!(
+                extract(&request(&[("authorization", value)]), &bearer_from()),
+                Ok(Some("abc")),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_absence_mean_no_token() {
+        assert_eq!(
+            extract(&request(&[("authorization", "Basic Zm9v")]), &bearer_from()),
+            Ok(None)
+        );
+        assert_eq!(extract(&request(&[]), &bearer_from()), Ok(None));
+        assert_eq!(
+            extract(&request(&[("authorization", "Bearer")]), &bearer_from()),
+            Err(ExtractError::Empty)
+        );
+        assert_eq!(
+            extract(&request(&[("authorization", "Bearer ")]), &bearer_from()),
+            Err(ExtractError::Empty)
+        );
+    }
+
+    #[test]
+    fn custom_header_cookie_and_size_limit() {
+        let custom = TokenFrom::Header {
+            header: "x-token".into(),
+            prefix: None,
+        };
+        assert_eq!(
+            extract(&request(&[("x-token", "abc")]), &custom),
+            Ok(Some("abc"))
+        );
+        let prefixed = TokenFrom::Header {
+            header: "x-token".into(),
+            prefix: Some("JWT ".into()),
+        };
+        assert_eq!(
+            extract(&request(&[("x-token", "jwt abc")]), &prefixed),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            extract(&request(&[("x-token", "abc")]), &prefixed),
+            Ok(None)
+        );
+        let cookie = TokenFrom::Cookie {
+            cookie: "session".into(),
+        };
+        assert_eq!(
+            extract(&request(&[("cookie", "a=b; session=abc")]), &cookie),
+            Ok(Some("abc"))
+        );
+        let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert_eq!(
+            extract(&request(&[("authorization", &huge)]), &bearer_from()),
+            Err(ExtractError::TooLarge)
+        );
+    }
+}

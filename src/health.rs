@@ -1,0 +1,58 @@
+//! Readiness: SERVING once every issuer a route relies on has keys (SPEC section 8).
+//! One watcher keeps grpc.health.v1 and HTTP /readyz in agreement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::authz::Authorizer;
+
+/// The service names Envoy and Kubernetes probes ask about.
+pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+#[derive(Clone, Default)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Recomputes readiness whenever keys change, until the channel closes.
+    pub fn spawn_watch(
+        &self,
+        authorizer: Arc<Authorizer>,
+        reporters: Vec<HealthReporter>,
+        mut keys_changed: watch::Receiver<u64>,
+    ) -> tokio::task::JoinHandle<()> {
+        let ready = Arc::clone(&self.ready);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let now_ready = authorizer.policy().is_ready();
+                if last != Some(now_ready) {
+                    ready.store(now_ready, Ordering::Release);
+                    let status = if now_ready {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    for reporter in &reporters {
+                        reporter.set_service_status("", status).await;
+                        reporter.set_service_status(AUTHZ_SERVICE, status).await;
+                    }
+                    tracing::info!(ready = now_ready, "readiness changed");
+                    last = Some(now_ready);
+                }
+                if keys_changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! One trusted identity provider: its rules compiled into a `Validation`, where
+//! its token is found, and its live keys.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, Validation};
+use tokio::sync::watch;
+
+use crate::config::{IssuerConfig, TokenFrom};
+use crate::keys::{Fetcher, IssuerKeys, KeySource, algorithms_for};
+
+pub struct Issuer {
+    pub name: Arc<str>,
+    /// Exact `iss` value.
+    pub issuer: String,
+    pub token_from: TokenFrom,
+    pub leeway_seconds: u64,
+    /// One `Validation` per allowed algorithm: jsonwebtoken insists every
+    /// algorithm of a Validation belongs to the verifying key's family.
+    validations: Vec<(Algorithm, Validation)>,
+    pub keys: Arc<IssuerKeys>,
+}
+
+impl Issuer {
+    /// Compiles a validated issuer config (algorithm names were checked by the loader).
+    pub fn new(
+        name: &str,
+        config: &IssuerConfig,
+        fetcher: &Fetcher,
+        changed: &watch::Sender<u64>,
+    ) -> Self {
+        let hmac = config.secret.is_some();
+        let algorithms = algorithms_for(config.algorithms.as_ref(), hmac)
+            .expect("validated by the config loader");
+        let source = match &config.secret {
+            Some(secret) => KeySource::Secret(secret.as_bytes().to_vec()),
+            None => KeySource::Jwks(config.jwks_uri.clone()),
+        };
+        let keys = IssuerKeys::new(
+            name,
+            &config.issuer,
+            source,
+            config.refresh.clone(),
+            fetcher.clone(),
+            changed.clone(),
+        );
+        Issuer {
+            name: Arc::from(name),
+            issuer: config.issuer.clone(),
+            token_from: config.token_from.clone(),
+            validations: algorithms
+                .iter()
+                .map(|alg| (*alg, validation(config, *alg)))
+                .collect(),
+            leeway_seconds: config.leeway_seconds,
+            keys,
+        }
+    }
+}
+
+impl Issuer {
+    /// The checks for a token signed with `alg`; `None` when `alg` is not allowed.
+    pub fn validation(&self, alg: Algorithm) -> Option<&Validation> {
+        self.validations
+            .iter()
+            .find(|(allowed, _)| *allowed == alg)
+            .map(|(_, validation)| validation)
+    }
+}
+
+fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = config.leeway_seconds;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&config.issuer]);
+    let mut required = vec!["exp", "iss"];
+    match &config.audiences {
+        Some(audiences) => {
+            validation.set_audience(audiences);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}

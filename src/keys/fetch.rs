@@ -1,0 +1,261 @@
+//! HTTP side of key management: OIDC discovery and JWKS download with the
+//! limits an edge service needs (TLS unless loopback, time and size bounds)
+//! and the freshness the IdP asked for (Cache-Control / Expires, clamped).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{CACHE_CONTROL, EXPIRES, HeaderMap};
+use serde_json::Value;
+
+use super::KeySet;
+use super::is_loopback_url;
+use crate::config::RefreshConfig;
+
+/// A JWKS larger than this is not a key set; refusing it bounds memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("request to {url} failed: {reason}")]
+    Request { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} sent more than {MAX_BODY_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("refusing {url}: keys must come over https (http only for loopback)")]
+    Insecure { url: String },
+    #[error("OIDC discovery at {url}: {reason}")]
+    Discovery { url: String, reason: String },
+    #[error("JWKS at {url}: {reason}")]
+    Jwks { url: String, reason: String },
+}
+
+/// A successful download: the keys and how long they may be trusted.
+pub struct Fetched {
+    pub keys: KeySet,
+    pub ttl: Duration,
+    pub jwks_uri: String,
+}
+
+/// One HTTP client shared by every issuer (connection reuse, one TLS config).
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fetcher {
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("static HTTP client configuration");
+        Fetcher { client }
+    }
+
+    /// Fetches the JWKS (after discovery when `jwks_uri` is absent).
+    pub async fn fetch(
+        &self,
+        issuer: &str,
+        jwks_uri: Option<&str>,
+        refresh: &RefreshConfig,
+    ) -> Result<Fetched, FetchError> {
+        let timeout = Duration::from_millis(refresh.fetch_timeout_ms);
+        let jwks_uri = match jwks_uri {
+            Some(uri) => uri.to_string(),
+            None => self.discover(issuer, timeout).await?,
+        };
+        let (headers, body) = self.get(&jwks_uri, timeout).await?;
+        let keys = KeySet::parse(&body).map_err(|reason| FetchError::Jwks {
+            url: jwks_uri.clone(),
+            reason,
+        })?;
+        let ttl = cache_ttl(&headers, refresh);
+        Ok(Fetched {
+            keys,
+            ttl,
+            jwks_uri,
+        })
+    }
+
+    async fn discover(&self, issuer: &str, timeout: Duration) -> Result<String, FetchError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let (_, body) = self.get(&url, timeout).await?;
+        let discovery_error = |reason: String| FetchError::Discovery {
+            url: url.clone(),
+            reason,
+        };
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|err| discovery_error(format!("not JSON: {err}")))?;
+        let advertised = doc
+            .get("issuer")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if advertised != issuer {
+            // OIDC Discovery 1.0 section 4.3: a mismatch means this is not the issuer we trust.
+            return Err(discovery_error(format!(
+                "advertises issuer {advertised:?}, expected {issuer:?}"
+            )));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| discovery_error("no jwks_uri".into()))?;
+        Ok(jwks_uri.to_string())
+    }
+
+    async fn get(&self, url: &str, timeout: Duration) -> Result<(HeaderMap, Vec<u8>), FetchError> {
+        ensure_secure(url)?;
+        let request_error = |err: reqwest::Error| FetchError::Request {
+            url: url.to_string(),
+            reason: describe(&err),
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(request_error)?;
+        ensure_secure(response.url().as_str())?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+            });
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+        {
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+            });
+        }
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(FetchError::TooLarge {
+                    url: url.to_string(),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((headers, body))
+    }
+}
+
+fn ensure_secure(url: &str) -> Result<(), FetchError> {
+    let insecure = || FetchError::Insecure {
+        url: url.to_string(),
+    };
+    let parsed = url::Url::parse(url).map_err(|_| insecure())?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_url(&parsed) => Ok(()),
+        _ => Err(insecure()),
+    }
+}
+
+/// reqwest's Display hides the cause (connection refused, timeout); show it.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        err.to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How long the IdP said the keys stay fresh, clamped to the issuer's bounds.
+pub fn cache_ttl(headers: &HeaderMap, refresh: &RefreshConfig) -> Duration {
+    let seconds = max_age(headers)
+        .or_else(|| expires_in(headers))
+        .unwrap_or(refresh.default_seconds);
+    Duration::from_secs(seconds.clamp(refresh.min_seconds, refresh.max_seconds))
+}
+
+fn max_age(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return Some(0);
+        }
+        if let Some(seconds) = lower.strip_prefix("max-age=") {
+            max_age = seconds.trim_matches('"').parse().ok();
+        }
+    }
+    max_age
+}
+
+fn expires_in(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(EXPIRES)?.to_str().ok()?;
+    // An unparseable Expires ("0", "-1") means already expired (RFC 9111 section 5.3).
+    let Ok(when) = httpdate::parse_http_date(value) else {
+        return Some(0);
+    };
+    Some(
+        when.duration_since(SystemTime::now())
+            .map(|left| left.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(reqwest::header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn ttl_follows_cache_control_and_is_clamped() {
+        let refresh = RefreshConfig::default();
+        let ttl = |pairs: &[(reqwest::header::HeaderName, &str)]| {
+            cache_ttl(&headers(pairs), &refresh).as_secs()
+        };
+        assert_eq!(ttl(&[(CACHE_CONTROL, "public, max-age=3600")]), 3600);
+        assert_eq!(ttl(&[(CACHE_CONTROL, "max-age=5")]), 60);
+        assert_eq!(ttl(&[(CACHE_CONTROL, "max-age=999999")]), 86400);
+        assert_eq!(ttl(&[(CACHE_CONTROL, "no-store")]), 60);
+        assert_eq!(ttl(&[]), 600);
+        assert_eq!(ttl(&[(EXPIRES, "0")]), 60);
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(7200));
+        let from_expires = ttl(&[(EXPIRES, &later)]);
+        assert!((7100..=7200).contains(&from_expires), "{from_expires}");
+    }
+
+    #[test]
+    fn only_https_or_loopback() {
+        assert!(ensure_secure("https://idp.example.com/jwks").is_ok());
+        assert!(ensure_secure("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(ensure_secure("http://localhost/jwks").is_ok());
+        assert!(ensure_secure("http://idp.example.com/jwks").is_err());
+        assert!(ensure_secure("file:///etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Everything one version of the config decides: issuers with their keys,
+//! routes, and the verified-token cache. A policy is immutable once built;
+//! a reload builds a new one and swaps it whole.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Action, Config};
+use crate::issuer::Issuer;
+use crate::keys::Fetcher;
+use crate::route::{Route, Router};
+use crate::token_cache::TokenCache;
+
+pub struct Policy {
+    pub generation: u64,
+    pub issuers: Vec<Arc<Issuer>>,
+    pub router: Router,
+    pub cache: TokenCache,
+    refreshers: Vec<JoinHandle<()>>,
+}
+
+impl Policy {
+    /// Compiles a validated config. Keys are not fetched until [`Policy::start`].
+    pub fn new(
+        config: &Config,
+        fetcher: &Fetcher,
+        keys_changed: &watch::Sender<u64>,
+        generation: u64,
+    ) -> Self {
+        let issuers: Vec<Arc<Issuer>> = config
+            .issuers
+            .iter()
+            .map(|(name, issuer)| Arc::new(Issuer::new(name, issuer, fetcher, keys_changed)))
+            .collect();
+        let names: Vec<String> = config
+            .issuers
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| Route::compile(index, route, &names))
+            .collect();
+        Policy {
+            generation,
+            issuers,
+            router: Router::new(routes),
+            cache: TokenCache::new(config.cache.tokens),
+            refreshers: Vec::new(),
+        }
+    }
+
+    /// Starts the background key refreshers (the first fetch happens at once).
+    pub fn start(&mut self) {
+        self.refreshers = self
+            .issuers
+            .iter()
+            .filter_map(|issuer| issuer.keys.spawn_refresher())
+            .collect();
+    }
+
+    /// Issuers that some authenticating route relies on.
+    pub fn issuers_in_use(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, issuer)| {
+                let used = self.router.routes().iter().any(|route| {
+                    route.action == Action::Authenticate && route.issuers.contains(&index)
+                });
+                used.then_some(issuer)
+            })
+    }
+
+    /// SERVING once every issuer in use has keys (SPEC section 8).
+    pub fn is_ready(&self) -> bool {
+        self.issuers_in_use()
+            .all(|issuer| issuer.keys.current().is_some())
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.iter().find(|issuer| &*issuer.name == name)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        for refresher in &self.refreshers {
+            refresher.abort();
+        }
+    }
+}

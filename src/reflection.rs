@@ -1,0 +1,16 @@
+//! gRPC server reflection, so grpcurl and ghz work without .proto files.
+
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
+
+/// Descriptor set of the Envoy ext_authz protos (built by build.rs from proto/vendor).
+pub const AUTHZ_DESCRIPTOR: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/authz_descriptor.bin"));
+
+/// Reflection for `envoy.service.auth.v3.Authorization` (and health).
+pub fn authz_reflection() -> ServerReflectionServer<impl ServerReflection> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(AUTHZ_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets compiled by build.rs are valid")
+}

@@ -1,0 +1,125 @@
+//! A [`Decision`] encoded as Envoy's `CheckResponse` (SPEC section 3).
+//!
+//! `status` is always set explicitly (an unset status means allow to Envoy);
+//! request headers use OVERWRITE_IF_EXISTS_OR_ADD with `append` unset, the only
+//! encoding every Envoy version applies as "set".
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc::{Code, Status};
+
+use crate::decision::{Allowed, Decision, Denied};
+
+pub fn check_response(decision: &Decision) -> CheckResponse {
+    match decision {
+        Decision::Allow(allowed) => allow_response(allowed),
+        Decision::Deny(denied) => deny_response(denied),
+    }
+}
+
+fn allow_response(allowed: &Allowed) -> CheckResponse {
+    let ok = OkHttpResponse {
+        headers: allowed
+            .set_headers
+            .iter()
+            .map(|(name, value)| header(name, value))
+            .collect(),
+        headers_to_remove: allowed.remove_headers.clone(),
+        ..Default::default()
+    };
+    CheckResponse {
+        status: Some(Status {
+            code: Code::Ok as i32,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+        dynamic_metadata: Some(metadata(allowed)),
+    }
+}
+
+fn deny_response(denied: &Denied) -> CheckResponse {
+    let reason = &denied.reason;
+    let http_status = reason.http_status();
+    let mut headers = vec![header("content-type", "application/json")];
+    if let Some(challenge) = reason.challenge() {
+        headers.push(header("www-authenticate", &challenge));
+    }
+    let body = serde_json::json!({ "error": reason.error_code(), "error_description": reason.description() });
+    let denied_response = DeniedHttpResponse {
+        status: Some(HttpStatus {
+            code: status_code(http_status) as i32,
+        }),
+        headers,
+        body: body.to_string(),
+    };
+    CheckResponse {
+        status: Some(Status {
+            code: rpc_code(http_status) as i32,
+            message: reason.description(),
+            details: vec![],
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(denied_response)),
+        dynamic_metadata: None,
+    }
+}
+
+fn header(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn status_code(http_status: u16) -> StatusCode {
+    match http_status {
+        401 => StatusCode::Unauthorized,
+        503 => StatusCode::ServiceUnavailable,
+        200 => StatusCode::Ok,
+        _ => StatusCode::Forbidden,
+    }
+}
+
+fn rpc_code(http_status: u16) -> Code {
+    match http_status {
+        401 => Code::Unauthenticated,
+        503 => Code::Unavailable,
+        _ => Code::PermissionDenied,
+    }
+}
+
+/// iss, sub, route and backend for Envoy's access logs and later filters.
+fn metadata(allowed: &Allowed) -> Struct {
+    let mut fields = std::collections::BTreeMap::new();
+    let mut put = |key: &str, value: &str| {
+        fields.insert(
+            key.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(value.to_string())),
+            },
+        );
+    };
+    put("route", &allowed.route);
+    if let Some(backend) = &allowed.backend {
+        put("backend", backend);
+    }
+    if let Some(identity) = &allowed.identity {
+        put("iss", &identity.issuer);
+        if let Some(subject) = &identity.subject {
+            put("sub", subject);
+        }
+    }
+    Struct {
+        fields: fields.into_iter().collect(),
+    }
+}

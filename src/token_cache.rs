@@ -1,0 +1,85 @@
+//! Verified tokens, remembered until they expire, so a busy client costs one
+//! signature check per token rather than one per request.
+//!
+//! Keyed by the SHA-256 of the token (a collision would need a SHA-256 break,
+//! unlike a fast hash an attacker could aim at). A hit is re-checked against the
+//! live key set, so a token signed by a key that has left the JWKS stops
+//! working at once, and against the route's issuers and the clock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moka::sync::Cache;
+
+use crate::verify::VerifiedToken;
+
+pub type TokenDigest = [u8; 32];
+
+pub fn digest(token: &str) -> TokenDigest {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    hash.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// A short, non-reversible label for logs: never log the token itself.
+pub fn fingerprint(digest: &TokenDigest) -> String {
+    digest[..6]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct TokenCache {
+    cache: Option<Cache<TokenDigest, Arc<VerifiedToken>>>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<TokenDigest, Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenDigest,
+        token: &Arc<VerifiedToken>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        let expires = UNIX_EPOCH + Duration::from_secs(token.exp);
+        Some(
+            expires
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+impl TokenCache {
+    /// `capacity` 0 disables caching.
+    pub fn new(capacity: u64) -> Self {
+        let cache = (capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build()
+        });
+        TokenCache { cache }
+    }
+
+    pub fn get(&self, digest: &TokenDigest) -> Option<Arc<VerifiedToken>> {
+        self.cache.as_ref()?.get(digest)
+    }
+
+    pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(digest, token);
+        }
+    }
+
+    pub fn remove(&self, digest: &TokenDigest) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(digest);
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |cache| cache.entry_count())
+    }
+}
