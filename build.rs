@@ -14,10 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let admin = protox::compile([ADMIN], ["proto"])?;
     std::fs::write(out.join("admin_descriptor.bin"), admin.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(admin)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(admin)?;
 
     let authz = protox::compile([EXT_AUTHZ], ["proto/vendor"])?;
     std::fs::write(out.join("authz_descriptor.bin"), authz.encode_to_vec())?;

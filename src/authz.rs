@@ -27,9 +27,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(policy: Policy) -> Self {
-        Authorizer {
-            policy: RwLock::new(Arc::new(policy)),
-        }
+        Authorizer { policy: RwLock::new(Arc::new(policy)) }
     }
 
     /// The policy in force; a Check holds its own `Arc`, so a swap never affects it midway.
@@ -39,10 +37,7 @@ impl Authorizer {
 
     /// Installs a new policy; returns the old one.
     pub fn swap(&self, policy: Policy) -> Arc<Policy> {
-        std::mem::replace(
-            &mut *self.policy.write().expect("policy lock poisoned"),
-            Arc::new(policy),
-        )
+        std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
     }
 
     pub async fn decide(&self, request: &HttpRequest) -> Decision {
@@ -59,21 +54,14 @@ impl Authorizer {
 }
 
 async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> Decision {
-    let issuers: Vec<&Arc<Issuer>> = route
-        .issuers
-        .iter()
-        .map(|&index| &policy.issuers[index])
-        .collect();
+    let issuers: Vec<&Arc<Issuer>> = route.issuers.iter().map(|&index| &policy.issuers[index]).collect();
     let (token, source) = match find_token(request, &issuers) {
         Ok(Some(found)) => found,
         Ok(None) => return deny(DenyReason::MissingToken, Some(route), None, request),
         Err(reason) => return deny(reason, Some(route), None, request),
     };
     // Only issuers that read the token from where it was found may verify it.
-    let candidates: Vec<&Arc<Issuer>> = issuers
-        .into_iter()
-        .filter(|issuer| &issuer.token_from == source)
-        .collect();
+    let candidates: Vec<&Arc<Issuer>> = issuers.into_iter().filter(|issuer| &issuer.token_from == source).collect();
     let token_digest = digest(token);
     match verify(token, &token_digest, &candidates, &policy.cache).await {
         Ok(verified) => {
@@ -85,18 +73,12 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> 
             tracing::debug!(route = %route.name, token = %fingerprint(&token_digest), issuer = %verified.issuer, "allow");
             decision
         }
-        Err(VerifyFailure::Invalid(err)) => deny(
-            DenyReason::InvalidToken(err),
-            Some(route),
-            Some(&token_digest),
-            request,
-        ),
-        Err(VerifyFailure::KeysUnavailable(issuer)) => deny(
-            DenyReason::KeysUnavailable(issuer),
-            Some(route),
-            Some(&token_digest),
-            request,
-        ),
+        Err(VerifyFailure::Invalid(err)) => {
+            deny(DenyReason::InvalidToken(err), Some(route), Some(&token_digest), request)
+        }
+        Err(VerifyFailure::KeysUnavailable(issuer)) => {
+            deny(DenyReason::KeysUnavailable(issuer), Some(route), Some(&token_digest), request)
+        }
     }
 }
 
@@ -120,12 +102,7 @@ fn find_token<'r, 'i>(
 }
 
 fn allowed(route: &Route, identity: Option<Identity>) -> Allowed {
-    Allowed {
-        route: route.name.clone(),
-        backend: route.backend.clone(),
-        identity,
-        ..Default::default()
-    }
+    Allowed { route: route.name.clone(), backend: route.backend.clone(), identity, ..Default::default() }
 }
 
 fn deny(
@@ -144,10 +121,7 @@ fn deny(
         token = %token.map(fingerprint).unwrap_or_else(|| "-".into()),
         "deny"
     );
-    Decision::Deny(Denied {
-        reason,
-        route: route_name,
-    })
+    Decision::Deny(Denied { reason, route: route_name })
 }
 
 /// The gRPC face of the [`Authorizer`].

@@ -41,12 +41,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Config file.
-    #[arg(
-        long,
-        short,
-        env = "PORTCULLIS_CONFIG",
-        default_value = "portcullis.yaml"
-    )]
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "portcullis.yaml")]
     pub config: PathBuf,
 }
 

@@ -50,9 +50,7 @@ impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::NoRoute | DenyReason::RouteDenies => 403,
-            DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => {
-                401
-            }
+            DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
             DenyReason::KeysUnavailable(_) => 503,
         }
     }
@@ -96,15 +94,7 @@ impl DenyReason {
 
 /// RFC 6750 restricts error_description to printable ASCII without `"` and `\`.
 fn quoted_string_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if (' '..='~').contains(&c) && c != '"' && c != '\\' {
-                c
-            } else {
-                '\''
-            }
-        })
-        .collect()
+    text.chars().map(|c| if (' '..='~').contains(&c) && c != '"' && c != '\\' { c } else { '\'' }).collect()
 }
 
 #[cfg(test)]
@@ -113,10 +103,7 @@ mod tests {
 
     #[test]
     fn challenges_follow_rfc_6750() {
-        assert_eq!(
-            DenyReason::MissingToken.challenge().unwrap(),
-            "Bearer realm=\"portcullis\""
-        );
+        assert_eq!(DenyReason::MissingToken.challenge().unwrap(), "Bearer realm=\"portcullis\"");
         let invalid = DenyReason::InvalidToken(TokenError::UnknownKid("a\"b".into()));
         assert_eq!(
             invalid.challenge().unwrap(),

@@ -38,9 +38,7 @@ pub async fn run(args: VerifyArgs) -> u8 {
     print!("{}", describe(&decision));
     match decision {
         Decision::Allow(_) => EXIT_OK,
-        Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => {
-            EXIT_RUNTIME
-        }
+        Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => EXIT_RUNTIME,
         Decision::Deny(_) => EXIT_INVALID,
     }
 }
@@ -49,15 +47,9 @@ async fn fetch_keys_once(policy: &Policy) {
     let fetches = policy.issuers.iter().map(|issuer| {
         let keys = Arc::clone(&issuer.keys);
         async move {
-            if let Err(err) = tokio::time::timeout(Duration::from_secs(10), keys.refresh())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::keys::FetchError::Request {
-                        url: keys.issuer.clone(),
-                        reason: "timed out".into(),
-                    })
-                })
-            {
+            if let Err(err) = tokio::time::timeout(Duration::from_secs(10), keys.refresh()).await.unwrap_or_else(|_| {
+                Err(crate::keys::FetchError::Request { url: keys.issuer.clone(), reason: "timed out".into() })
+            }) {
                 eprintln!("issuer {}: {err}", keys.name);
             }
         }
@@ -68,11 +60,7 @@ async fn fetch_keys_once(policy: &Policy) {
 }
 
 /// Puts the token where the matched route's first issuer looks for it.
-fn request_with_token(
-    policy: &Policy,
-    args: &VerifyArgs,
-    extra: &[(String, String)],
-) -> HttpRequest {
+fn request_with_token(policy: &Policy, args: &VerifyArgs, extra: &[(String, String)]) -> HttpRequest {
     let headers = |token: Option<(String, String)>| {
         let mut all: Vec<(String, String)> = extra.to_vec();
         all.extend(token);
@@ -93,27 +81,15 @@ fn request_with_token(
         .map(|&index| policy.issuers[index].token_from.clone())
         .unwrap_or_default();
     let placed = match source {
-        TokenFrom::Header {
-            header,
-            prefix: Some(prefix),
-        } => (header, format!("{prefix}{}", args.token)),
-        TokenFrom::Header {
-            header,
-            prefix: None,
-        } if header == "authorization" => (header, format!("Bearer {}", args.token)),
-        TokenFrom::Header {
-            header,
-            prefix: None,
-        } => (header, args.token.clone()),
+        TokenFrom::Header { header, prefix: Some(prefix) } => (header, format!("{prefix}{}", args.token)),
+        TokenFrom::Header { header, prefix: None } if header == "authorization" => {
+            (header, format!("Bearer {}", args.token))
+        }
+        TokenFrom::Header { header, prefix: None } => (header, args.token.clone()),
         TokenFrom::Cookie { cookie } => ("cookie".into(), format!("{cookie}={}", args.token)),
     };
     let all = headers(Some(placed));
-    HttpRequest::new(
-        &args.method,
-        &args.path,
-        &args.host,
-        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
+    HttpRequest::new(&args.method, &args.path, &args.host, all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 pub fn describe(decision: &Decision) -> String {
@@ -141,10 +117,7 @@ pub fn describe(decision: &Decision) -> String {
         Decision::Deny(denied) => {
             let reason = &denied.reason;
             out.push_str(&format!("decision: DENY (HTTP {})\n", reason.http_status()));
-            out.push_str(&format!(
-                "route:    {}\n",
-                denied.route.as_deref().unwrap_or("(no route matches)")
-            ));
+            out.push_str(&format!("route:    {}\n", denied.route.as_deref().unwrap_or("(no route matches)")));
             out.push_str(&format!("reason:   {}\n", reason.description()));
             if let Some(challenge) = reason.challenge() {
                 out.push_str(&format!("www-authenticate: {challenge}\n"));

@@ -15,10 +15,7 @@ pub enum ExtractError {
 }
 
 /// The token at `from`, `Ok(None)` when there is none.
-pub fn extract<'r>(
-    request: &'r HttpRequest,
-    from: &TokenFrom,
-) -> Result<Option<&'r str>, ExtractError> {
+pub fn extract<'r>(request: &'r HttpRequest, from: &TokenFrom) -> Result<Option<&'r str>, ExtractError> {
     let raw = match from {
         TokenFrom::Header { header, prefix } => {
             let Some(value) = request.header(header) else {
@@ -57,8 +54,7 @@ fn bearer(value: &str) -> Option<&str> {
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -76,64 +72,28 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive() {
         for value in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc "] {
-            assert_eq!(
-                extract(&request(&[("authorization", value)]), &bearer_from()),
-                Ok(Some("abc")),
-                "{value}"
-            );
+            assert_eq!(extract(&request(&[("authorization", value)]), &bearer_from()), Ok(Some("abc")), "{value}");
         }
     }
 
     #[test]
     fn other_schemes_and_absence_mean_no_token() {
-        assert_eq!(
-            extract(&request(&[("authorization", "Basic Zm9v")]), &bearer_from()),
-            Ok(None)
-        );
+        assert_eq!(extract(&request(&[("authorization", "Basic Zm9v")]), &bearer_from()), Ok(None));
         assert_eq!(extract(&request(&[]), &bearer_from()), Ok(None));
-        assert_eq!(
-            extract(&request(&[("authorization", "Bearer")]), &bearer_from()),
-            Err(ExtractError::Empty)
-        );
-        assert_eq!(
-            extract(&request(&[("authorization", "Bearer ")]), &bearer_from()),
-            Err(ExtractError::Empty)
-        );
+        assert_eq!(extract(&request(&[("authorization", "Bearer")]), &bearer_from()), Err(ExtractError::Empty));
+        assert_eq!(extract(&request(&[("authorization", "Bearer ")]), &bearer_from()), Err(ExtractError::Empty));
     }
 
     #[test]
     fn custom_header_cookie_and_size_limit() {
-        let custom = TokenFrom::Header {
-            header: "x-token".into(),
-            prefix: None,
-        };
-        assert_eq!(
-            extract(&request(&[("x-token", "abc")]), &custom),
-            Ok(Some("abc"))
-        );
-        let prefixed = TokenFrom::Header {
-            header: "x-token".into(),
-            prefix: Some("JWT ".into()),
-        };
-        assert_eq!(
-            extract(&request(&[("x-token", "jwt abc")]), &prefixed),
-            Ok(Some("abc"))
-        );
-        assert_eq!(
-            extract(&request(&[("x-token", "abc")]), &prefixed),
-            Ok(None)
-        );
-        let cookie = TokenFrom::Cookie {
-            cookie: "session".into(),
-        };
-        assert_eq!(
-            extract(&request(&[("cookie", "a=b; session=abc")]), &cookie),
-            Ok(Some("abc"))
-        );
+        let custom = TokenFrom::Header { header: "x-token".into(), prefix: None };
+        assert_eq!(extract(&request(&[("x-token", "abc")]), &custom), Ok(Some("abc")));
+        let prefixed = TokenFrom::Header { header: "x-token".into(), prefix: Some("JWT ".into()) };
+        assert_eq!(extract(&request(&[("x-token", "jwt abc")]), &prefixed), Ok(Some("abc")));
+        assert_eq!(extract(&request(&[("x-token", "abc")]), &prefixed), Ok(None));
+        let cookie = TokenFrom::Cookie { cookie: "session".into() };
+        assert_eq!(extract(&request(&[("cookie", "a=b; session=abc")]), &cookie), Ok(Some("abc")));
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert_eq!(
-            extract(&request(&[("authorization", &huge)]), &bearer_from()),
-            Err(ExtractError::TooLarge)
-        );
+        assert_eq!(extract(&request(&[("authorization", &huge)]), &bearer_from()), Err(ExtractError::TooLarge));
     }
 }

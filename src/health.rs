@@ -37,11 +37,7 @@ impl Readiness {
                 let now_ready = authorizer.policy().is_ready();
                 if last != Some(now_ready) {
                     ready.store(now_ready, Ordering::Release);
-                    let status = if now_ready {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
+                    let status = if now_ready { ServingStatus::Serving } else { ServingStatus::NotServing };
                     for reporter in &reporters {
                         reporter.set_service_status("", status).await;
                         reporter.set_service_status(AUTHZ_SERVICE, status).await;

@@ -8,19 +8,13 @@ use axum::routing::get;
 use crate::health::Readiness;
 
 pub fn router(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(readiness)
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(readiness)
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
     if readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for issuer keys\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for issuer keys\n")
     }
 }

@@ -23,35 +23,20 @@ pub struct Issuer {
 
 impl Issuer {
     /// Compiles a validated issuer config (algorithm names were checked by the loader).
-    pub fn new(
-        name: &str,
-        config: &IssuerConfig,
-        fetcher: &Fetcher,
-        changed: &watch::Sender<u64>,
-    ) -> Self {
+    pub fn new(name: &str, config: &IssuerConfig, fetcher: &Fetcher, changed: &watch::Sender<u64>) -> Self {
         let hmac = config.secret.is_some();
-        let algorithms = algorithms_for(config.algorithms.as_ref(), hmac)
-            .expect("validated by the config loader");
+        let algorithms = algorithms_for(config.algorithms.as_ref(), hmac).expect("validated by the config loader");
         let source = match &config.secret {
             Some(secret) => KeySource::Secret(secret.as_bytes().to_vec()),
             None => KeySource::Jwks(config.jwks_uri.clone()),
         };
-        let keys = IssuerKeys::new(
-            name,
-            &config.issuer,
-            source,
-            config.refresh.clone(),
-            fetcher.clone(),
-            changed.clone(),
-        );
+        let keys =
+            IssuerKeys::new(name, &config.issuer, source, config.refresh.clone(), fetcher.clone(), changed.clone());
         Issuer {
             name: Arc::from(name),
             issuer: config.issuer.clone(),
             token_from: config.token_from.clone(),
-            validations: algorithms
-                .iter()
-                .map(|alg| (*alg, validation(config, *alg)))
-                .collect(),
+            validations: algorithms.iter().map(|alg| (*alg, validation(config, *alg))).collect(),
             leeway_seconds: config.leeway_seconds,
             keys,
         }
@@ -61,10 +46,7 @@ impl Issuer {
 impl Issuer {
     /// The checks for a token signed with `alg`; `None` when `alg` is not allowed.
     pub fn validation(&self, alg: Algorithm) -> Option<&Validation> {
-        self.validations
-            .iter()
-            .find(|(allowed, _)| *allowed == alg)
-            .map(|(_, validation)| validation)
+        self.validations.iter().find(|(allowed, _)| *allowed == alg).map(|(_, validation)| validation)
     }
 }
 

@@ -23,28 +23,15 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles a validated config. Keys are not fetched until [`Policy::start`].
-    pub fn new(
-        config: &Config,
-        fetcher: &Fetcher,
-        keys_changed: &watch::Sender<u64>,
-        generation: u64,
-    ) -> Self {
+    pub fn new(config: &Config, fetcher: &Fetcher, keys_changed: &watch::Sender<u64>, generation: u64) -> Self {
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
             .iter()
             .map(|(name, issuer)| Arc::new(Issuer::new(name, issuer, fetcher, keys_changed)))
             .collect();
-        let names: Vec<String> = config
-            .issuers
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, route)| Route::compile(index, route, &names))
-            .collect();
+        let names: Vec<String> = config.issuers.iter().map(|(name, _)| name.clone()).collect();
+        let routes =
+            config.routes.iter().enumerate().map(|(index, route)| Route::compile(index, route, &names)).collect();
         Policy {
             generation,
             issuers,
@@ -56,30 +43,24 @@ impl Policy {
 
     /// Starts the background key refreshers (the first fetch happens at once).
     pub fn start(&mut self) {
-        self.refreshers = self
-            .issuers
-            .iter()
-            .filter_map(|issuer| issuer.keys.spawn_refresher())
-            .collect();
+        self.refreshers = self.issuers.iter().filter_map(|issuer| issuer.keys.spawn_refresher()).collect();
     }
 
     /// Issuers that some authenticating route relies on.
     pub fn issuers_in_use(&self) -> impl Iterator<Item = &Arc<Issuer>> {
-        self.issuers
-            .iter()
-            .enumerate()
-            .filter_map(|(index, issuer)| {
-                let used = self.router.routes().iter().any(|route| {
-                    route.action == Action::Authenticate && route.issuers.contains(&index)
-                });
-                used.then_some(issuer)
-            })
+        self.issuers.iter().enumerate().filter_map(|(index, issuer)| {
+            let used = self
+                .router
+                .routes()
+                .iter()
+                .any(|route| route.action == Action::Authenticate && route.issuers.contains(&index));
+            used.then_some(issuer)
+        })
     }
 
     /// SERVING once every issuer in use has keys (SPEC section 8).
     pub fn is_ready(&self) -> bool {
-        self.issuers_in_use()
-            .all(|issuer| issuer.keys.current().is_some())
+        self.issuers_in_use().all(|issuer| issuer.keys.current().is_some())
     }
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {

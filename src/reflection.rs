@@ -3,8 +3,7 @@
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
 /// Descriptor set of the Envoy ext_authz protos (built by build.rs from proto/vendor).
-pub const AUTHZ_DESCRIPTOR: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/authz_descriptor.bin"));
+pub const AUTHZ_DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/authz_descriptor.bin"));
 
 /// Reflection for `envoy.service.auth.v3.Authorization` (and health).
 pub fn authz_reflection() -> ServerReflectionServer<impl ServerReflection> {

@@ -36,11 +36,7 @@ impl HttpRequest {
     }
 
     pub fn from_check(check: &CheckRequest) -> Self {
-        let http = check
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref());
+        let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
         let Some(http) = http else {
             return HttpRequest::default();
         };
@@ -48,10 +44,7 @@ impl HttpRequest {
         request.copy_headers(http);
         let method = first_non_empty(&http.method, request.header(":method"));
         let path = first_non_empty(&http.path, request.header(":path"));
-        let host = first_non_empty(
-            &http.host,
-            request.header(":authority").or(request.header("host")),
-        );
+        let host = first_non_empty(&http.host, request.header(":authority").or(request.header("host")));
         request.set_line(&method, &path, &host);
         request
     }
@@ -98,9 +91,7 @@ impl HttpRequest {
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
+        self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     /// The value of one cookie. Envoy joins repeated `cookie` headers with ","
@@ -115,11 +106,7 @@ impl HttpRequest {
 }
 
 fn first_non_empty(field: &str, header: Option<&str>) -> String {
-    if field.is_empty() {
-        header.unwrap_or_default().to_string()
-    } else {
-        field.to_string()
-    }
+    if field.is_empty() { header.unwrap_or_default().to_string() } else { field.to_string() }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -142,10 +129,7 @@ mod tests {
     fn check_with(http: EnvoyHttpRequest) -> CheckRequest {
         CheckRequest {
             attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(http),
-                    ..Default::default()
-                }),
+                request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
                 ..Default::default()
             }),
         }
@@ -153,15 +137,9 @@ mod tests {
 
     #[test]
     fn reads_the_headers_map() {
-        let mut http = EnvoyHttpRequest {
-            method: "get".into(),
-            path: "/a/b?x=1".into(),
-            ..Default::default()
-        };
-        http.headers
-            .insert(":authority".into(), "API.example.com:8443".into());
-        http.headers
-            .insert("Authorization".into(), "Bearer t".into());
+        let mut http = EnvoyHttpRequest { method: "get".into(), path: "/a/b?x=1".into(), ..Default::default() };
+        http.headers.insert(":authority".into(), "API.example.com:8443".into());
+        http.headers.insert("Authorization".into(), "Bearer t".into());
         let request = HttpRequest::from_check(&check_with(http));
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/a/b");

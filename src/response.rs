@@ -7,9 +7,7 @@
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    CheckResponse, DeniedHttpResponse, OkHttpResponse,
-};
+use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, DeniedHttpResponse, OkHttpResponse};
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::{Code, Status};
@@ -25,19 +23,12 @@ pub fn check_response(decision: &Decision) -> CheckResponse {
 
 fn allow_response(allowed: &Allowed) -> CheckResponse {
     let ok = OkHttpResponse {
-        headers: allowed
-            .set_headers
-            .iter()
-            .map(|(name, value)| header(name, value))
-            .collect(),
+        headers: allowed.set_headers.iter().map(|(name, value)| header(name, value)).collect(),
         headers_to_remove: allowed.remove_headers.clone(),
         ..Default::default()
     };
     CheckResponse {
-        status: Some(Status {
-            code: Code::Ok as i32,
-            ..Default::default()
-        }),
+        status: Some(Status { code: Code::Ok as i32, ..Default::default() }),
         http_response: Some(HttpResponse::OkResponse(ok)),
         dynamic_metadata: Some(metadata(allowed)),
     }
@@ -52,18 +43,12 @@ fn deny_response(denied: &Denied) -> CheckResponse {
     }
     let body = serde_json::json!({ "error": reason.error_code(), "error_description": reason.description() });
     let denied_response = DeniedHttpResponse {
-        status: Some(HttpStatus {
-            code: status_code(http_status) as i32,
-        }),
+        status: Some(HttpStatus { code: status_code(http_status) as i32 }),
         headers,
         body: body.to_string(),
     };
     CheckResponse {
-        status: Some(Status {
-            code: rpc_code(http_status) as i32,
-            message: reason.description(),
-            details: vec![],
-        }),
+        status: Some(Status { code: rpc_code(http_status) as i32, message: reason.description(), details: vec![] }),
         http_response: Some(HttpResponse::DeniedResponse(denied_response)),
         dynamic_metadata: None,
     }
@@ -71,11 +56,7 @@ fn deny_response(denied: &Denied) -> CheckResponse {
 
 fn header(name: &str, value: &str) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.to_string(),
-            value: value.to_string(),
-            ..Default::default()
-        }),
+        header: Some(HeaderValue { key: name.to_string(), value: value.to_string(), ..Default::default() }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
     }
@@ -102,12 +83,7 @@ fn rpc_code(http_status: u16) -> Code {
 fn metadata(allowed: &Allowed) -> Struct {
     let mut fields = std::collections::BTreeMap::new();
     let mut put = |key: &str, value: &str| {
-        fields.insert(
-            key.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(value.to_string())),
-            },
-        );
+        fields.insert(key.to_string(), Value { kind: Some(Kind::StringValue(value.to_string())) });
     };
     put("route", &allowed.route);
     if let Some(backend) = &allowed.backend {
@@ -119,7 +95,5 @@ fn metadata(allowed: &Allowed) -> Struct {
             put("sub", subject);
         }
     }
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
+    Struct { fields: fields.into_iter().collect() }
 }

@@ -33,40 +33,24 @@ impl Route {
             (None, None) => PathMatch::Any,
         };
         let issuers = match &config.issuers {
-            Some(names) => names
-                .iter()
-                .filter_map(|name| issuer_names.iter().position(|known| known == name))
-                .collect(),
+            Some(names) => {
+                names.iter().filter_map(|name| issuer_names.iter().position(|known| known == name)).collect()
+            }
             None => (0..issuer_names.len()).collect(),
         };
         Route {
-            name: config
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("routes[{index}]")),
+            name: config.name.clone().unwrap_or_else(|| format!("routes[{index}]")),
             action: config.action,
             issuers,
             backend: config.backend.clone(),
             path,
-            hosts: matcher
-                .hosts
-                .iter()
-                .flatten()
-                .map(|host| host.to_ascii_lowercase())
-                .collect(),
-            methods: matcher
-                .methods
-                .iter()
-                .flatten()
-                .map(|method| method.to_ascii_uppercase())
-                .collect(),
+            hosts: matcher.hosts.iter().flatten().map(|host| host.to_ascii_lowercase()).collect(),
+            methods: matcher.methods.iter().flatten().map(|method| method.to_ascii_uppercase()).collect(),
         }
     }
 
     pub fn matches(&self, request: &HttpRequest) -> bool {
-        self.path_matches(&request.path)
-            && self.host_matches(&request.host)
-            && self.method_matches(&request.method)
+        self.path_matches(&request.path) && self.host_matches(&request.host) && self.method_matches(&request.method)
     }
 
     fn path_matches(&self, path: &str) -> bool {
@@ -80,17 +64,14 @@ impl Route {
     /// Exact host, or `*.example.com` for any subdomain (not the apex).
     fn host_matches(&self, host: &str) -> bool {
         self.hosts.is_empty()
-            || self
-                .hosts
-                .iter()
-                .any(|pattern| match pattern.strip_prefix("*.") {
-                    Some(suffix) => {
-                        host.len() > suffix.len() + 1
-                            && host.ends_with(suffix)
-                            && host[..host.len() - suffix.len()].ends_with('.')
-                    }
-                    None => pattern == host,
-                })
+            || self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.ends_with(suffix)
+                        && host[..host.len() - suffix.len()].ends_with('.')
+                }
+                None => pattern == host,
+            })
     }
 
     fn method_matches(&self, method: &str) -> bool {
@@ -124,13 +105,7 @@ mod tests {
     use crate::config::MatchConfig;
 
     fn route(matcher: MatchConfig) -> Route {
-        let config = RouteConfig {
-            name: None,
-            matcher,
-            issuers: None,
-            backend: None,
-            action: Action::Authenticate,
-        };
+        let config = RouteConfig { name: None, matcher, issuers: None, backend: None, action: Action::Authenticate };
         Route::compile(0, &config, &[])
     }
 
@@ -140,17 +115,11 @@ mod tests {
 
     #[test]
     fn prefix_exact_hosts_methods() {
-        let prefix = route(MatchConfig {
-            prefix: Some("/api/".into()),
-            ..Default::default()
-        });
+        let prefix = route(MatchConfig { prefix: Some("/api/".into()), ..Default::default() });
         assert!(prefix.matches(&request("GET", "/api/x?q=1", "h")));
         assert!(!prefix.matches(&request("GET", "/apix", "h")));
 
-        let exact = route(MatchConfig {
-            path: Some("/healthz".into()),
-            ..Default::default()
-        });
+        let exact = route(MatchConfig { path: Some("/healthz".into()), ..Default::default() });
         assert!(exact.matches(&request("GET", "/healthz?full=1", "h")));
         assert!(!exact.matches(&request("GET", "/healthz/x", "h")));
 
@@ -163,10 +132,7 @@ mod tests {
         assert!(!hosts.matches(&request("GET", "/", "apps.example.com")));
         assert!(!hosts.matches(&request("GET", "/", "evilapps.example.com")));
 
-        let methods = route(MatchConfig {
-            methods: Some(vec!["post".into()]),
-            ..Default::default()
-        });
+        let methods = route(MatchConfig { methods: Some(vec!["post".into()]), ..Default::default() });
         assert!(methods.matches(&request("POST", "/", "h")));
         assert!(!methods.matches(&request("GET", "/", "h")));
     }

@@ -20,11 +20,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -72,12 +68,8 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first keys arrive; the watcher flips it.
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    reporter
-        .set_service_status(AUTHZ_SERVICE, tonic_health::ServingStatus::NotServing)
-        .await;
+    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    reporter.set_service_status(AUTHZ_SERVICE, tonic_health::ServingStatus::NotServing).await;
     let readiness = Readiness::default();
     let watcher = readiness.spawn_watch(Arc::clone(&authorizer), vec![reporter], keys_rx);
 
@@ -91,50 +83,29 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
     let reflection = options.reflection.then(crate::reflection::authz_reflection);
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(
-            &authorizer,
-        ))))
+        .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer))))
         .add_optional_service(reflection)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(authz_listener).with_nodelay(Some(true)),
-            {
-                let shutdown = shutdown.clone();
-                async move { shutdown.wait().await }
-            },
-        );
-    let http = axum::serve(http_listener, crate::http::router(readiness.clone()))
-        .with_graceful_shutdown({
+        .serve_with_incoming_shutdown(TcpIncoming::from(authz_listener).with_nodelay(Some(true)), {
             let shutdown = shutdown.clone();
             async move { shutdown.wait().await }
         });
+    let http = axum::serve(http_listener, crate::http::router(readiness.clone())).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.wait().await }
+    });
     let tasks = tokio::spawn(async move {
         let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
         watcher.abort();
         grpc?;
         http
     });
-    Ok(Running {
-        authz_addr,
-        http_addr,
-        authorizer,
-        readiness,
-        shutdown,
-        tasks,
-    })
+    Ok(Running { authz_addr, http_addr, authorizer, readiness, shutdown, tasks })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-fn local_addr(
-    what: &'static str,
-    listener: &TcpListener,
-    addr: SocketAddr,
-) -> Result<SocketAddr, ServeError> {
-    listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { what, addr, source })
+fn local_addr(what: &'static str, listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Bind { what, addr, source })
 }

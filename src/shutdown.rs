@@ -11,9 +11,7 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown {
-            sender: watch::channel(false).0,
-        }
+        Shutdown { sender: watch::channel(false).0 }
     }
 }
 

@@ -22,10 +22,7 @@ pub fn digest(token: &str) -> TokenDigest {
 
 /// A short, non-reversible label for logs: never log the token itself.
 pub fn fingerprint(digest: &TokenDigest) -> String {
-    digest[..6]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    digest[..6].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[derive(Clone)]
@@ -43,23 +40,14 @@ impl moka::Expiry<TokenDigest, Arc<VerifiedToken>> for UntilExpiry {
         _: std::time::Instant,
     ) -> Option<Duration> {
         let expires = UNIX_EPOCH + Duration::from_secs(token.exp);
-        Some(
-            expires
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
+        Some(expires.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
     }
 }
 
 impl TokenCache {
     /// `capacity` 0 disables caching.
     pub fn new(capacity: u64) -> Self {
-        let cache = (capacity > 0).then(|| {
-            Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExpiry)
-                .build()
-        });
+        let cache = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(UntilExpiry).build());
         TokenCache { cache }
     }
 
@@ -79,7 +67,11 @@ impl TokenCache {
         }
     }
 
+    /// Exact count (settles moka's pending bookkeeping first; for status, not the hot path).
     pub fn entry_count(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |cache| cache.entry_count())
+        self.cache.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.entry_count()
+        })
     }
 }

@@ -87,9 +87,7 @@ impl From<TokenError> for VerifyFailure {
 }
 
 pub fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// Verifies `token` for one of `candidates`, consulting and filling `cache`.
@@ -115,29 +113,16 @@ fn still_valid(hit: &VerifiedToken, candidates: &[&Arc<Issuer>]) -> bool {
     let Some(issuer) = candidates.iter().find(|issuer| issuer.name == hit.issuer) else {
         return false;
     };
-    let key_present = issuer
-        .keys
-        .current()
-        .is_some_and(|keys| keys.contains_id(&hit.key_id));
+    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&hit.key_id));
     key_present && hit.exp.saturating_add(issuer.leeway_seconds) >= now_seconds()
 }
 
-async fn verify_uncached(
-    token: &str,
-    candidates: &[&Arc<Issuer>],
-) -> Result<VerifiedToken, VerifyFailure> {
+async fn verify_uncached(token: &str, candidates: &[&Arc<Issuer>]) -> Result<VerifiedToken, VerifyFailure> {
     let (header, payload) = split(token)?;
     let alg = parse_alg(&header)?;
     let kid = header.get("kid").and_then(Value::as_str);
-    let iss = payload
-        .get("iss")
-        .and_then(Value::as_str)
-        .ok_or(TokenError::MissingIssuer)?;
-    let matching: Vec<&Arc<Issuer>> = candidates
-        .iter()
-        .copied()
-        .filter(|issuer| issuer.issuer == iss)
-        .collect();
+    let iss = payload.get("iss").and_then(Value::as_str).ok_or(TokenError::MissingIssuer)?;
+    let matching: Vec<&Arc<Issuer>> = candidates.iter().copied().filter(|issuer| issuer.issuer == iss).collect();
     if matching.is_empty() {
         return Err(TokenError::UntrustedIssuer(iss.to_string()).into());
     }
@@ -153,44 +138,34 @@ async fn verify_uncached(
     Err(first_failure.expect("at least one matching issuer"))
 }
 
+type JsonObject = Map<String, Value>;
+
 /// Decodes header and payload JSON (unverified) to route the token.
-fn split(token: &str) -> Result<(Map<String, Value>, Map<String, Value>), TokenError> {
+fn split(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(TokenError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
+        return Err(TokenError::Malformed("expected three dot-separated parts".into()));
     };
-    Ok((
-        decode_part(header, "header")?,
-        decode_part(payload, "payload")?,
-    ))
+    Ok((decode_part(header, "header")?, decode_part(payload, "payload")?))
 }
 
-fn decode_part(part: &str, what: &str) -> Result<Map<String, Value>, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
+fn decode_part(part: &str, what: &str) -> Result<JsonObject, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(TokenError::Malformed(format!(
-            "{what} is not a JSON object"
-        ))),
+        _ => Err(TokenError::Malformed(format!("{what} is not a JSON object"))),
     }
 }
 
 fn parse_alg(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
-    let name = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
+    let name =
+        header.get("alg").and_then(Value::as_str).ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
     if name.eq_ignore_ascii_case("none") {
         return Err(TokenError::AlgNone);
     }
-    name.parse()
-        .map_err(|_| TokenError::DisallowedAlgorithm(name.to_string()))
+    name.parse().map_err(|_| TokenError::DisallowedAlgorithm(name.to_string()))
 }
 
 async fn verify_with_issuer(
@@ -210,10 +185,7 @@ async fn verify_with_issuer(
         && keys.by_kid(kid).is_none()
         && issuer.keys.refetch_for_kid(kid).await
     {
-        keys = issuer
-            .keys
-            .current()
-            .expect("keys present after a successful refetch");
+        keys = issuer.keys.current().expect("keys present after a successful refetch");
     }
     let candidates = select_keys(&keys, alg, kid)?;
     let mut last_error = TokenError::BadSignature;
@@ -221,12 +193,7 @@ async fn verify_with_issuer(
         match check_signature_and_claims(token, key, validation, issuer.leeway_seconds) {
             Ok(claims) => {
                 let exp = claims.get("exp").and_then(seconds).unwrap_or_default();
-                return Ok(VerifiedToken {
-                    issuer: Arc::clone(&issuer.name),
-                    key_id: key.id.clone(),
-                    exp,
-                    claims,
-                });
+                return Ok(VerifiedToken { issuer: Arc::clone(&issuer.name), key_id: key.id.clone(), exp, claims });
             }
             // Without a kid several keys may fit; only a bad signature means "try the next".
             Err(TokenError::BadSignature) => {}
@@ -244,23 +211,14 @@ fn select_keys<'k>(
     let alg_name = || format!("{alg:?}");
     match kid {
         Some(kid) => {
-            let key = keys
-                .by_kid(kid)
-                .ok_or_else(|| TokenError::UnknownKid(kid.to_string()))?;
+            let key = keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.to_string()))?;
             if !key.accepts(alg) {
-                return Err(TokenError::KeyAlgorithmMismatch {
-                    kid: kid.to_string(),
-                    alg: alg_name(),
-                });
+                return Err(TokenError::KeyAlgorithmMismatch { kid: kid.to_string(), alg: alg_name() });
             }
             Ok(vec![key.as_ref()])
         }
         None => {
-            let fitting: Vec<_> = keys
-                .iter()
-                .filter(|key| key.accepts(alg))
-                .map(|key| key.as_ref())
-                .collect();
+            let fitting: Vec<_> = keys.iter().filter(|key| key.accepts(alg)).map(|key| key.as_ref()).collect();
             if fitting.is_empty() {
                 return Err(TokenError::NoKeyForAlgorithm(alg_name()));
             }
@@ -283,12 +241,7 @@ fn check_signature_and_claims(
 
 /// A NumericDate, integer or fractional (RFC 7519 section 2).
 fn seconds(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|secs| *secs >= 0.0)
-            .map(|secs| secs as u64)
-    })
+    value.as_u64().or_else(|| value.as_f64().filter(|secs| *secs >= 0.0).map(|secs| secs as u64))
 }
 
 /// jsonwebtoken does not check `iat`; a token from the future means a broken or hostile clock.
@@ -296,14 +249,8 @@ fn check_issued_at(claims: &Map<String, Value>, leeway: u64) -> Result<(), Token
     match claims.get("iat") {
         None => Ok(()),
         Some(iat) => {
-            let iat = iat
-                .as_f64()
-                .ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
-            if iat > (now_seconds() + leeway) as f64 {
-                Err(TokenError::IssuedInFuture)
-            } else {
-                Ok(())
-            }
+            let iat = iat.as_f64().ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
+            if iat > (now_seconds() + leeway) as f64 { Err(TokenError::IssuedInFuture) } else { Ok(()) }
         }
     }
 }
@@ -317,9 +264,9 @@ fn token_error(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
         ErrorKind::InvalidClaimFormat(claim) => TokenError::InvalidClaim(claim.clone()),
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::MissingAlgorithm => TokenError::DisallowedAlgorithm("(header)".into()),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            TokenError::DisallowedAlgorithm("(header)".into())
+        }
         ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey

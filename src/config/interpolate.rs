@@ -39,9 +39,7 @@ fn expand(text: &str) -> Result<Option<String>, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated placeholder in {text:?}: expected '}}'"))?;
+        let end = after.find('}').ok_or_else(|| format!("unterminated placeholder in {text:?}: expected '}}'"))?;
         out.push_str(&resolve(&after[..end])?);
         rest = &after[end + 1..];
     }
@@ -58,9 +56,8 @@ fn resolve(placeholder: &str) -> Result<String, String> {
     if placeholder.is_empty() {
         return Err("empty placeholder '${}'".into());
     }
-    std::env::var(placeholder).map_err(|_| {
-        format!("environment variable {placeholder} is not set (used as ${{{placeholder}}})")
-    })
+    std::env::var(placeholder)
+        .map_err(|_| format!("environment variable {placeholder} is not set (used as ${{{placeholder}}})"))
 }
 
 #[cfg(test)]

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use super::interpolate::interpolate;
 use super::{
-    Action, AdminConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems,
-    RouteConfig, join_path,
+    Action, AdminConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems, RouteConfig, join_path,
 };
 use crate::keys::{algorithms_for, is_loopback_url};
 
@@ -26,10 +25,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let source_name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
         source_name: source_name.clone(),
-        problems: vec![super::Problem {
-            path: String::new(),
-            message: format!("cannot read file: {err}"),
-        }],
+        problems: vec![super::Problem { path: String::new(), message: format!("cannot read file: {err}") }],
     })?;
     parse_str(&text, &source_name)
 }
@@ -40,10 +36,7 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
     let config = parse_document(text, &mut problems);
     match config {
         Some(config) if problems.is_empty() => Ok(config),
-        _ => Err(ConfigError {
-            source_name: source_name.to_string(),
-            problems: problems.into_vec(),
-        }),
+        _ => Err(ConfigError { source_name: source_name.to_string(), problems: problems.into_vec() }),
     }
 }
 
@@ -59,17 +52,8 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
         problems.push("", "expected a mapping with listen, issuers, routes, ...");
         return None;
     };
-    for key in top
-        .keys()
-        .filter(|key| !TOP_LEVEL_KEYS.contains(&key.as_str()))
-    {
-        problems.push(
-            key.as_str(),
-            format!(
-                "unknown key (expected one of: {})",
-                TOP_LEVEL_KEYS.join(", ")
-            ),
-        );
+    for key in top.keys().filter(|key| !TOP_LEVEL_KEYS.contains(&key.as_str())) {
+        problems.push(key.as_str(), format!("unknown key (expected one of: {})", TOP_LEVEL_KEYS.join(", ")));
     }
     interpolate(&mut doc, "", problems);
     let top = doc.as_object().expect("checked above");
@@ -79,25 +63,24 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let cache = section::<CacheConfig>(top.get("cache"), "cache", problems).unwrap_or_default();
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
-    let routes = parse_routes(top.get("routes"), problems);
-    let config = Config {
-        listen,
-        admin,
-        cache,
-        issuers,
-        backends,
-        routes,
-    };
-    check_references(&config, problems);
-    Some(config)
+    // References are checked against every declared name, parsed or not, so one
+    // broken issuer does not also make every route that names it an error.
+    let declared = Declared { issuers: keys_of(top.get("issuers")), backends: keys_of(top.get("backends")) };
+    let routes = parse_routes(top.get("routes"), &declared, problems);
+    Some(Config { listen, admin, cache, issuers, backends, routes })
+}
+
+struct Declared {
+    issuers: Vec<String>,
+    backends: Vec<String>,
+}
+
+fn keys_of(value: Option<&Value>) -> Vec<String> {
+    value.and_then(Value::as_object).map(|map| map.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// Deserializes an optional section, recording the exact path of any error.
-fn section<T: DeserializeOwned>(
-    value: Option<&Value>,
-    path: &str,
-    problems: &mut Problems,
-) -> Option<T> {
+fn section<T: DeserializeOwned>(value: Option<&Value>, path: &str, problems: &mut Problems) -> Option<T> {
     match value {
         None | Some(Value::Null) => None,
         Some(value) => parse_at(value, path, problems),
@@ -109,11 +92,7 @@ fn parse_at<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Probl
         Ok(parsed) => Some(parsed),
         Err(err) => {
             let inner = err.path().to_string();
-            let at = if inner == "." {
-                path.to_string()
-            } else {
-                join_inner(path, &inner)
-            };
+            let at = if inner == "." { path.to_string() } else { join_inner(path, &inner) };
             problems.push(at, err.into_inner().to_string());
             None
         }
@@ -121,11 +100,7 @@ fn parse_at<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Probl
 }
 
 fn join_inner(path: &str, inner: &str) -> String {
-    if inner.starts_with('[') {
-        format!("{path}{inner}")
-    } else {
-        join_path(path, inner)
-    }
+    if inner.starts_with('[') { format!("{path}{inner}") } else { join_path(path, inner) }
 }
 
 fn parse_issuers(value: Option<&Value>, problems: &mut Problems) -> Vec<(String, IssuerConfig)> {
@@ -173,15 +148,8 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
             problems.push(algs_path, message);
         }
     }
-    if issuer
-        .audiences
-        .as_ref()
-        .is_some_and(|audiences| audiences.is_empty())
-    {
-        problems.push(
-            join_path(path, "audiences"),
-            "must list at least one audience (omit it to skip the aud check)",
-        );
+    if issuer.audiences.as_ref().is_some_and(|audiences| audiences.is_empty()) {
+        problems.push(join_path(path, "audiences"), "must list at least one audience (omit it to skip the aud check)");
     }
     let refresh = &issuer.refresh;
     let refresh_path = join_path(path, "refresh");
@@ -189,10 +157,7 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
         problems.push(&refresh_path, "need 0 < min_seconds <= max_seconds");
     }
     if refresh.fetch_timeout_ms == 0 {
-        problems.push(
-            join_path(&refresh_path, "fetch_timeout_ms"),
-            "must be greater than 0",
-        );
+        problems.push(join_path(&refresh_path, "fetch_timeout_ms"), "must be greater than 0");
     }
 }
 
@@ -202,10 +167,7 @@ fn check_key_url(url: &str, path: &str, problems: &mut Problems) {
         Err(err) => problems.push(path, format!("not a valid URL ({err}): {url:?}")),
         Ok(parsed) if parsed.scheme() == "https" => {}
         Ok(parsed) if parsed.scheme() == "http" && is_loopback_url(&parsed) => {}
-        Ok(_) => problems.push(
-            path,
-            format!("keys must be fetched over https (http only for loopback): {url:?}"),
-        ),
+        Ok(_) => problems.push(path, format!("keys must be fetched over https (http only for loopback): {url:?}")),
     }
 }
 
@@ -224,21 +186,15 @@ fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<St
             Some(kind) if BACKEND_TYPES.contains(&kind) => {
                 backends.insert(name.clone(), raw.clone());
             }
-            _ => problems.push(
-                join_path(&path, "type"),
-                format!("expected one of: {}", BACKEND_TYPES.join(", ")),
-            ),
+            _ => problems.push(join_path(&path, "type"), format!("expected one of: {}", BACKEND_TYPES.join(", "))),
         }
     }
     backends
 }
 
-fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Vec<RouteConfig> {
+fn parse_routes(value: Option<&Value>, declared: &Declared, problems: &mut Problems) -> Vec<RouteConfig> {
     let Some(items) = value.and_then(Value::as_array) else {
-        problems.push(
-            "routes",
-            "expected a list of routes (with no route every request is denied)",
-        );
+        problems.push("routes", "expected a list of routes (with no route every request is denied)");
         return Vec::new();
     };
     let mut routes = Vec::new();
@@ -246,6 +202,7 @@ fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Vec<RouteConf
         let path = format!("routes[{index}]");
         if let Some(route) = parse_at::<RouteConfig>(raw, &path, problems) {
             check_route(&route, &path, problems);
+            check_references(&route, &path, declared, problems);
             routes.push(route);
         }
     }
@@ -266,62 +223,34 @@ fn check_route(route: &RouteConfig, path: &str, problems: &mut Problems) {
     if let Some(methods) = &matcher.methods {
         for (index, method) in methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                problems.push(
-                    format!("{match_path}.methods[{index}]"),
-                    format!("not an HTTP method: {method:?}"),
-                );
+                problems.push(format!("{match_path}.methods[{index}]"), format!("not an HTTP method: {method:?}"));
             }
         }
     }
     if route.action != Action::Authenticate && route.issuers.is_some() {
-        problems.push(
-            join_path(path, "issuers"),
-            "only meaningful with action: authenticate",
-        );
+        problems.push(join_path(path, "issuers"), "only meaningful with action: authenticate");
     }
 }
 
-/// Names used by routes must exist; a dangling name would otherwise deny or allow by accident.
-fn check_references(config: &Config, problems: &mut Problems) {
-    let issuer_names: Vec<&str> = config
-        .issuers
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect();
-    for (index, route) in config.routes.iter().enumerate() {
-        for (position, name) in route.issuers.iter().flatten().enumerate() {
-            if !issuer_names.contains(&name.as_str()) {
-                problems.push(
-                    format!("routes[{index}].issuers[{position}]"),
-                    format!(
-                        "unknown issuer {name:?} (declared: {})",
-                        issuer_names.join(", ")
-                    ),
-                );
-            }
-        }
-        if route.issuers.as_ref().is_some_and(|names| names.is_empty()) {
+/// Names used by a route must exist; a dangling name would otherwise deny or allow by accident.
+fn check_references(route: &RouteConfig, path: &str, declared: &Declared, problems: &mut Problems) {
+    for (position, name) in route.issuers.iter().flatten().enumerate() {
+        if !declared.issuers.contains(name) {
             problems.push(
-                format!("routes[{index}].issuers"),
-                "an empty list accepts no token; omit it to accept every issuer",
+                format!("{path}.issuers[{position}]"),
+                format!("unknown issuer {name:?} (declared: {})", declared.issuers.join(", ")),
             );
         }
-        if let Some(backend) = &route.backend
-            && !config.backends.contains_key(backend)
-        {
-            problems.push(
-                format!("routes[{index}].backend"),
-                format!("unknown backend {backend:?}"),
-            );
-        }
-        if route.action == Action::Authenticate
-            && route.issuers.is_none()
-            && issuer_names.is_empty()
-        {
-            problems.push(
-                format!("routes[{index}]"),
-                "authenticates tokens but no issuer is declared",
-            );
-        }
+    }
+    if route.issuers.as_ref().is_some_and(|names| names.is_empty()) {
+        problems.push(join_path(path, "issuers"), "an empty list accepts no token; omit it to accept every issuer");
+    }
+    if let Some(backend) = &route.backend
+        && !declared.backends.contains(backend)
+    {
+        problems.push(join_path(path, "backend"), format!("unknown backend {backend:?}"));
+    }
+    if route.action == Action::Authenticate && route.issuers.is_none() && declared.issuers.is_empty() {
+        problems.push(path, "authenticates tokens but no issuer is declared");
     }
 }

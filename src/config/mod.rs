@@ -23,11 +23,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(top level)"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
         write!(f, "{path}: {}", self.message)
     }
 }
@@ -38,10 +34,7 @@ pub struct Problems(Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { path: path.into(), message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,9 +67,5 @@ impl fmt::Display for ConfigError {
 
 /// `parent.key`, or `key` at the top level.
 pub(crate) fn join_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }

@@ -30,11 +30,7 @@ pub struct Listen {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen {
-            authz: default_authz(),
-            admin: default_admin(),
-            http: default_http(),
-        }
+        Listen { authz: default_authz(), admin: default_admin(), http: default_http() }
     }
 }
 
@@ -63,9 +59,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig {
-            tokens: default_token_cache(),
-        }
+        CacheConfig { tokens: default_token_cache() }
     }
 }
 
@@ -125,32 +119,20 @@ impl TryFrom<TokenFromFields> for TokenFrom {
 
     fn try_from(fields: TokenFromFields) -> Result<Self, String> {
         match fields {
-            TokenFromFields {
-                header: Some(header),
-                prefix,
-                cookie: None,
-            } if !header.is_empty() => Ok(TokenFrom::Header {
-                header: header.to_ascii_lowercase(),
-                prefix,
-            }),
-            TokenFromFields {
-                header: None,
-                prefix: None,
-                cookie: Some(cookie),
-            } if !cookie.is_empty() => Ok(TokenFrom::Cookie { cookie }),
-            _ => {
-                Err("expected { header: NAME } (optionally with prefix) or { cookie: NAME }".into())
+            TokenFromFields { header: Some(header), prefix, cookie: None } if !header.is_empty() => {
+                Ok(TokenFrom::Header { header: header.to_ascii_lowercase(), prefix })
             }
+            TokenFromFields { header: None, prefix: None, cookie: Some(cookie) } if !cookie.is_empty() => {
+                Ok(TokenFrom::Cookie { cookie })
+            }
+            _ => Err("expected { header: NAME } (optionally with prefix) or { cookie: NAME }".into()),
         }
     }
 }
 
 impl Default for TokenFrom {
     fn default() -> Self {
-        TokenFrom::Header {
-            header: "authorization".into(),
-            prefix: None,
-        }
+        TokenFrom::Header { header: "authorization".into(), prefix: None }
     }
 }
 

@@ -21,43 +21,21 @@ pub fn summary(config: &Config) -> String {
             (None, Some(uri)) => format!("JWKS {uri}"),
             (None, None) => "JWKS via OIDC discovery".to_string(),
         };
-        let audiences = issuer
-            .audiences
-            .as_ref()
-            .map_or("any".to_string(), |list| list.join(", "));
+        let audiences = issuer.audiences.as_ref().map_or("any".to_string(), |list| list.join(", "));
         let from = match &issuer.token_from {
-            TokenFrom::Header {
-                header,
-                prefix: Some(prefix),
-            } => format!("header {header} (prefix {prefix:?})"),
-            TokenFrom::Header {
-                header,
-                prefix: None,
-            } => format!("header {header}"),
+            TokenFrom::Header { header, prefix: Some(prefix) } => format!("header {header} (prefix {prefix:?})"),
+            TokenFrom::Header { header, prefix: None } => format!("header {header}"),
             TokenFrom::Cookie { cookie } => format!("cookie {cookie}"),
         };
-        let _ = writeln!(
-            out,
-            "  {name}: iss {} | keys: {keys} | aud: {audiences} | token from {from}",
-            issuer.issuer
-        );
+        let _ = writeln!(out, "  {name}: iss {} | keys: {keys} | aud: {audiences} | token from {from}", issuer.issuer);
     }
     let _ = writeln!(
         out,
         "backends ({}): {}",
         config.backends.len(),
-        config
-            .backends
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        config.backends.keys().cloned().collect::<Vec<_>>().join(", ")
     );
-    let _ = writeln!(
-        out,
-        "routes ({}, first match wins; no match = 403):",
-        config.routes.len()
-    );
+    let _ = writeln!(out, "routes ({}, first match wins; no match = 403):", config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
         let matcher = &route.matcher;
         let path = match (&matcher.prefix, &matcher.path) {
@@ -69,27 +47,13 @@ pub fn summary(config: &Config) -> String {
             Action::Allow => "allow".to_string(),
             Action::Deny => "deny".to_string(),
             Action::Authenticate => {
-                let issuers = route
-                    .issuers
-                    .as_ref()
-                    .map_or("any issuer".to_string(), |list| list.join(", "));
+                let issuers = route.issuers.as_ref().map_or("any issuer".to_string(), |list| list.join(", "));
                 format!("authenticate ({issuers})")
             }
         };
-        let name = route
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("routes[{index}]"));
-        let backend = route
-            .backend
-            .as_deref()
-            .map(|b| format!(" -> backend {b}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {name}: {path}{} => {action}{backend}",
-            hosts_methods(route)
-        );
+        let name = route.name.clone().unwrap_or_else(|| format!("routes[{index}]"));
+        let backend = route.backend.as_deref().map(|b| format!(" -> backend {b}")).unwrap_or_default();
+        let _ = writeln!(out, "  {name}: {path}{} => {action}{backend}", hosts_methods(route));
     }
     out
 }

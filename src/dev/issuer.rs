@@ -41,12 +41,9 @@ impl SigningKey {
             | Algorithm::PS256
             | Algorithm::PS384
             | Algorithm::PS512 => {
-                let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                    .expect("RSA keygen");
-                let der =
-                    AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
-                EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes())
-                    .expect("RSA PEM")
+                let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
+                let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
+                EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes()).expect("RSA PEM")
             }
             Algorithm::ES256 | Algorithm::ES384 => {
                 let curve = if alg == Algorithm::ES256 {
@@ -54,13 +51,11 @@ impl SigningKey {
                 } else {
                     &ECDSA_P384_SHA384_FIXED_SIGNING
                 };
-                let doc =
-                    EcdsaKeyPair::generate_pkcs8(curve, &SystemRandom::new()).expect("EC keygen");
+                let doc = EcdsaKeyPair::generate_pkcs8(curve, &SystemRandom::new()).expect("EC keygen");
                 EncodingKey::from_ec_der(doc.as_ref())
             }
             Algorithm::EdDSA => {
-                let doc =
-                    Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519 keygen");
+                let doc = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).expect("Ed25519 keygen");
                 EncodingKey::from_ed_der(doc.as_ref())
             }
             other => panic!("{other:?}: use SigningKey::hmac for HS*"),
@@ -76,12 +71,7 @@ impl SigningKey {
     fn with_encoding(alg: Algorithm, kid: &str, encoding: EncodingKey) -> Self {
         let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
         jwk.common.key_id = Some(kid.to_string());
-        SigningKey {
-            kid: kid.to_string(),
-            alg,
-            encoding,
-            jwk,
-        }
+        SigningKey { kid: kid.to_string(), alg, encoding, jwk }
     }
 
     /// Signs `claims` with `alg` and `kid` in the header.
@@ -98,15 +88,9 @@ impl SigningKey {
 
 fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
+    let lines: Vec<&str> =
+        body.as_bytes().chunks(64).map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII")).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
 /// An unsigned token with the given header and claims (for `alg: none` tests).
@@ -178,11 +162,7 @@ impl DevIssuer {
     }
 
     pub fn set_cache_control(&self, value: Option<&str>) {
-        *self
-            .state
-            .cache_control
-            .write()
-            .expect("cache-control lock") = value.map(str::to_string);
+        *self.state.cache_control.write().expect("cache-control lock") = value.map(str::to_string);
     }
 
     /// While down, every endpoint answers 503.
@@ -236,11 +216,7 @@ async fn serve_jwks(State(state): State<Arc<IssuerState>>) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let body = state.jwks.read().expect("jwks lock").clone();
     let mut headers = HeaderMap::new();
-    if let Some(value) = state
-        .cache_control
-        .read()
-        .expect("cache-control lock")
-        .as_deref()
+    if let Some(value) = state.cache_control.read().expect("cache-control lock").as_deref()
         && let Ok(value) = HeaderValue::from_str(value)
     {
         headers.insert(header::CACHE_CONTROL, value);

@@ -73,15 +73,7 @@ pub async fn run(args: DevArgs) -> u8 {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
-        "{}",
-        banner(
-            &issuer,
-            &key,
-            &running.authz_addr.to_string(),
-            &running.http_addr.to_string()
-        )
-    );
+    println!("{}", banner(&issuer, &key, &running.authz_addr.to_string(), &running.http_addr.to_string()));
     running.shutdown.on_signals();
     match running.wait().await {
         Ok(()) => EXIT_OK,
@@ -114,67 +106,34 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
     let dir = std::env::temp_dir().join("portcullis-dev");
     let mut out = String::new();
     let _ = writeln!(out, "\nportcullis dev is running");
-    let _ = writeln!(
-        out,
-        "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)"
-    );
-    let _ = writeln!(
-        out,
-        "  HTTP           : http://{http}/healthz  http://{http}/readyz"
-    );
-    let _ = writeln!(
-        out,
-        "  dev issuer     : {}   (JWKS {})",
-        issuer.issuer(),
-        issuer.jwks_uri()
-    );
+    let _ =
+        writeln!(out, "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)");
+    let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz");
+    let _ = writeln!(out, "  dev issuer     : {}   (JWKS {})", issuer.issuer(), issuer.jwks_uri());
     let _ = writeln!(
         out,
         "  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE})"
     );
-    let _ = writeln!(
-        out,
-        "  requests       : {} (CheckRequest JSON, as Envoy sends it)",
-        dir.display()
-    );
+    let _ = writeln!(out, "  requests       : {} (CheckRequest JSON, as Envoy sends it)", dir.display());
     let samples = [
         ("valid", "a valid token: allowed", Some(&valid)),
-        (
-            "expired",
-            "an expired token: 401 invalid_token",
-            Some(&expired),
-        ),
-        (
-            "other-audience",
-            "a token for another audience: 401 invalid_token",
-            Some(&other_aud),
-        ),
+        ("expired", "an expired token: 401 invalid_token", Some(&expired)),
+        ("other-audience", "a token for another audience: 401 invalid_token", Some(&other_aud)),
         ("no-token", "no token: 401", None),
     ];
     for (name, label, token) in samples {
         let bearer = token.map(|token| format!("Bearer {token}"));
-        let headers: Vec<(&str, &str)> = bearer
-            .iter()
-            .map(|value| ("authorization", value.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|value| ("authorization", value.as_str())).collect();
         let file = dir.join(format!("{name}.json"));
-        let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            std::fs::write(
-                &file,
-                check_request_json("GET", "/api/items?limit=10", &headers),
-            )
-        });
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&file, check_request_json("GET", "/api/items?limit=10", &headers)));
         if let Err(err) = written {
             let _ = writeln!(out, "\n(cannot write {}: {err})", file.display());
             continue;
         }
         let _ = writeln!(out, "\n# {label}");
         if let Some(token) = token {
-            let _ = writeln!(
-                out,
-                "TOKEN_{}={token}",
-                name.to_uppercase().replace('-', "_")
-            );
+            let _ = writeln!(out, "TOKEN_{}={token}", name.to_uppercase().replace('-', "_"));
         }
         let _ = writeln!(
             out,

@@ -73,82 +73,42 @@ impl Fetcher {
             None => self.discover(issuer, timeout).await?,
         };
         let (headers, body) = self.get(&jwks_uri, timeout).await?;
-        let keys = KeySet::parse(&body).map_err(|reason| FetchError::Jwks {
-            url: jwks_uri.clone(),
-            reason,
-        })?;
+        let keys = KeySet::parse(&body).map_err(|reason| FetchError::Jwks { url: jwks_uri.clone(), reason })?;
         let ttl = cache_ttl(&headers, refresh);
-        Ok(Fetched {
-            keys,
-            ttl,
-            jwks_uri,
-        })
+        Ok(Fetched { keys, ttl, jwks_uri })
     }
 
     async fn discover(&self, issuer: &str, timeout: Duration) -> Result<String, FetchError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let (_, body) = self.get(&url, timeout).await?;
-        let discovery_error = |reason: String| FetchError::Discovery {
-            url: url.clone(),
-            reason,
-        };
-        let doc: Value = serde_json::from_slice(&body)
-            .map_err(|err| discovery_error(format!("not JSON: {err}")))?;
-        let advertised = doc
-            .get("issuer")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let discovery_error = |reason: String| FetchError::Discovery { url: url.clone(), reason };
+        let doc: Value = serde_json::from_slice(&body).map_err(|err| discovery_error(format!("not JSON: {err}")))?;
+        let advertised = doc.get("issuer").and_then(Value::as_str).unwrap_or_default();
         if advertised != issuer {
             // OIDC Discovery 1.0 section 4.3: a mismatch means this is not the issuer we trust.
-            return Err(discovery_error(format!(
-                "advertises issuer {advertised:?}, expected {issuer:?}"
-            )));
+            return Err(discovery_error(format!("advertises issuer {advertised:?}, expected {issuer:?}")));
         }
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| discovery_error("no jwks_uri".into()))?;
+        let jwks_uri =
+            doc.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| discovery_error("no jwks_uri".into()))?;
         Ok(jwks_uri.to_string())
     }
 
     async fn get(&self, url: &str, timeout: Duration) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         ensure_secure(url)?;
-        let request_error = |err: reqwest::Error| FetchError::Request {
-            url: url.to_string(),
-            reason: describe(&err),
-        };
-        let mut response = self
-            .client
-            .get(url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(request_error)?;
+        let request_error = |err: reqwest::Error| FetchError::Request { url: url.to_string(), reason: describe(&err) };
+        let mut response = self.client.get(url).timeout(timeout).send().await.map_err(request_error)?;
         ensure_secure(response.url().as_str())?;
         if !response.status().is_success() {
-            return Err(FetchError::Status {
-                url: url.to_string(),
-                status: response.status().as_u16(),
-            });
+            return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-        {
-            return Err(FetchError::TooLarge {
-                url: url.to_string(),
-            });
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(FetchError::TooLarge { url: url.to_string() });
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(FetchError::TooLarge {
-                    url: url.to_string(),
-                });
+                return Err(FetchError::TooLarge { url: url.to_string() });
             }
             body.extend_from_slice(&chunk);
         }
@@ -157,9 +117,7 @@ impl Fetcher {
 }
 
 fn ensure_secure(url: &str) -> Result<(), FetchError> {
-    let insecure = || FetchError::Insecure {
-        url: url.to_string(),
-    };
+    let insecure = || FetchError::Insecure { url: url.to_string() };
     let parsed = url::Url::parse(url).map_err(|_| insecure())?;
     match parsed.scheme() {
         "https" => Ok(()),
@@ -170,11 +128,7 @@ fn ensure_secure(url: &str) -> Result<(), FetchError> {
 
 /// reqwest's Display hides the cause (connection refused, timeout); show it.
 fn describe(err: &reqwest::Error) -> String {
-    let mut text = if err.is_timeout() {
-        "timed out".to_string()
-    } else {
-        err.to_string()
-    };
+    let mut text = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         text.push_str(": ");
@@ -186,9 +140,7 @@ fn describe(err: &reqwest::Error) -> String {
 
 /// How long the IdP said the keys stay fresh, clamped to the issuer's bounds.
 pub fn cache_ttl(headers: &HeaderMap, refresh: &RefreshConfig) -> Duration {
-    let seconds = max_age(headers)
-        .or_else(|| expires_in(headers))
-        .unwrap_or(refresh.default_seconds);
+    let seconds = max_age(headers).or_else(|| expires_in(headers)).unwrap_or(refresh.default_seconds);
     Duration::from_secs(seconds.clamp(refresh.min_seconds, refresh.max_seconds))
 }
 
@@ -213,11 +165,7 @@ fn expires_in(headers: &HeaderMap) -> Option<u64> {
     let Ok(when) = httpdate::parse_http_date(value) else {
         return Some(0);
     };
-    Some(
-        when.duration_since(SystemTime::now())
-            .map(|left| left.as_secs())
-            .unwrap_or(0),
-    )
+    Some(when.duration_since(SystemTime::now()).map(|left| left.as_secs()).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -236,9 +184,7 @@ mod tests {
     #[test]
     fn ttl_follows_cache_control_and_is_clamped() {
         let refresh = RefreshConfig::default();
-        let ttl = |pairs: &[(reqwest::header::HeaderName, &str)]| {
-            cache_ttl(&headers(pairs), &refresh).as_secs()
-        };
+        let ttl = |pairs: &[(reqwest::header::HeaderName, &str)]| cache_ttl(&headers(pairs), &refresh).as_secs();
         assert_eq!(ttl(&[(CACHE_CONTROL, "public, max-age=3600")]), 3600);
         assert_eq!(ttl(&[(CACHE_CONTROL, "max-age=5")]), 60);
         assert_eq!(ttl(&[(CACHE_CONTROL, "max-age=999999")]), 86400);

@@ -50,10 +50,7 @@ impl VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("VerificationKey").field("id", &self.id).field("kind", &self.kind).finish()
     }
 }
 
@@ -69,15 +66,8 @@ pub struct KeySet {
 impl KeySet {
     pub fn from_keys(keys: Vec<VerificationKey>, skipped: Vec<String>) -> Self {
         let keys: Vec<Arc<VerificationKey>> = keys.into_iter().map(Arc::new).collect();
-        let by_kid = keys
-            .iter()
-            .filter_map(|key| key.kid.clone().map(|kid| (kid, key.clone())))
-            .collect();
-        KeySet {
-            keys,
-            by_kid,
-            skipped,
-        }
+        let by_kid = keys.iter().filter_map(|key| key.kid.clone().map(|kid| (kid, key.clone()))).collect();
+        KeySet { keys, by_kid, skipped }
     }
 
     /// A shared-secret issuer's single key.
@@ -95,12 +85,8 @@ impl KeySet {
     /// Parses a JWKS body. Unusable entries (encryption keys, unknown curves)
     /// are skipped rather than failing the set: one odd key must not lock users out.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let doc: Value =
-            serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
-        let entries = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("JWKS has no \"keys\" array")?;
+        let doc: Value = serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
+        let entries = doc.get("keys").and_then(Value::as_array).ok_or("JWKS has no \"keys\" array")?;
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
@@ -110,10 +96,7 @@ impl KeySet {
             }
         }
         if keys.is_empty() {
-            return Err(format!(
-                "JWKS holds no usable signing key ({})",
-                skipped.join("; ")
-            ));
+            return Err(format!("JWKS holds no usable signing key ({})", skipped.join("; ")));
         }
         Ok(Self::from_keys(keys, skipped))
     }
@@ -145,8 +128,7 @@ impl KeySet {
 }
 
 fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
-    let jwk: Jwk =
-        serde_json::from_value(entry.clone()).map_err(|err| format!("key {index}: {err}"))?;
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|err| format!("key {index}: {err}"))?;
     let kid = jwk.common.key_id.clone();
     let label = kid.clone().unwrap_or_else(|| format!("#{index}"));
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -159,9 +141,7 @@ fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
             EllipticCurve::P384 => KeyKind::EcP384,
             _ => return Err(format!("key {label}: unsupported curve")),
         },
-        AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => {
-            KeyKind::Ed25519
-        }
+        AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => KeyKind::Ed25519,
         AlgorithmParameters::OctetKeyPair(_) => {
             return Err(format!("key {label}: unsupported OKP curve"));
         }
@@ -176,20 +156,12 @@ fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
     if let Some(declared) = jwk.common.key_algorithm {
         algorithms.retain(|alg| same_algorithm(*alg, declared));
         if algorithms.is_empty() {
-            return Err(format!(
-                "key {label}: alg {declared:?} does not fit its key type"
-            ));
+            return Err(format!("key {label}: alg {declared:?} does not fit its key type"));
         }
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|err| format!("key {label}: {err}"))?;
     let id = kid.clone().unwrap_or_else(|| format!("#{index}"));
-    Ok(VerificationKey {
-        id,
-        kid,
-        kind,
-        algorithms,
-        key,
-    })
+    Ok(VerificationKey { id, kid, kind, algorithms, key })
 }
 
 fn same_algorithm(alg: Algorithm, declared: KeyAlgorithm) -> bool {

@@ -31,25 +31,16 @@ const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Alg
 /// algorithms only for JWKS issuers, so HS-with-a-public-key cannot be configured.
 pub fn algorithms_for(names: Option<&Vec<String>>, hmac: bool) -> Result<Vec<Algorithm>, String> {
     let Some(names) = names else {
-        return Ok(if hmac {
-            HMAC_ALGORITHMS.to_vec()
-        } else {
-            DEFAULT_ALGORITHMS.to_vec()
-        });
+        return Ok(if hmac { HMAC_ALGORITHMS.to_vec() } else { DEFAULT_ALGORITHMS.to_vec() });
     };
     names
         .iter()
         .map(|name| {
-            let alg: Algorithm = name
-                .parse()
-                .map_err(|_| format!("unknown algorithm {name:?} (none is never accepted)"))?;
+            let alg: Algorithm =
+                name.parse().map_err(|_| format!("unknown algorithm {name:?} (none is never accepted)"))?;
             match (HMAC_ALGORITHMS.contains(&alg), hmac) {
-                (true, false) => Err(format!(
-                    "{name} needs a shared `secret`; this issuer uses public keys"
-                )),
-                (false, true) => Err(format!(
-                    "{name} needs public keys; this issuer has a shared `secret`"
-                )),
+                (true, false) => Err(format!("{name} needs a shared `secret`; this issuer uses public keys")),
+                (false, true) => Err(format!("{name} needs public keys; this issuer has a shared `secret`")),
                 _ => Ok(alg),
             }
         })

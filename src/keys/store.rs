@@ -96,11 +96,7 @@ impl IssuerKeys {
             return Ok(self.refresh.max_duration());
         };
         *self.last_attempt.lock().expect("attempt lock poisoned") = Some(Instant::now());
-        match self
-            .fetcher
-            .fetch(&self.issuer, jwks_uri.as_deref(), &self.refresh)
-            .await
-        {
+        match self.fetcher.fetch(&self.issuer, jwks_uri.as_deref(), &self.refresh).await {
             Ok(fetched) => {
                 for why in &fetched.keys.skipped {
                     tracing::warn!(issuer = %self.name, "skipped JWKS entry: {why}");
@@ -170,8 +166,7 @@ impl IssuerKeys {
     }
 
     fn knows(&self, kid: &str) -> bool {
-        self.current()
-            .is_some_and(|keys| keys.by_kid(kid).is_some())
+        self.current().is_some_and(|keys| keys.by_kid(kid).is_some())
     }
 
     fn rate_limit_allows(&self) -> bool {

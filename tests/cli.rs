@@ -1,0 +1,185 @@
+//! The real binary: exit codes, config errors with YAML paths, `token verify`,
+//! and a graceful stop on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use jsonwebtoken::Algorithm;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).env_remove("PORTCULLIS_CONFIG").output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_yaml_path() {
+    let file = write_config(
+        r#"
+listen: { authz: 127.0.0.1:50051, admn: 1 }
+issuers:
+  kinde:
+    issuer: https://acme.kinde.com
+    jwks_uri: http://acme.kinde.com/.well-known/jwks
+    audience: [hasura]
+  other:
+    issuer: https://other.example.com
+    algorithms: [RS256, none, HS256]
+  supa:
+    issuer: https://x.supabase.co/auth/v1
+    secret: ${PORTCULLIS_TEST_UNSET_SECRET}
+routes:
+  - match: { prefix: api }
+    issuers: [kinde, typo]
+  - match: { path: /x }
+    action: alow
+  - match: { prefix: /y }
+    backend: nowhere
+colour: blue
+"#,
+    );
+    let (code, stdout, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    for expected in [
+        "colour: unknown key",
+        "listen.admn: unknown field `admn`",
+        "issuers.kinde.audience: unknown field `audience`",
+        "issuers.other.algorithms: unknown algorithm \"none\"",
+        "issuers.supa.secret: environment variable PORTCULLIS_TEST_UNSET_SECRET is not set",
+        "routes[0].match.prefix: must start with '/'",
+        "routes[0].issuers[1]: unknown issuer \"typo\"",
+        "routes[1].action: unknown variant `alow`",
+        "routes[2].backend: unknown backend \"nowhere\"",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    // A broken issuer is one problem, not also one per route naming it.
+    assert!(!stderr.contains("unknown issuer \"kinde\""), "{stderr}");
+    assert!(stderr.contains("invalid config") && stderr.contains("10 problems"), "{stderr}");
+}
+
+#[test]
+fn check_config_reports_insecure_key_urls_and_short_secrets() {
+    let file = write_config(
+        "issuers:\n  a:\n    issuer: https://a.example.com\n    jwks_uri: http://a.example.com/jwks\n  b:\n    issuer: https://b.example.com\n    secret: short\nroutes: []\n",
+    );
+    let (code, _, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("issuers.a.jwks_uri: keys must be fetched over https"), "{stderr}");
+    assert!(stderr.contains("issuers.b.secret: an HS* secret must be at least 32 bytes"), "{stderr}");
+}
+
+#[test]
+fn check_config_summarises_a_valid_config_and_interpolates_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let file = write_config(&format!(
+        "issuers:\n  supa:\n    issuer: https://x.supabase.co/auth/v1\n    secret: ${{file:{}}}\nroutes:\n  - match: {{ prefix: /rest/ }}\n    issuers: [supa]\n  - match: {{ path: /healthz }}\n    action: allow\n",
+        secret.display()
+    ));
+    let (code, stdout, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("config OK"), "{stdout}");
+    assert!(stdout.contains("supa: iss https://x.supabase.co/auth/v1 | keys: shared secret (HS*)"), "{stdout}");
+    assert!(stdout.contains("routes[1]: path /healthz => allow"), "{stdout}");
+    assert!(!stdout.contains("0123456789abcdef"), "secrets are never printed");
+}
+
+#[test]
+fn missing_or_unparseable_files_are_exit_1() {
+    let (code, _, stderr) = run(&["check-config", "--config", "/nonexistent/portcullis.yaml"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read file"), "{stderr}");
+    let file = write_config("issuers: [unclosed\n");
+    let (code, _, stderr) = run(&["serve", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not valid YAML"), "{stderr}");
+}
+
+#[tokio::test]
+async fn token_verify_explains_the_decision_offline() {
+    let key = SigningKey::generate(Algorithm::ES256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let file = write_config(&config_for(&issuer, "api"));
+    let path = file.path().to_str().unwrap().to_string();
+    let good = key.sign(&issuer.claims("alice", "api", 60));
+    let expired = key.sign(&issuer.claims("alice", "api", -3600));
+    let verify = move |token: String| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            run(&["token", "verify", "--config", &path, "--path", "/orders?x=1", &token])
+        })
+    };
+    let (code, stdout, stderr) = verify(good).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("decision: ALLOW") && stdout.contains("subject:  alice"), "{stdout}");
+    let (code, stdout, _) = verify(expired).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(stdout.contains("decision: DENY (HTTP 401)") && stdout.contains("the token has expired"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_answers_checks_and_exits_0_on_sigterm() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let file = write_config(&config_for(&issuer, "api"));
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config", file.path().to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && event["message"] == "portcullis listening"
+            {
+                let _ = addr_tx.send(event["authz"].as_str().unwrap().to_string());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let authz = addr_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("listening log line");
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{authz}"),
+    )
+    .await
+    .unwrap();
+    let token = key.sign(&issuer.claims("u", "api", 60));
+    // Keys load in the background; the first checks may be 503 until they arrive.
+    let mut allowed = false;
+    for _ in 0..250 {
+        if status_code(&check_token(&mut client, "/", &token).await) == 0 {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(allowed, "serve never allowed a valid token");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines = reader.join().unwrap();
+    assert!(lines.iter().any(|line| line.contains("SIGTERM")), "{lines:?}");
+    assert!(!lines.iter().any(|line| line.contains(&token)), "the token must never be logged");
+}

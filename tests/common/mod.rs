@@ -1,0 +1,139 @@
+//! Shared pieces of the integration tests: a real loopback issuer, the real
+//! server started in-process on ephemeral ports, and a real tonic client built
+//! from envoy-types.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use portcullis::server::{Running, ServeOptions};
+use tonic::transport::Channel;
+
+pub use portcullis::dev::{DevIssuer, SigningKey};
+
+/// `listen` block binding every port to an ephemeral loopback port.
+pub const LISTEN_ANY: &str = "listen: { authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }\n";
+
+pub async fn start(config_yaml: &str) -> Running {
+    let config = portcullis::config::parse_str(config_yaml, "test config").unwrap_or_else(|err| panic!("{err}"));
+    portcullis::server::start(config, ServeOptions::default()).await.expect("server starts")
+}
+
+/// Starts the server and waits (bounded) until its issuers have keys.
+pub async fn start_ready(config_yaml: &str) -> Running {
+    let running = start(config_yaml).await;
+    wait_until("server ready", || running.readiness.is_ready()).await;
+    running
+}
+
+/// Polls `condition` every 20 ms for up to 15 s; panics with `what` if it never holds.
+pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..750 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub async fn client(running: &Running) -> AuthorizationClient<Channel> {
+    AuthorizationClient::connect(format!("http://{}", running.authz_addr)).await.expect("client connects")
+}
+
+/// A CheckRequest shaped like Envoy's: lower-case headers including pseudo-headers.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut http = HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        host: "api.example.com".into(),
+        scheme: "https".into(),
+        protocol: "HTTP/2".into(),
+        ..Default::default()
+    };
+    http.headers.insert(":authority".into(), "api.example.com".into());
+    http.headers.insert(":method".into(), method.into());
+    http.headers.insert(":path".into(), path.into());
+    for (name, value) in headers {
+        http.headers.insert((*name).into(), (*value).into());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request { http: Some(http), ..Default::default() }),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub async fn check(client: &mut AuthorizationClient<Channel>, request: CheckRequest) -> CheckResponse {
+    client.check(request).await.expect("Check never fails at the gRPC level").into_inner()
+}
+
+/// GET `path` with `Authorization: Bearer token`.
+pub async fn check_token(client: &mut AuthorizationClient<Channel>, path: &str, token: &str) -> CheckResponse {
+    let value = bearer(token);
+    check(client, request("GET", path, &[("authorization", &value)])).await
+}
+
+pub fn status_code(response: &CheckResponse) -> i32 {
+    response.status.as_ref().expect("status is always set").code
+}
+
+#[track_caller]
+pub fn assert_allowed(response: &CheckResponse) -> &OkHttpResponse {
+    assert_eq!(status_code(response), 0, "expected allow, got {response:#?}");
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("allow without ok_response: {other:?}"),
+    }
+}
+
+#[track_caller]
+pub fn assert_denied(response: &CheckResponse, http_status: i32) -> &DeniedHttpResponse {
+    assert_ne!(status_code(response), 0, "expected deny, got allow: {response:#?}");
+    let denied = match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied,
+        other => panic!("deny without denied_response: {other:?}"),
+    };
+    assert_eq!(denied.status.as_ref().map(|status| status.code), Some(http_status), "{response:#?}");
+    denied
+}
+
+pub fn header<'a>(denied: &'a DeniedHttpResponse, name: &str) -> Option<&'a str> {
+    denied
+        .headers
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .find(|header| header.key == name)
+        .map(|header| header.value.as_str())
+}
+
+/// Asserts a 401 `invalid_token` whose description contains `fragment`.
+#[track_caller]
+pub fn assert_invalid_token(response: &CheckResponse, fragment: &str) {
+    let denied = assert_denied(response, 401);
+    let challenge = header(denied, "www-authenticate").expect("401 carries WWW-Authenticate");
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{challenge}");
+    let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
+    assert_eq!(body["error"], "invalid_token", "{body}");
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains(fragment), "expected {fragment:?} in {description:?}");
+}
+
+/// A one-issuer config: `name` at `issuer`, with extra issuer YAML lines and routes.
+pub fn config_for(issuer: &DevIssuer, audience: &str) -> String {
+    format!(
+        "{LISTEN_ANY}issuers:\n  idp:\n    issuer: {}\n    jwks_uri: {}\n    audiences: [{audience}]\nroutes:\n  - match: {{ prefix: / }}\n",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    )
+}

@@ -1,0 +1,200 @@
+//! JWKS lifecycle against a real loopback issuer: discovery, caching, rotation,
+//! the unknown-kid rate limit, outages at start and after.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const AUD: &str = "api";
+
+/// One issuer with a short unknown-kid interval so rotation is observable quickly.
+fn config_with_interval(issuer: &DevIssuer, interval_seconds: u64) -> String {
+    format!(
+        "{LISTEN_ANY}issuers:\n  idp:\n    issuer: {}\n    jwks_uri: {}\n    audiences: [{AUD}]\n    refresh: {{ unknown_kid_interval_seconds: {interval_seconds} }}\nroutes:\n  - match: {{ prefix: / }}\n",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    )
+}
+
+async fn health(running: &portcullis::server::Running, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.authz_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+    ServingStatus::try_from(response.status).unwrap()
+}
+
+async fn readyz(running: &portcullis::server::Running) -> u16 {
+    let url = format!("http://{}/readyz", running.http_addr);
+    reqwest_get_status(&url).await
+}
+
+/// Minimal HTTP/1.1 GET over a TCP stream; returns the status code.
+async fn reqwest_get_status(url: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn discovery_finds_the_jwks_when_no_uri_is_given() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let config =
+        format!("{LISTEN_ANY}issuers:\n  idp:\n    issuer: {}\nroutes:\n  - match: {{ prefix: / }}\n", issuer.issuer());
+    let running = start_ready(&config).await;
+    assert!(issuer.discovery_fetches() >= 1);
+    let mut client = client(&running).await;
+    assert_allowed(&check_token(&mut client, "/", &key.sign(&issuer.claims("u", "x", 60))).await);
+}
+
+#[tokio::test]
+async fn jwks_is_fetched_once_for_many_checks() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let running = start_ready(&config_for(&issuer, AUD)).await;
+    let mut client = client(&running).await;
+    for user in 0..50 {
+        let token = key.sign(&issuer.claims(&format!("user-{user}"), AUD, 60));
+        for _ in 0..4 {
+            assert_allowed(&check_token(&mut client, "/", &token).await);
+        }
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "200 checks, one JWKS download");
+    assert_eq!(running.authorizer.policy().cache.entry_count(), 50);
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_removed_keys_stop_verifying_cached_tokens() {
+    let old = SigningKey::generate(Algorithm::RS256, "old");
+    let new = SigningKey::generate(Algorithm::ES256, "new");
+    let issuer = DevIssuer::start(&[&old]).await.unwrap();
+    let running = start_ready(&config_with_interval(&issuer, 1)).await;
+    let mut client = client(&running).await;
+    let old_token = old.sign(&issuer.claims("u", AUD, 300));
+    assert_allowed(&check_token(&mut client, "/", &old_token).await); // now cached
+
+    issuer.set_keys(&[&new]);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the unknown-kid interval
+    let new_token = new.sign(&issuer.claims("u", AUD, 300));
+    assert_allowed(&check_token(&mut client, "/", &new_token).await);
+    assert_eq!(issuer.jwks_fetches(), 2, "one refetch for the new kid");
+
+    // The old key left the JWKS: its cached token must not survive.
+    assert_invalid_token(&check_token(&mut client, "/", &old_token).await, "no key with kid \"old\"");
+}
+
+#[tokio::test]
+async fn a_flood_of_random_kids_causes_a_bounded_number_of_fetches() {
+    let key = SigningKey::generate(Algorithm::RS256, "real");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let running = start_ready(&config_with_interval(&issuer, 2)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = issuer.jwks_fetches();
+    let client = client(&running).await;
+    let mut tasks = Vec::new();
+    for attempt in 0..200 {
+        let mut client = client.clone();
+        let token =
+            SigningKey::generate(Algorithm::ES256, &format!("random-{attempt}")).sign(&issuer.claims("u", AUD, 60));
+        tasks.push(tokio::spawn(async move { check_token(&mut client, "/", &token).await }));
+    }
+    for task in tasks {
+        assert_invalid_token(&task.await.unwrap(), "no key with kid");
+    }
+    let refetches = issuer.jwks_fetches() - before;
+    assert!((1..=2).contains(&refetches), "200 unknown kids caused {refetches} refetches");
+}
+
+#[tokio::test]
+async fn idp_down_at_start_is_not_serving_and_503_then_recovers() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    issuer.set_up(false);
+    let running = start(&config_for(&issuer, AUD)).await;
+    let mut client = client(&running).await;
+    let token = key.sign(&issuer.claims("u", AUD, 300));
+
+    assert_eq!(health(&running, "").await, ServingStatus::NotServing);
+    assert_eq!(health(&running, "envoy.service.auth.v3.Authorization").await, ServingStatus::NotServing);
+    assert_eq!(readyz(&running).await, 503);
+    let response = check_token(&mut client, "/", &token).await;
+    let denied = assert_denied(&response, 503);
+    assert!(denied.body.contains("temporarily_unavailable"), "{}", denied.body);
+    assert_eq!(status_code(&response), 14, "UNAVAILABLE");
+    let status = running.authorizer.policy().issuer("idp").unwrap().keys.status();
+    assert!(status.last_error.as_deref().unwrap_or_default().contains("503"), "{status:?}");
+
+    issuer.set_up(true);
+    wait_until("keys after the IdP came back", || running.readiness.is_ready()).await;
+    assert_eq!(health(&running, "").await, ServingStatus::Serving);
+    assert_eq!(health(&running, "envoy.service.auth.v3.Authorization").await, ServingStatus::Serving);
+    assert_eq!(readyz(&running).await, 200);
+    assert_allowed(&check_token(&mut client, "/", &token).await);
+}
+
+#[tokio::test]
+async fn unreachable_idp_is_503_never_an_error_or_a_hang() {
+    // Nothing listens on this port once the probe listener is dropped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "{LISTEN_ANY}issuers:\n  idp:\n    issuer: http://127.0.0.1:{port}\n    jwks_uri: http://127.0.0.1:{port}/jwks\nroutes:\n  - match: {{ prefix: / }}\n"
+    );
+    let running = start(&config).await;
+    let mut client = client(&running).await;
+    let key = SigningKey::generate(Algorithm::RS256, "k");
+    let claims =
+        serde_json::json!({"iss": format!("http://127.0.0.1:{port}"), "exp": portcullis::verify::now_seconds() + 60});
+    assert_denied(&check_token(&mut client, "/", &key.sign(&claims)).await, 503);
+    assert!(!running.readiness.is_ready());
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_last_good_keys() {
+    let key = SigningKey::generate(Algorithm::EdDSA, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let running = start_ready(&config_for(&issuer, AUD)).await;
+    let keys = Arc::clone(&running.authorizer.policy().issuer("idp").unwrap().keys);
+    issuer.set_up(false);
+    assert!(keys.refresh().await.is_err());
+    issuer.set_jwks_document(serde_json::json!({"keys": "not a list"}));
+    issuer.set_up(true);
+    assert!(keys.refresh().await.is_err(), "a malformed JWKS is a failed refresh");
+    let status = keys.status();
+    assert_eq!(status.key_ids, vec!["k1".to_string()]);
+    assert!(status.last_error.unwrap().contains("keys"));
+    let mut client = client(&running).await;
+    assert_allowed(&check_token(&mut client, "/", &key.sign(&issuer.claims("u", AUD, 60))).await);
+    assert!(running.readiness.is_ready());
+}
+
+#[tokio::test]
+async fn cache_control_paces_background_refresh() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    issuer.set_cache_control(Some("public, max-age=1"));
+    // min_seconds 1 lets the IdP's 1 s max-age through the clamp.
+    let config = format!(
+        "{LISTEN_ANY}issuers:\n  idp:\n    issuer: {}\n    jwks_uri: {}\n    refresh: {{ min_seconds: 1 }}\nroutes:\n  - match: {{ prefix: / }}\n",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    );
+    let _running = start_ready(&config).await;
+    wait_until("a background refresh after max-age", || issuer.jwks_fetches() >= 3).await;
+}
