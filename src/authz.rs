@@ -47,7 +47,10 @@ impl Authorizer {
         };
         match route.action {
             Action::Deny => deny(DenyReason::RouteDenies, Some(route), None, request),
-            Action::Allow => Decision::Allow(allowed(route, None)),
+            Action::Allow => {
+                tracing::debug!(route = %route.name, path = %request.path, "allow (no token required)");
+                Decision::Allow(allowed(route, None))
+            }
             Action::Authenticate => authenticate(&policy, route, request).await,
         }
     }

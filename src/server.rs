@@ -71,7 +71,7 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     reporter.set_service_status(AUTHZ_SERVICE, tonic_health::ServingStatus::NotServing).await;
     let readiness = Readiness::default();
-    let watcher = readiness.spawn_watch(Arc::clone(&authorizer), vec![reporter], keys_rx);
+    let watcher = readiness.spawn_watch(Arc::clone(&authorizer), vec![reporter.clone()], keys_rx);
 
     let authz_listener = bind("authz", config.listen.authz).await?;
     let http_listener = bind("http", config.listen.http).await?;
@@ -80,6 +80,7 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
     tracing::info!(authz = %authz_addr, http = %http_addr, "portcullis listening");
 
     let shutdown = Shutdown::default();
+    announce_draining(&shutdown, reporter);
     let reflection = options.reflection.then(crate::reflection::authz_reflection);
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -100,6 +101,18 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
         http
     });
     Ok(Running { authz_addr, http_addr, authorizer, readiness, shutdown, tasks })
+}
+
+/// Health turns NOT_SERVING as soon as shutdown starts, so Envoy's health
+/// checks move traffic away while in-flight checks drain.
+fn announce_draining(shutdown: &Shutdown, reporter: tonic_health::server::HealthReporter) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        for service in ["", AUTHZ_SERVICE] {
+            reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+        }
+    });
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

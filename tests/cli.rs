@@ -183,3 +183,27 @@ async fn serve_answers_checks_and_exits_0_on_sigterm() {
     assert!(lines.iter().any(|line| line.contains("SIGTERM")), "{lines:?}");
     assert!(!lines.iter().any(|line| line.contains(&token)), "the token must never be logged");
 }
+
+#[test]
+fn every_example_config_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let config = entry.unwrap().path().join("portcullis.yaml");
+        if !config.exists() {
+            continue;
+        }
+        let output = Command::new(BIN)
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            // Placeholders in examples name these variables; any value will do here.
+            .env("HASURA_GRAPHQL_ADMIN_SECRET", "example-admin-secret")
+            .env("SUPABASE_JWT_SECRET", "example-jwt-secret-that-is-32-bytes-long")
+            .env("SUPABASE_PUBLISHABLE_KEY", "sb_publishable_example")
+            .env("PORTCULLIS_ADMIN_TOKEN", "example-admin-token")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{}: {stderr}", config.display());
+        checked += 1;
+    }
+    assert!(checked >= 1, "no example configs found");
+}
