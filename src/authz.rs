@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 
+use crate::backend::{Authenticated, Backend, ErrorFormat, Mutations};
 use crate::config::{Action, TokenFrom};
 use crate::decision::{Allowed, Decision, Denied, DenyReason, Identity};
 use crate::extract::extract;
@@ -17,7 +18,7 @@ use crate::policy::Policy;
 use crate::request::HttpRequest;
 use crate::response::check_response;
 use crate::route::Route;
-use crate::token_cache::{digest, fingerprint};
+use crate::token_cache::{TokenDigest, digest, fingerprint};
 use crate::verify::{VerifyFailure, verify};
 
 /// Decides requests against the current policy, which can be swapped live.
@@ -43,46 +44,81 @@ impl Authorizer {
     pub async fn decide(&self, request: &HttpRequest) -> Decision {
         let policy = self.policy();
         let Some(route) = policy.router.route(request) else {
-            return deny(DenyReason::NoRoute, None, None, request);
+            return deny(DenyReason::NoRoute, &Context::without_route(request), None);
+        };
+        let backend = policy.backend_of(route);
+        let context = Context {
+            request,
+            route: Some(route),
+            format: backend.map(|backend| backend.error_format(route.error_status, request)).unwrap_or_default(),
         };
         match route.action {
-            Action::Deny => deny(DenyReason::RouteDenies, Some(route), None, request),
+            Action::Deny => deny(DenyReason::RouteDenies, &context, None),
             Action::Allow => {
                 tracing::debug!(route = %route.name, path = %request.path, "allow (no token required)");
-                Decision::Allow(allowed(route, None))
+                Decision::Allow(allowed(route, None, Mutations::default()))
             }
-            Action::Authenticate => authenticate(&policy, route, request).await,
+            Action::Authenticate => authenticate(&policy, backend, &context).await,
         }
     }
 }
 
-async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> Decision {
+/// What a deny needs to know about the request it answers.
+struct Context<'a> {
+    request: &'a HttpRequest,
+    route: Option<&'a Route>,
+    format: ErrorFormat,
+}
+
+impl<'a> Context<'a> {
+    fn without_route(request: &'a HttpRequest) -> Self {
+        Context { request, route: None, format: ErrorFormat::default() }
+    }
+}
+
+async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Context<'_>) -> Decision {
+    let (request, route) = (context.request, context.route.expect("authenticate runs on a matched route"));
+    if let Some(refusal) = backend.and_then(|backend| backend.precheck(request)) {
+        return deny(DenyReason::Refused(refusal), context, None);
+    }
     let issuers: Vec<&Arc<Issuer>> = route.issuers.iter().map(|&index| &policy.issuers[index]).collect();
     let (token, source) = match find_token(request, &issuers) {
         Ok(Some(found)) => found,
-        Ok(None) => return deny(DenyReason::MissingToken, Some(route), None, request),
-        Err(reason) => return deny(reason, Some(route), None, request),
+        Ok(None) => {
+            return match backend.and_then(|backend| backend.anonymous(request)) {
+                Some(mutations) => Decision::Allow(allowed(route, None, mutations)),
+                None => deny(DenyReason::MissingToken, context, None),
+            };
+        }
+        Err(reason) => return deny(reason, context, None),
     };
     // Only issuers that read the token from where it was found may verify it.
     let candidates: Vec<&Arc<Issuer>> = issuers.into_iter().filter(|issuer| &issuer.token_from == source).collect();
     let token_digest = digest(token);
-    match verify(token, &token_digest, &candidates, &policy.cache).await {
-        Ok(verified) => {
-            let identity = Identity {
-                issuer: verified.claim_str("iss").unwrap_or_default().to_string(),
-                subject: verified.claim_str("sub").map(str::to_string),
-            };
-            let decision = Decision::Allow(allowed(route, Some(identity)));
-            tracing::debug!(route = %route.name, token = %fingerprint(&token_digest), issuer = %verified.issuer, "allow");
-            decision
-        }
-        Err(VerifyFailure::Invalid(err)) => {
-            deny(DenyReason::InvalidToken(err), Some(route), Some(&token_digest), request)
-        }
+    let verified = match verify(token, &token_digest, &candidates, &policy.cache).await {
+        Ok(verified) => verified,
+        Err(VerifyFailure::Invalid(err)) => return deny(DenyReason::InvalidToken(err), context, Some(&token_digest)),
         Err(VerifyFailure::KeysUnavailable(issuer)) => {
-            deny(DenyReason::KeysUnavailable(issuer), Some(route), Some(&token_digest), request)
+            return deny(DenyReason::KeysUnavailable(issuer), context, Some(&token_digest));
         }
-    }
+    };
+    let issuer = policy.issuer(&verified.issuer).expect("the verifying issuer belongs to this policy");
+    let mutations = match backend {
+        Some(backend) => {
+            let auth = Authenticated { request, token: &verified, issuer, token_from: source };
+            match backend.authorize(&auth) {
+                Ok(mutations) => mutations,
+                Err(refusal) => return deny(DenyReason::Refused(refusal), context, Some(&token_digest)),
+            }
+        }
+        None => Mutations::default(),
+    };
+    tracing::debug!(route = %route.name, token = %fingerprint(&token_digest), issuer = %verified.issuer, "allow");
+    let identity = Identity {
+        issuer: verified.claim_str("iss").unwrap_or_default().to_string(),
+        subject: verified.claim_str("sub").map(str::to_string),
+    };
+    Decision::Allow(allowed(route, Some(identity), mutations))
 }
 
 /// The first token found, trying each distinct location the route's issuers read.
@@ -104,27 +140,28 @@ fn find_token<'r, 'i>(
     Ok(None)
 }
 
-fn allowed(route: &Route, identity: Option<Identity>) -> Allowed {
-    Allowed { route: route.name.clone(), backend: route.backend.clone(), identity, ..Default::default() }
+fn allowed(route: &Route, identity: Option<Identity>, mutations: Mutations) -> Allowed {
+    Allowed {
+        route: route.name.clone(),
+        backend: route.backend.clone(),
+        identity,
+        set_headers: mutations.set_headers,
+        remove_headers: mutations.remove_headers,
+    }
 }
 
-fn deny(
-    reason: DenyReason,
-    route: Option<&Route>,
-    token: Option<&crate::token_cache::TokenDigest>,
-    request: &HttpRequest,
-) -> Decision {
-    let route_name = route.map(|route| route.name.clone());
+fn deny(reason: DenyReason, context: &Context<'_>, token: Option<&TokenDigest>) -> Decision {
+    let route_name = context.route.map(|route| route.name.clone());
     tracing::info!(
         route = route_name.as_deref().unwrap_or("-"),
-        method = %request.method,
-        path = %request.path,
+        method = %context.request.method,
+        path = %context.request.path,
         status = reason.http_status(),
         reason = %reason.description(),
         token = %token.map(fingerprint).unwrap_or_else(|| "-".into()),
         "deny"
     );
-    Decision::Deny(Denied { reason, route: route_name })
+    Decision::Deny(Denied { reason, route: route_name, format: context.format })
 }
 
 /// The gRPC face of the [`Authorizer`].

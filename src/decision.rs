@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::backend::{ErrorFormat, Refusal};
 use crate::extract::ExtractError;
 use crate::verify::TokenError;
 
@@ -34,6 +35,8 @@ pub struct Identity {
 pub struct Denied {
     pub reason: DenyReason,
     pub route: Option<String>,
+    /// How the route's backend wants the body shaped.
+    pub format: ErrorFormat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +47,14 @@ pub enum DenyReason {
     Unreadable(ExtractError),
     InvalidToken(TokenError),
     KeysUnavailable(Arc<str>),
+    /// A valid token the backend's rules refuse (e.g. a Hasura role not allowed).
+    Refused(Refusal),
 }
 
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
-            DenyReason::NoRoute | DenyReason::RouteDenies => 403,
+            DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => 403,
             DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
             DenyReason::KeysUnavailable(_) => 503,
         }
@@ -58,7 +63,7 @@ impl DenyReason {
     /// The short code in the JSON body (RFC 6750 error codes where they apply).
     pub fn error_code(&self) -> &'static str {
         match self {
-            DenyReason::NoRoute | DenyReason::RouteDenies => "forbidden",
+            DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => "forbidden",
             DenyReason::MissingToken => "unauthorized",
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
@@ -73,9 +78,8 @@ impl DenyReason {
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::Unreadable(err) => err.to_string(),
             DenyReason::InvalidToken(err) => err.to_string(),
-            DenyReason::KeysUnavailable(issuer) => {
-                format!("keys of issuer {issuer} are not available yet")
-            }
+            DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
+            DenyReason::Refused(refusal) => refusal.message.clone(),
         }
     }
 

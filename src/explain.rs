@@ -48,7 +48,7 @@ async fn fetch_keys_once(policy: &Policy) {
         let keys = Arc::clone(&issuer.keys);
         async move {
             if let Err(err) = tokio::time::timeout(Duration::from_secs(10), keys.refresh()).await.unwrap_or_else(|_| {
-                Err(crate::keys::FetchError::Request { url: keys.issuer.clone(), reason: "timed out".into() })
+                Err(crate::keys::FetchError::Request { url: keys.name.clone(), reason: "timed out".into() })
             }) {
                 eprintln!("issuer {}: {err}", keys.name);
             }

@@ -6,19 +6,22 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, Validation};
 use tokio::sync::watch;
 
+use crate::backend::hasura::ClaimsSettings;
 use crate::config::{IssuerConfig, TokenFrom};
 use crate::keys::{Fetcher, IssuerKeys, KeySource, algorithms_for};
 
 pub struct Issuer {
     pub name: Arc<str>,
-    /// Exact `iss` value.
-    pub issuer: String,
+    /// Exact `iss` value; `None` accepts any `iss` (Hasura imports without `issuer`).
+    pub issuer: Option<String>,
     pub token_from: TokenFrom,
     pub leeway_seconds: u64,
     /// One `Validation` per allowed algorithm: jsonwebtoken insists every
     /// algorithm of a Validation belongs to the verifying key's family.
     validations: Vec<(Algorithm, Validation)>,
     pub keys: Arc<IssuerKeys>,
+    /// Hasura claims settings imported with this issuer (`hasura_jwt_secret`).
+    pub hasura_claims: Option<ClaimsSettings>,
 }
 
 impl Issuer {
@@ -26,19 +29,27 @@ impl Issuer {
     pub fn new(name: &str, config: &IssuerConfig, fetcher: &Fetcher, changed: &watch::Sender<u64>) -> Self {
         let hmac = config.secret.is_some();
         let algorithms = algorithms_for(config.algorithms.as_ref(), hmac).expect("validated by the config loader");
-        let source = match &config.secret {
-            Some(secret) => KeySource::Secret(secret.as_bytes().to_vec()),
-            None => KeySource::Jwks(config.jwks_uri.clone()),
+        let source = match (&config.secret, &config.public_key) {
+            (Some(secret), _) => KeySource::Secret(secret.as_bytes().to_vec()),
+            (None, Some((kind, pem))) => KeySource::PublicKey { kind: *kind, pem: pem.clone() },
+            (None, None) => KeySource::Jwks(config.jwks_uri.clone()),
         };
-        let keys =
-            IssuerKeys::new(name, &config.issuer, source, config.refresh.clone(), fetcher.clone(), changed.clone());
+        let keys = IssuerKeys::new(
+            name,
+            config.issuer.as_deref(),
+            source,
+            config.refresh.clone(),
+            fetcher.clone(),
+            changed.clone(),
+        );
         Issuer {
             name: Arc::from(name),
             issuer: config.issuer.clone(),
-            token_from: config.token_from.clone(),
+            token_from: config.token_source(),
             validations: algorithms.iter().map(|alg| (*alg, validation(config, *alg))).collect(),
-            leeway_seconds: config.leeway_seconds,
+            leeway_seconds: config.leeway(),
             keys,
+            hasura_claims: config.hasura_claims.clone(),
         }
     }
 }
@@ -52,11 +63,14 @@ impl Issuer {
 
 fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
     let mut validation = Validation::new(alg);
-    validation.leeway = config.leeway_seconds;
+    validation.leeway = config.leeway();
     validation.validate_exp = true;
     validation.validate_nbf = true;
-    validation.set_issuer(&[&config.issuer]);
-    let mut required = vec!["exp", "iss"];
+    let mut required = vec!["exp"];
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
     match &config.audiences {
         Some(audiences) => {
             validation.set_audience(audiences);

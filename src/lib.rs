@@ -4,12 +4,14 @@
 //! Modules follow a Check from wire to wire:
 //! [`request`] (what Envoy sent) -> [`route`] (which rule) -> [`extract`] (where
 //! is the token) -> [`verify`] with [`issuer`], [`keys`] and [`token_cache`] ->
-//! [`decision`] -> [`response`] (the CheckResponse). [`authz`] runs that
+//! [`backend`] (Hasura / Supabase header mutations) -> [`decision`] ->
+//! [`response`] (the CheckResponse). [`authz`] runs that
 //! pipeline; [`policy`] is one compiled [`config`]; [`server`], [`health`],
 //! [`http`] and [`shutdown`] run it as a service; [`dev`] and [`explain`] are
 //! the zero-setup demo and the offline `token verify`.
 
 pub mod authz;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod decision;

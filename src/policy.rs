@@ -7,7 +7,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Action, Config};
+use std::collections::BTreeMap;
+
+use crate::backend::Backend;
+use crate::backend::hasura::HasuraBackend;
+use crate::config::{Action, BackendConfig, Config};
 use crate::issuer::Issuer;
 use crate::keys::Fetcher;
 use crate::route::{Route, Router};
@@ -17,6 +21,7 @@ pub struct Policy {
     pub generation: u64,
     pub issuers: Vec<Arc<Issuer>>,
     pub router: Router,
+    pub backends: BTreeMap<String, Backend>,
     pub cache: TokenCache,
     refreshers: Vec<JoinHandle<()>>,
 }
@@ -32,9 +37,23 @@ impl Policy {
         let names: Vec<String> = config.issuers.iter().map(|(name, _)| name.clone()).collect();
         let routes =
             config.routes.iter().enumerate().map(|(index, route)| Route::compile(index, route, &names)).collect();
+        let backends = config
+            .backends
+            .iter()
+            .map(|(name, backend)| {
+                let compiled = match backend {
+                    BackendConfig::Hasura { config, claims } => {
+                        Backend::Hasura(HasuraBackend::new(config, claims.clone()))
+                    }
+                    BackendConfig::Supabase(raw) => Backend::Supabase(raw.clone()),
+                };
+                (name.clone(), compiled)
+            })
+            .collect();
         Policy {
             generation,
             issuers,
+            backends,
             router: Router::new(routes),
             cache: TokenCache::new(config.cache.tokens),
             refreshers: Vec::new(),
@@ -61,6 +80,11 @@ impl Policy {
     /// SERVING once every issuer in use has keys (SPEC section 8).
     pub fn is_ready(&self) -> bool {
         self.issuers_in_use().all(|issuer| issuer.keys.current().is_some())
+    }
+
+    /// The backend a route names (validated to exist).
+    pub fn backend_of(&self, route: &Route) -> Option<&Backend> {
+        route.backend.as_ref().and_then(|name| self.backends.get(name))
     }
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {

@@ -12,6 +12,8 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::{Code, Status};
 
+use crate::backend::ErrorFormat;
+use crate::backend::hasura::errors::hasura_error;
 use crate::decision::{Allowed, Decision, Denied};
 
 pub fn check_response(decision: &Decision) -> CheckResponse {
@@ -36,19 +38,38 @@ fn allow_response(allowed: &Allowed) -> CheckResponse {
 
 fn deny_response(denied: &Denied) -> CheckResponse {
     let reason = &denied.reason;
-    let http_status = reason.http_status();
+    let (http_status, body, challenge) = match denied.format {
+        ErrorFormat::Plain => {
+            let body = serde_json::json!({ "error": reason.error_code(), "error_description": reason.description() });
+            (reason.http_status(), body, reason.challenge())
+        }
+        ErrorFormat::Hasura { graphql_status } => {
+            let (code, message) = hasura_error(reason);
+            let body = serde_json::json!({"errors": [{"extensions": {"path": "$", "code": code}, "message": message}]});
+            // Hasura answers GraphQL errors with 200; 503 stays 503 so clients retry.
+            if graphql_status && reason.http_status() != 503 {
+                (200, body, None)
+            } else {
+                (reason.http_status(), body, reason.challenge())
+            }
+        }
+    };
     let mut headers = vec![header("content-type", "application/json")];
-    if let Some(challenge) = reason.challenge() {
+    if let Some(challenge) = challenge {
         headers.push(header("www-authenticate", &challenge));
     }
-    let body = serde_json::json!({ "error": reason.error_code(), "error_description": reason.description() });
     let denied_response = DeniedHttpResponse {
         status: Some(HttpStatus { code: status_code(http_status) as i32 }),
         headers,
         body: body.to_string(),
     };
     CheckResponse {
-        status: Some(Status { code: rpc_code(http_status) as i32, message: reason.description(), details: vec![] }),
+        // The gRPC code reflects the decision, whatever HTTP status the client sees.
+        status: Some(Status {
+            code: rpc_code(reason.http_status()) as i32,
+            message: reason.description(),
+            details: vec![],
+        }),
         http_response: Some(HttpResponse::DeniedResponse(denied_response)),
         dynamic_metadata: None,
     }

@@ -1,7 +1,7 @@
 //! Which rule applies? Routes are tried in order; the first match wins and no
 //! match is a 403, so anything not written down is denied.
 
-use crate::config::{Action, RouteConfig};
+use crate::config::{Action, ErrorStatus, RouteConfig};
 use crate::request::HttpRequest;
 
 #[derive(Debug, Clone)]
@@ -11,6 +11,7 @@ pub struct Route {
     /// Indices into the policy's issuers this route accepts.
     pub issuers: Vec<usize>,
     pub backend: Option<String>,
+    pub error_status: Option<ErrorStatus>,
     path: PathMatch,
     hosts: Vec<String>,
     methods: Vec<String>,
@@ -43,6 +44,7 @@ impl Route {
             action: config.action,
             issuers,
             backend: config.backend.clone(),
+            error_status: config.error_status,
             path,
             hosts: matcher.hosts.iter().flatten().map(|host| host.to_ascii_lowercase()).collect(),
             methods: matcher.methods.iter().flatten().map(|method| method.to_ascii_uppercase()).collect(),
@@ -105,7 +107,14 @@ mod tests {
     use crate::config::MatchConfig;
 
     fn route(matcher: MatchConfig) -> Route {
-        let config = RouteConfig { name: None, matcher, issuers: None, backend: None, action: Action::Authenticate };
+        let config = RouteConfig {
+            name: None,
+            matcher,
+            issuers: None,
+            backend: None,
+            action: Action::Authenticate,
+            error_status: None,
+        };
         Route::compile(0, &config, &[])
     }
 

@@ -121,10 +121,19 @@ async fn verify_uncached(token: &str, candidates: &[&Arc<Issuer>]) -> Result<Ver
     let (header, payload) = split(token)?;
     let alg = parse_alg(&header)?;
     let kid = header.get("kid").and_then(Value::as_str);
-    let iss = payload.get("iss").and_then(Value::as_str).ok_or(TokenError::MissingIssuer)?;
-    let matching: Vec<&Arc<Issuer>> = candidates.iter().copied().filter(|issuer| issuer.issuer == iss).collect();
+    let iss = payload.get("iss").and_then(Value::as_str);
+    // An issuer without `issuer` (a Hasura import) accepts any iss, as Hasura does.
+    let matching: Vec<&Arc<Issuer>> = candidates
+        .iter()
+        .copied()
+        .filter(|issuer| issuer.issuer.as_deref().is_none_or(|expected| Some(expected) == iss))
+        .collect();
     if matching.is_empty() {
-        return Err(TokenError::UntrustedIssuer(iss.to_string()).into());
+        return Err(match iss {
+            Some(iss) => TokenError::UntrustedIssuer(iss.to_string()),
+            None => TokenError::MissingIssuer,
+        }
+        .into());
     }
     let mut first_failure = None;
     for issuer in matching {

@@ -12,8 +12,10 @@ use serde_json::Value;
 
 use super::interpolate::interpolate;
 use super::{
-    Action, AdminConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems, RouteConfig, join_path,
+    Action, AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems, RouteConfig,
+    join_path,
 };
+use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
 use crate::keys::{algorithms_for, is_loopback_url};
 
 const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "admin", "cache", "issuers", "backends", "routes"];
@@ -65,7 +67,15 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let backends = parse_backends(top.get("backends"), problems);
     // References are checked against every declared name, parsed or not, so one
     // broken issuer does not also make every route that names it an error.
-    let declared = Declared { issuers: keys_of(top.get("issuers")), backends: keys_of(top.get("backends")) };
+    let declared = Declared {
+        issuers: keys_of(top.get("issuers")),
+        backends: keys_of(top.get("backends")),
+        hasura_backends: backends
+            .iter()
+            .filter(|(_, backend)| matches!(backend, BackendConfig::Hasura { .. }))
+            .map(|(name, _)| name.clone())
+            .collect(),
+    };
     let routes = parse_routes(top.get("routes"), &declared, problems);
     Some(Config { listen, admin, cache, issuers, backends, routes })
 }
@@ -73,6 +83,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
 struct Declared {
     issuers: Vec<String>,
     backends: Vec<String>,
+    hasura_backends: Vec<String>,
 }
 
 fn keys_of(value: Option<&Value>) -> Vec<String> {
@@ -114,7 +125,12 @@ fn parse_issuers(value: Option<&Value>, problems: &mut Problems) -> Vec<(String,
     let mut issuers = Vec::new();
     for (name, raw) in map {
         let path = join_path("issuers", name);
-        if let Some(issuer) = parse_at::<IssuerConfig>(raw, &path, problems) {
+        if let Some(mut issuer) = parse_at::<IssuerConfig>(raw, &path, problems) {
+            if issuer.hasura_jwt_secret.is_some() {
+                import_hasura_secret(&mut issuer, &path, problems);
+            } else if issuer.issuer.is_none() {
+                problems.push(join_path(&path, "issuer"), "required: the exact iss claim of this IdP's tokens");
+            }
             check_issuer(&issuer, &path, problems);
             issuers.push((name.clone(), issuer));
         }
@@ -122,8 +138,53 @@ fn parse_issuers(value: Option<&Value>, problems: &mut Problems) -> Vec<(String,
     issuers
 }
 
+/// Turns `hasura_jwt_secret` into this issuer's fields. The other key fields
+/// must stay unset: one source of truth per issuer.
+fn import_hasura_secret(issuer: &mut IssuerConfig, path: &str, problems: &mut Problems) {
+    let secret_path = join_path(path, "hasura_jwt_secret");
+    let conflicting = [
+        ("issuer", issuer.issuer.is_some()),
+        ("jwks_uri", issuer.jwks_uri.is_some()),
+        ("secret", issuer.secret.is_some()),
+        ("audiences", issuer.audiences.is_some()),
+        ("algorithms", issuer.algorithms.is_some()),
+        ("leeway_seconds", issuer.leeway_seconds.is_some()),
+        ("token_from", issuer.token_from.is_some()),
+    ];
+    for (key, set) in conflicting {
+        if set {
+            problems.push(
+                join_path(path, key),
+                "comes from hasura_jwt_secret here; set it there or drop hasura_jwt_secret",
+            );
+        }
+    }
+    let raw = issuer.hasura_jwt_secret.as_ref().expect("checked by the caller");
+    let imported = match crate::backend::hasura::secret::parse(raw) {
+        Ok(imported) => imported,
+        Err(found) => {
+            for (key, message) in found {
+                let at = if key.is_empty() { secret_path.clone() } else { join_path(&secret_path, &key) };
+                problems.push(at, message);
+            }
+            return;
+        }
+    };
+    use crate::backend::hasura::secret::ImportedKeys;
+    match imported.keys {
+        ImportedKeys::Jwks(url) => issuer.jwks_uri = Some(url),
+        ImportedKeys::Secret(secret) => issuer.secret = Some(secret),
+        ImportedKeys::PublicKey { kind, pem } => issuer.public_key = Some((kind, pem)),
+    }
+    issuer.issuer = imported.issuer;
+    issuer.audiences = imported.audiences;
+    issuer.leeway_seconds = Some(imported.leeway_seconds);
+    issuer.token_from = Some(imported.token_from);
+    issuer.hasura_claims = Some(imported.claims);
+}
+
 fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
-    if issuer.issuer.is_empty() {
+    if issuer.issuer.as_ref().is_some_and(String::is_empty) {
         problems.push(join_path(path, "issuer"), "must not be empty");
     }
     let hmac = issuer.secret.is_some();
@@ -132,7 +193,12 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
             problems.push(join_path(path, "secret"), "use either jwks_uri (public keys) or secret (HS*), not both")
         }
         (Some(uri), None) => check_key_url(uri, &join_path(path, "jwks_uri"), problems),
-        (None, None) => check_key_url(&issuer.issuer, &join_path(path, "issuer"), problems),
+        (None, None) if issuer.public_key.is_some() => {}
+        (None, None) => {
+            if let Some(url) = &issuer.issuer {
+                check_key_url(url, &join_path(path, "issuer"), problems);
+            }
+        }
         (None, Some(secret)) if secret.len() < MIN_HMAC_SECRET_BYTES => problems.push(
             join_path(path, "secret"),
             format!("an HS* secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2)"),
@@ -171,7 +237,7 @@ fn check_key_url(url: &str, path: &str, problems: &mut Problems) {
     }
 }
 
-fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String, Value> {
+fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String, BackendConfig> {
     let Some(value) = value.filter(|value| !value.is_null()) else {
         return BTreeMap::new();
     };
@@ -183,13 +249,43 @@ fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<St
     for (name, raw) in map {
         let path = join_path("backends", name);
         match raw.get("type").and_then(Value::as_str) {
-            Some(kind) if BACKEND_TYPES.contains(&kind) => {
-                backends.insert(name.clone(), raw.clone());
+            Some("hasura") => {
+                if let Some(backend) = parse_hasura_backend(raw, &path, problems) {
+                    backends.insert(name.clone(), backend);
+                }
+            }
+            Some("supabase") => {
+                backends.insert(name.clone(), BackendConfig::Supabase(raw.clone()));
             }
             _ => problems.push(join_path(&path, "type"), format!("expected one of: {}", BACKEND_TYPES.join(", "))),
         }
     }
     backends
+}
+
+fn parse_hasura_backend(raw: &Value, path: &str, problems: &mut Problems) -> Option<BackendConfig> {
+    let config = parse_at::<HasuraBackendConfig>(raw, path, problems)?;
+    if config.admin_secret.is_empty() {
+        problems.push(join_path(path, "admin_secret"), "must not be empty");
+    }
+    if config.unauthorized_role.as_ref().is_some_and(String::is_empty) {
+        problems.push(join_path(path, "unauthorized_role"), "must not be empty (omit it to deny token-less requests)");
+    }
+    let claims = ClaimsSettings::from_parts(
+        config.claims_namespace.as_deref(),
+        config.claims_namespace_path.as_deref(),
+        config.claims_format,
+        config.claims_map.as_ref(),
+    );
+    match claims {
+        Ok(claims) => Some(BackendConfig::Hasura { config, claims }),
+        Err(found) => {
+            for (key, message) in found {
+                problems.push(join_path(path, key), message);
+            }
+            None
+        }
+    }
 }
 
 fn parse_routes(value: Option<&Value>, declared: &Declared, problems: &mut Problems) -> Vec<RouteConfig> {
@@ -249,6 +345,11 @@ fn check_references(route: &RouteConfig, path: &str, declared: &Declared, proble
         && !declared.backends.contains(backend)
     {
         problems.push(join_path(path, "backend"), format!("unknown backend {backend:?}"));
+    }
+    if route.error_status.is_some()
+        && !route.backend.as_ref().is_some_and(|name| declared.hasura_backends.contains(name))
+    {
+        problems.push(join_path(path, "error_status"), "only applies to routes with a hasura backend");
     }
     if route.action == Action::Authenticate && route.issuers.is_none() && declared.issuers.is_empty() {
         problems.push(path, "authenticates tokens but no issuer is declared");

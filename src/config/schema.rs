@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
+use serde_json::Value;
+
+use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
+use crate::keys::KeyKind;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -13,7 +17,7 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Issuers in the order they were written, by name.
     pub issuers: Vec<(String, IssuerConfig)>,
-    pub backends: BTreeMap<String, serde_json::Value>,
+    pub backends: BTreeMap<String, BackendConfig>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -67,28 +71,55 @@ fn default_token_cache() -> u64 {
     100_000
 }
 
+/// A backend as configured (`backends.<name>`).
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Hasura {
+        config: HasuraBackendConfig,
+        claims: ClaimsSettings,
+    },
+    /// Validated and used by the Supabase backend.
+    Supabase(Value),
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
-    /// Exact expected value of the `iss` claim.
-    pub issuer: String,
+    /// Exact expected value of the `iss` claim. Required, except for issuers
+    /// imported from a `hasura_jwt_secret` without `issuer` (no `iss` check, as in Hasura).
+    pub issuer: Option<String>,
     /// Where the JWKS lives; absent means OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
     /// Token `aud` must contain one of these; absent means `aud` is not checked.
     pub audiences: Option<Vec<String>>,
     pub algorithms: Option<Vec<String>>,
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-    #[serde(default)]
-    pub token_from: TokenFrom,
+    /// Default 30; use [`IssuerConfig::leeway`].
+    pub leeway_seconds: Option<u64>,
+    /// Default `Authorization: Bearer`; use [`IssuerConfig::token_source`].
+    pub token_from: Option<TokenFrom>,
     /// HS256/384/512 shared secret instead of a JWKS.
     pub secret: Option<String>,
     #[serde(default)]
     pub refresh: RefreshConfig,
+    /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim; resolved by the loader
+    /// into the fields above plus `public_key` and `hasura_claims`.
+    pub hasura_jwt_secret: Option<Value>,
+    /// A single PEM public key (from `hasura_jwt_secret.key`).
+    #[serde(skip)]
+    pub public_key: Option<(KeyKind, String)>,
+    /// Hasura claims settings that travel with this issuer's tokens.
+    #[serde(skip)]
+    pub hasura_claims: Option<ClaimsSettings>,
 }
 
-fn default_leeway() -> u64 {
-    30
+impl IssuerConfig {
+    pub fn leeway(&self) -> u64 {
+        self.leeway_seconds.unwrap_or(30)
+    }
+
+    pub fn token_source(&self) -> TokenFrom {
+        self.token_from.clone().unwrap_or_default()
+    }
 }
 
 /// Where the token is found in the request.
@@ -194,6 +225,16 @@ pub struct RouteConfig {
     pub backend: Option<String>,
     #[serde(default)]
     pub action: Action,
+    /// Hasura routes: `graphql` answers denies with HTTP 200 as Hasura does,
+    /// `http` with 401/403. Default: `graphql` for paths ending in `/graphql`.
+    pub error_status: Option<ErrorStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    Graphql,
+    Http,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -16,18 +16,21 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "token cache: {} entries", config.cache.tokens);
     let _ = writeln!(out, "issuers ({}):", config.issuers.len());
     for (name, issuer) in &config.issuers {
-        let keys = match (&issuer.secret, &issuer.jwks_uri) {
-            (Some(_), _) => "shared secret (HS*)".to_string(),
-            (None, Some(uri)) => format!("JWKS {uri}"),
-            (None, None) => "JWKS via OIDC discovery".to_string(),
+        let keys = match (&issuer.secret, &issuer.jwks_uri, &issuer.public_key) {
+            (Some(_), _, _) => "shared secret (HS*)".to_string(),
+            (None, Some(uri), _) => format!("JWKS {uri}"),
+            (None, None, Some((kind, _))) => format!("PEM public key ({kind:?})"),
+            (None, None, None) => "JWKS via OIDC discovery".to_string(),
         };
         let audiences = issuer.audiences.as_ref().map_or("any".to_string(), |list| list.join(", "));
-        let from = match &issuer.token_from {
+        let from = match &issuer.token_source() {
             TokenFrom::Header { header, prefix: Some(prefix) } => format!("header {header} (prefix {prefix:?})"),
             TokenFrom::Header { header, prefix: None } => format!("header {header}"),
             TokenFrom::Cookie { cookie } => format!("cookie {cookie}"),
         };
-        let _ = writeln!(out, "  {name}: iss {} | keys: {keys} | aud: {audiences} | token from {from}", issuer.issuer);
+        let iss = issuer.issuer.as_deref().unwrap_or("any (not checked, as Hasura)");
+        let hasura = if issuer.hasura_jwt_secret.is_some() { " | Hasura claims from hasura_jwt_secret" } else { "" };
+        let _ = writeln!(out, "  {name}: iss {iss} | keys: {keys} | aud: {audiences} | token from {from}{hasura}");
     }
     let _ = writeln!(
         out,

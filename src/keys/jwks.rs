@@ -82,6 +82,20 @@ impl KeySet {
         Self::from_keys(vec![key], Vec::new())
     }
 
+    /// A single public key from PEM (SPKI, PKCS#1 or an X.509 certificate).
+    pub fn from_public_pem(kind: KeyKind, pem: &str) -> Result<Self, String> {
+        let bytes = pem.as_bytes();
+        let key = match kind {
+            KeyKind::Rsa => DecodingKey::from_rsa_pem(bytes),
+            KeyKind::EcP256 | KeyKind::EcP384 => DecodingKey::from_ec_pem(bytes),
+            KeyKind::Ed25519 => DecodingKey::from_ed_pem(bytes),
+            KeyKind::Hmac => return Err("an HMAC secret is not a PEM key".into()),
+        }
+        .map_err(|err| err.to_string())?;
+        let key = VerificationKey { id: "pem".into(), kid: None, kind, algorithms: kind.algorithms().to_vec(), key };
+        Ok(Self::from_keys(vec![key], Vec::new()))
+    }
+
     /// Parses a JWKS body. Unusable entries (encryption keys, unknown curves)
     /// are skipped rather than failing the set: one odd key must not lock users out.
     pub fn parse(body: &[u8]) -> Result<Self, String> {

@@ -21,6 +21,8 @@ pub enum KeySource {
     Jwks(Option<String>),
     /// An HS* shared secret.
     Secret(Vec<u8>),
+    /// One public key given as PEM (validated by the config loader).
+    PublicKey { kind: super::KeyKind, pem: String },
 }
 
 /// What operators see about an issuer's keys.
@@ -38,7 +40,8 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 pub struct IssuerKeys {
     pub name: String,
-    pub issuer: String,
+    /// The issuer URL (discovery base); `None` for issuers that check no `iss`.
+    pub issuer: Option<String>,
     source: KeySource,
     refresh: RefreshConfig,
     fetcher: Fetcher,
@@ -52,7 +55,7 @@ pub struct IssuerKeys {
 impl IssuerKeys {
     pub fn new(
         name: &str,
-        issuer: &str,
+        issuer: Option<&str>,
         source: KeySource,
         refresh: RefreshConfig,
         fetcher: Fetcher,
@@ -60,7 +63,7 @@ impl IssuerKeys {
     ) -> Arc<Self> {
         let keys = Arc::new(IssuerKeys {
             name: name.to_string(),
-            issuer: issuer.to_string(),
+            issuer: issuer.map(str::to_string),
             source,
             refresh,
             fetcher,
@@ -70,8 +73,13 @@ impl IssuerKeys {
             refetch: tokio::sync::Mutex::new(()),
             changed,
         });
-        if let KeySource::Secret(secret) = &keys.source {
-            keys.install(KeySet::from_secret(secret), None);
+        match &keys.source {
+            KeySource::Secret(secret) => keys.install(KeySet::from_secret(secret), None),
+            KeySource::PublicKey { kind, pem } => match KeySet::from_public_pem(*kind, pem) {
+                Ok(set) => keys.install(set, None),
+                Err(err) => keys.status.lock().expect("status lock poisoned").last_error = Some(err),
+            },
+            KeySource::Jwks(_) => {}
         }
         keys
     }
@@ -96,7 +104,7 @@ impl IssuerKeys {
             return Ok(self.refresh.max_duration());
         };
         *self.last_attempt.lock().expect("attempt lock poisoned") = Some(Instant::now());
-        match self.fetcher.fetch(&self.issuer, jwks_uri.as_deref(), &self.refresh).await {
+        match self.fetcher.fetch(self.issuer.as_deref().unwrap_or_default(), jwks_uri.as_deref(), &self.refresh).await {
             Ok(fetched) => {
                 for why in &fetched.keys.skipped {
                     tracing::warn!(issuer = %self.name, "skipped JWKS entry: {why}");

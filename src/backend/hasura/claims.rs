@@ -1,0 +1,479 @@
+//! From verified claims to a Hasura session, exactly as Hasura's JWT mode
+//! derives it: where the claims live (namespace, namespace path or
+//! `claims_map`), the role rules, and the string-only session variables.
+//! Error codes and messages are Hasura's own, so clients keep working.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::jsonpath::JsonPath;
+
+pub const DEFAULT_NAMESPACE: &str = "https://hasura.io/jwt/claims";
+pub const ALLOWED_ROLES: &str = "x-hasura-allowed-roles";
+pub const DEFAULT_ROLE: &str = "x-hasura-default-role";
+pub const ROLE: &str = "x-hasura-role";
+
+/// Claims Hasura's JWT library treats as registered: namespace lookups never see them.
+const REGISTERED: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+
+/// Names a token must never turn into headers: with the admin secret present,
+/// Hasura would trust them (and backend-only permissions are never granted).
+const NEVER_FROM_CLAIMS: [&str; 5] = [
+    ROLE,
+    "x-hasura-admin-secret",
+    "x-hasura-access-key",
+    "x-hasura-use-backend-only-permissions",
+    "x-hasura-backend-only-permissions",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsFormat {
+    #[default]
+    Json,
+    StringifiedJson,
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Namespace(String),
+    Path(JsonPath),
+}
+
+#[derive(Debug, Clone)]
+enum MapEntry {
+    Literal(Value),
+    Path { path: JsonPath, default: Option<Value> },
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Located {
+        location: Location,
+        format: ClaimsFormat,
+    },
+    /// Session variable name (lower-case) -> where its value comes from.
+    Map(Vec<(String, MapEntry)>),
+}
+
+/// Where a token's Hasura claims live and how they are read.
+#[derive(Debug, Clone)]
+pub struct ClaimsSettings {
+    source: Source,
+}
+
+impl Default for ClaimsSettings {
+    fn default() -> Self {
+        ClaimsSettings {
+            source: Source::Located {
+                location: Location::Namespace(DEFAULT_NAMESPACE.into()),
+                format: ClaimsFormat::Json,
+            },
+        }
+    }
+}
+
+/// A problem in the claims settings: the key it concerns and Hasura's message.
+pub type SettingsProblem = (&'static str, String);
+
+impl ClaimsSettings {
+    /// Builds settings from Hasura's keys, with Hasura's precedence
+    /// (`claims_map` > `claims_namespace_path` > `claims_namespace`) and config errors.
+    pub fn from_parts(
+        namespace: Option<&str>,
+        namespace_path: Option<&str>,
+        format: Option<ClaimsFormat>,
+        map: Option<&Value>,
+    ) -> Result<Self, Vec<SettingsProblem>> {
+        if let Some(map) = map {
+            return parse_map(map).map(|entries| ClaimsSettings { source: Source::Map(entries) });
+        }
+        let location = match (namespace, namespace_path) {
+            (Some(_), Some(_)) => {
+                return Err(vec![(
+                    "claims_namespace_path",
+                    "claims_namespace and claims_namespace_path both cannot be set".into(),
+                )]);
+            }
+            (_, Some(path)) => Location::Path(JsonPath::parse(path).map_err(|err| {
+                vec![(
+                    "claims_namespace_path",
+                    err.replacen("invalid JSON path", "invalid JSON path claims_namespace_path error", 1),
+                )]
+            })?),
+            (Some(namespace), None) => Location::Namespace(namespace.to_string()),
+            (None, None) => Location::Namespace(DEFAULT_NAMESPACE.into()),
+        };
+        Ok(ClaimsSettings { source: Source::Located { location, format: format.unwrap_or_default() } })
+    }
+}
+
+fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<SettingsProblem>> {
+    let Some(object) = map.as_object() else {
+        return Err(vec![("claims_map", "expected an object of session variable -> value or {path, default}".into())]);
+    };
+    let mut problems = Vec::new();
+    for required in [ALLOWED_ROLES, DEFAULT_ROLE] {
+        if !object.contains_key(required) {
+            problems.push(("claims_map", format!("{required} is expected but not found")));
+            return Err(problems);
+        }
+    }
+    let mut entries = Vec::new();
+    for (name, raw) in object {
+        let entry = match raw.as_object() {
+            Some(spec) if spec.contains_key("path") => {
+                let unknown: Vec<&String> = spec.keys().filter(|key| *key != "path" && *key != "default").collect();
+                if !unknown.is_empty() {
+                    problems
+                        .push(("claims_map", format!("{name}: unknown key(s) {unknown:?}; expected path and default")));
+                }
+                let path = spec["path"].as_str().map(JsonPath::parse);
+                match path {
+                    Some(Ok(path)) => MapEntry::Path { path, default: spec.get("default").cloned() },
+                    Some(Err(err)) => {
+                        problems.push(("claims_map", format!("{name}: {err}")));
+                        continue;
+                    }
+                    None => {
+                        problems.push(("claims_map", format!("{name}: path must be a string")));
+                        continue;
+                    }
+                }
+            }
+            _ => MapEntry::Literal(raw.clone()),
+        };
+        let lowered = name.to_ascii_lowercase();
+        if let Some(problem) = literal_problem(&lowered, &entry) {
+            problems.push(("claims_map", format!("{name}: {problem}")));
+        }
+        entries.push((lowered, entry));
+    }
+    if problems.is_empty() { Ok(entries) } else { Err(problems) }
+}
+
+/// Literal values (and defaults) must already have the type the session needs.
+fn literal_problem(name: &str, entry: &MapEntry) -> Option<String> {
+    let literal = match entry {
+        MapEntry::Literal(value) => value,
+        MapEntry::Path { default: Some(value), .. } => value,
+        MapEntry::Path { default: None, .. } => return None,
+    };
+    let check = match name {
+        ALLOWED_ROLES => parse_roles(literal).err(),
+        DEFAULT_ROLE => parse_role(literal).err(),
+        _ => literal.as_str().is_none().then(|| format!("must be a string, found {}", type_name(literal))),
+    };
+    check
+}
+
+/// A Hasura session: the selected role and the other variables, names lower-case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub role: String,
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Why a verified token gives no session; `code` is Hasura's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid_claims(message: impl Into<String>) -> SessionError {
+    SessionError { code: "jwt-invalid-claims", message: message.into() }
+}
+
+fn missing_role_claim(name: &str) -> SessionError {
+    SessionError { code: "jwt-missing-role-claims", message: format!("JWT claim does not contain {name}") }
+}
+
+impl ClaimsSettings {
+    /// Derives the session for verified `claims`; `requested_role` is the
+    /// client's `x-hasura-role` header, if any.
+    pub fn session(&self, claims: &Map<String, Value>, requested_role: Option<&str>) -> Result<Session, SessionError> {
+        let (hasura_claims, role_wording) = match &self.source {
+            Source::Located { location, format } => (located_claims(claims, location, *format)?, "a single role name"),
+            Source::Map(entries) => (mapped_claims(claims, entries)?, "a role"),
+        };
+        let allowed = match hasura_claims.get(ALLOWED_ROLES) {
+            None => return Err(missing_role_claim(ALLOWED_ROLES)),
+            Some(value) => parse_roles(value)
+                .map_err(|why| invalid_claims(format!("invalid {ALLOWED_ROLES}; should be a list of roles: {why}")))?,
+        };
+        let default = match hasura_claims.get(DEFAULT_ROLE) {
+            None => return Err(missing_role_claim(DEFAULT_ROLE)),
+            Some(value) => parse_role(value)
+                .map_err(|why| invalid_claims(format!("invalid {DEFAULT_ROLE}; should be {role_wording}: {why}")))?,
+        };
+        let role = requested_role.filter(|role| !role.is_empty()).map(str::to_string).unwrap_or(default);
+        if !allowed.contains(&role) {
+            return Err(SessionError {
+                code: "access-denied",
+                message: "Your requested role is not in allowed roles".into(),
+            });
+        }
+        let mut variables = BTreeMap::new();
+        for (name, value) in hasura_claims {
+            if name == ALLOWED_ROLES || name == DEFAULT_ROLE || NEVER_FROM_CLAIMS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(text) = value.as_str() else {
+                return Err(invalid_claims(format!(
+                    "x-hasura-* claims: parsing Text failed, expected String, but encountered {}",
+                    type_name(&value)
+                )));
+            };
+            variables.insert(name, text.to_string());
+        }
+        Ok(Session { role, variables })
+    }
+}
+
+/// Namespace or namespace-path lookup over the unregistered claims, then the
+/// `x-hasura-` filter.
+fn located_claims(
+    claims: &Map<String, Value>,
+    location: &Location,
+    format: ClaimsFormat,
+) -> Result<BTreeMap<String, Value>, SessionError> {
+    let unregistered: Map<String, Value> = claims
+        .iter()
+        .filter(|(key, _)| !REGISTERED.contains(&key.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (found, described) = match location {
+        Location::Namespace(key) => (
+            unregistered.get(key).cloned().ok_or_else(|| invalid_claims(format!("claims key: '{key}' not found")))?,
+            format!("claims_namespace {key}"),
+        ),
+        Location::Path(path) => (
+            path.find(&Value::Object(unregistered)).ok_or_else(|| {
+                invalid_claims(format!("claims not found at claims_namespace_path: '{}'", path.as_str()))
+            })?,
+            format!("claims_namespace_path {}", path.as_str()),
+        ),
+    };
+    let object = match (format, found) {
+        (ClaimsFormat::Json, Value::Object(object)) => object,
+        (ClaimsFormat::Json, _) => return Err(invalid_claims("expecting a json object when claims_format is json")),
+        (ClaimsFormat::StringifiedJson, Value::String(text)) => match serde_json::from_str(&text) {
+            Ok(Value::Object(object)) => object,
+            _ => {
+                return Err(invalid_claims(format!("expecting stringified json at: '{described}', but found: {text}")));
+            }
+        },
+        (ClaimsFormat::StringifiedJson, _) => {
+            return Err(invalid_claims("expecting a string when claims_format is stringified_json"));
+        }
+    };
+    Ok(object
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let lowered = name.to_lowercase();
+            lowered.starts_with("x-hasura-").then_some((lowered, value))
+        })
+        .collect())
+}
+
+/// `claims_map` evaluation over the full claim set (registered claims included).
+fn mapped_claims(
+    claims: &Map<String, Value>,
+    entries: &[(String, MapEntry)],
+) -> Result<BTreeMap<String, Value>, SessionError> {
+    let mut root = claims.clone();
+    // Hasura's claim-set rendering shows a one-element aud as a plain string.
+    if let Some(Value::Array(list)) = root.get("aud")
+        && list.len() == 1
+    {
+        let single = list[0].clone();
+        root.insert("aud".into(), single);
+    }
+    let root = Value::Object(root);
+    let mut out = BTreeMap::new();
+    // Roles first, then the rest, so the first error is the one Hasura reports.
+    let ordered = entries
+        .iter()
+        .filter(|(name, _)| name == ALLOWED_ROLES)
+        .chain(entries.iter().filter(|(name, _)| name == DEFAULT_ROLE))
+        .chain(entries.iter().filter(|(name, _)| name != ALLOWED_ROLES && name != DEFAULT_ROLE));
+    for (name, entry) in ordered {
+        let value = match entry {
+            MapEntry::Literal(value) => value.clone(),
+            MapEntry::Path { path, default } => match (path.find(&root), default) {
+                (Some(found), _) => found,
+                (None, Some(default)) => default.clone(),
+                (None, None) if name == ALLOWED_ROLES || name == DEFAULT_ROLE => return Err(missing_role_claim(name)),
+                (None, None) => return Err(invalid_claims(format!("JWT claim from claims_map, {name} not found"))),
+            },
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+fn parse_roles(value: &Value) -> Result<Vec<String>, String> {
+    let Some(items) = value.as_array() else {
+        return Err(format!("parsing [] failed, expected Array, but encountered {}", type_name(value)));
+    };
+    items.iter().map(parse_role).collect()
+}
+
+fn parse_role(value: &Value) -> Result<String, String> {
+    match value.as_str() {
+        Some("") => Err("empty string not allowed".into()),
+        Some(role) => Ok(role.to_string()),
+        None => Err(format!("parsing Text failed, expected String, but encountered {}", type_name(value))),
+    }
+}
+
+/// aeson's names for JSON types, as they appear in Hasura's messages.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "Null",
+        Value::Bool(_) => "Boolean",
+        Value::Number(_) => "Number",
+        Value::String(_) => "String",
+        Value::Array(_) => "Array",
+        Value::Object(_) => "Object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn standard(extra: Value) -> Map<String, Value> {
+        let mut hasura = json!({"x-hasura-allowed-roles": ["user", "editor"], "x-hasura-default-role": "user", "X-Hasura-User-Id": "42"});
+        for (key, value) in extra.as_object().unwrap() {
+            hasura[key] = value.clone();
+        }
+        claims(json!({"sub": "u", "https://hasura.io/jwt/claims": hasura, "name": "ignored"}))
+    }
+
+    #[test]
+    fn default_namespace_role_selection_and_lowercasing() {
+        let settings = ClaimsSettings::default();
+        let session = settings.session(&standard(json!({})), None).unwrap();
+        assert_eq!(session.role, "user");
+        assert_eq!(session.variables, BTreeMap::from([("x-hasura-user-id".to_string(), "42".to_string())]));
+        assert_eq!(settings.session(&standard(json!({})), Some("editor")).unwrap().role, "editor");
+        let denied = settings.session(&standard(json!({})), Some("Editor")).unwrap_err();
+        assert_eq!(
+            (denied.code, denied.message.as_str()),
+            ("access-denied", "Your requested role is not in allowed roles")
+        );
+        let admin = settings.session(&standard(json!({})), Some("admin")).unwrap_err();
+        assert_eq!(admin.code, "access-denied");
+    }
+
+    #[test]
+    fn role_claim_errors_match_hasura() {
+        let settings = ClaimsSettings::default();
+        let err = |extra: Value| settings.session(&standard(extra), None).unwrap_err();
+        let missing = settings
+            .session(&claims(json!({"https://hasura.io/jwt/claims": {"x-hasura-default-role": "user"}})), None)
+            .unwrap_err();
+        assert_eq!(missing, missing_role_claim(ALLOWED_ROLES));
+        let missing_default = settings
+            .session(&claims(json!({"https://hasura.io/jwt/claims": {"x-hasura-allowed-roles": ["user"]}})), None)
+            .unwrap_err();
+        assert_eq!(missing_default.message, "JWT claim does not contain x-hasura-default-role");
+        assert_eq!(
+            err(json!({"x-hasura-allowed-roles": "user"})).message,
+            "invalid x-hasura-allowed-roles; should be a list of roles: parsing [] failed, expected Array, but encountered String"
+        );
+        assert_eq!(err(json!({"x-hasura-default-role": 1})).code, "jwt-invalid-claims");
+        assert_eq!(err(json!({"x-hasura-allowed-roles": []})).code, "access-denied");
+        assert_eq!(
+            err(json!({"x-hasura-org-ids": ["a", "b"]})).message,
+            "x-hasura-* claims: parsing Text failed, expected String, but encountered Array"
+        );
+    }
+
+    #[test]
+    fn claims_never_smuggle_privileged_headers() {
+        let settings = ClaimsSettings::default();
+        let session = settings
+            .session(
+                &standard(json!({"x-hasura-admin-secret": "x", "x-hasura-use-backend-only-permissions": "true", "x-hasura-role": "editor"})),
+                None,
+            )
+            .unwrap();
+        assert_eq!(session.role, "user", "a role claim is ignored");
+        assert_eq!(session.variables.keys().collect::<Vec<_>>(), vec!["x-hasura-user-id"]);
+    }
+
+    #[test]
+    fn namespace_path_and_stringified_json() {
+        let path = ClaimsSettings::from_parts(None, Some("$.hasura.claims"), None, None).unwrap();
+        let token =
+            claims(json!({"hasura": {"claims": {"x-hasura-allowed-roles": ["u"], "x-hasura-default-role": "u"}}}));
+        assert_eq!(path.session(&token, None).unwrap().role, "u");
+        let missing = path.session(&claims(json!({"hasura": {}})), None).unwrap_err();
+        assert_eq!(missing.message, "claims not found at claims_namespace_path: '$.hasura.claims'");
+
+        let stringified = ClaimsSettings::from_parts(None, None, Some(ClaimsFormat::StringifiedJson), None).unwrap();
+        let inner = json!({"x-hasura-allowed-roles": ["u"], "x-hasura-default-role": "u"}).to_string();
+        let token = claims(json!({"https://hasura.io/jwt/claims": inner}));
+        assert_eq!(stringified.session(&token, None).unwrap().role, "u");
+        let not_string = stringified.session(&standard(json!({})), None).unwrap_err();
+        assert_eq!(not_string.message, "expecting a string when claims_format is stringified_json");
+        let json_format = ClaimsSettings::default();
+        assert_eq!(
+            json_format.session(&token, None).unwrap_err().message,
+            "expecting a json object when claims_format is json"
+        );
+    }
+
+    #[test]
+    fn claims_map_with_defaults_and_literals() {
+        let map = json!({
+            "x-hasura-allowed-roles": {"path": "$.roles[*].key"},
+            "x-hasura-default-role": {"path": "$.primary_role", "default": "user"},
+            "x-hasura-user-id": {"path": "$.sub"},
+            "x-hasura-org-id": {"path": "$.org_code", "default": ""},
+            "X-Hasura-Tenant": "acme"
+        });
+        let settings = ClaimsSettings::from_parts(None, None, None, Some(&map)).unwrap();
+        let token = claims(json!({"sub": "kp_1", "roles": [{"key": "user"}, {"key": "admin"}]}));
+        let session = settings.session(&token, Some("admin")).unwrap();
+        assert_eq!(session.role, "admin");
+        assert_eq!(
+            session.variables,
+            BTreeMap::from([
+                ("x-hasura-org-id".into(), "".into()),
+                ("x-hasura-tenant".into(), "acme".into()),
+                ("x-hasura-user-id".into(), "kp_1".into())
+            ])
+        );
+        let no_sub = settings.session(&claims(json!({"roles": [{"key": "user"}]})), None).unwrap_err();
+        assert_eq!(no_sub.message, "JWT claim from claims_map, x-hasura-user-id not found");
+    }
+
+    #[test]
+    fn config_errors_match_hasura() {
+        let both = ClaimsSettings::from_parts(Some("a"), Some("$.b"), None, None).unwrap_err();
+        assert_eq!(both[0].1, "claims_namespace and claims_namespace_path both cannot be set");
+        let no_roles =
+            ClaimsSettings::from_parts(None, None, None, Some(&json!({"x-hasura-default-role": "u"}))).unwrap_err();
+        assert_eq!(no_roles[0].1, "x-hasura-allowed-roles is expected but not found");
+        let bad_path = ClaimsSettings::from_parts(None, Some("$..x"), None, None).unwrap_err();
+        assert!(bad_path[0].1.starts_with("invalid JSON path claims_namespace_path error: $..x."), "{}", bad_path[0].1);
+        let bad_literal = ClaimsSettings::from_parts(
+            None,
+            None,
+            None,
+            Some(&json!({"x-hasura-allowed-roles": "user", "x-hasura-default-role": "user"})),
+        )
+        .unwrap_err();
+        assert!(bad_literal[0].1.contains("expected Array"), "{bad_literal:?}");
+    }
+}

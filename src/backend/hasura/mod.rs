@@ -1,0 +1,143 @@
+//! The `hasura` backend: Hasura's own JWT semantics enforced at the edge and
+//! delivered as trusted headers with the admin secret (SPEC section 5).
+//!
+//! Hasura runs with an admin secret only; with that secret present it trusts
+//! every `x-hasura-*` header and checks no role, so every check Hasura's JWT
+//! mode would do happens here, and every client `x-hasura-*` header is removed.
+
+pub mod claims;
+pub mod errors;
+pub mod jsonpath;
+pub mod secret;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use claims::{ClaimsFormat, ClaimsSettings, Session};
+
+use super::{Authenticated, Mutations, Refusal};
+use crate::config::TokenFrom;
+use crate::request::HttpRequest;
+
+const ADMIN_SECRET: &str = "x-hasura-admin-secret";
+
+/// What a websocket upgrade gets on a Hasura route. The admin secret is never
+/// sent on an upgrade: Hasura builds websocket sessions from the
+/// `connection_init` payload, which ext_authz never sees, so a client could add
+/// any role or variable to an admin-secret connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebsocketMode {
+    /// Forwarded without the admin secret and without client `x-hasura-*`
+    /// headers; Hasura authenticates the connection with its own JWT mode.
+    #[default]
+    Passthrough,
+    /// Refused with 403.
+    Deny,
+}
+
+/// `backends.<name>` with `type: hasura`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HasuraBackendConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub admin_secret: String,
+    pub unauthorized_role: Option<String>,
+    pub claims_namespace: Option<String>,
+    pub claims_namespace_path: Option<String>,
+    pub claims_format: Option<ClaimsFormat>,
+    pub claims_map: Option<Value>,
+    /// Keep the client's token header for the upstream (default: removed).
+    #[serde(default)]
+    pub forward_token: bool,
+    #[serde(default)]
+    pub websocket: WebsocketMode,
+}
+
+pub struct HasuraBackend {
+    admin_secret: String,
+    unauthorized_role: Option<String>,
+    /// For tokens of issuers that carry no Hasura settings of their own.
+    claims: ClaimsSettings,
+    forward_token: bool,
+    websocket: WebsocketMode,
+}
+
+impl HasuraBackend {
+    pub fn new(config: &HasuraBackendConfig, claims: ClaimsSettings) -> Self {
+        HasuraBackend {
+            admin_secret: config.admin_secret.clone(),
+            unauthorized_role: config.unauthorized_role.clone(),
+            claims,
+            forward_token: config.forward_token,
+            websocket: config.websocket,
+        }
+    }
+
+    pub fn precheck(&self, request: &HttpRequest) -> Option<Refusal> {
+        (is_websocket_upgrade(request) && self.websocket == WebsocketMode::Deny).then(|| Refusal {
+            code: "access-denied",
+            message: "websocket connections are not accepted on this route".into(),
+        })
+    }
+
+    pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
+        if is_websocket_upgrade(auth.request) {
+            return Ok(websocket_mutations(auth.request));
+        }
+        let settings = auth.issuer.hasura_claims.as_ref().unwrap_or(&self.claims);
+        let requested = requested_role(auth.request);
+        let session = settings
+            .session(&auth.token.claims, requested)
+            .map_err(|err| Refusal { code: err.code, message: err.message })?;
+        let mut mutations = self.session_mutations(&session.role, session.variables.into_iter());
+        mutations.strip_client_headers(auth.request, "x-hasura-");
+        if !self.forward_token
+            && let TokenFrom::Header { header, .. } = auth.token_from
+        {
+            mutations.remove([header.clone()]);
+        }
+        Ok(mutations)
+    }
+
+    /// No token: the unauthorized role alone, with no other session variable
+    /// (stricter than Hasura, which would pass the client's own headers).
+    pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
+        if is_websocket_upgrade(request) {
+            return Some(websocket_mutations(request));
+        }
+        let role = self.unauthorized_role.as_ref()?;
+        let mut mutations = self.session_mutations(role, std::iter::empty());
+        mutations.strip_client_headers(request, "x-hasura-");
+        Some(mutations)
+    }
+
+    fn session_mutations(&self, role: &str, variables: impl Iterator<Item = (String, String)>) -> Mutations {
+        let mut set_headers =
+            vec![(ADMIN_SECRET.to_string(), self.admin_secret.clone()), ("x-hasura-role".into(), role.into())];
+        set_headers.extend(variables);
+        Mutations { set_headers, remove_headers: Vec::new() }
+    }
+}
+
+fn websocket_mutations(request: &HttpRequest) -> Mutations {
+    let mut mutations = Mutations::default();
+    mutations.strip_client_headers(request, "x-hasura-");
+    mutations
+}
+
+/// `Upgrade: websocket` (token list, case-insensitive).
+pub fn is_websocket_upgrade(request: &HttpRequest) -> bool {
+    request
+        .header("upgrade")
+        .is_some_and(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("websocket")))
+}
+
+/// The client's `x-hasura-role`: the first value if repeated, empty = none.
+fn requested_role(request: &HttpRequest) -> Option<&str> {
+    request
+        .header("x-hasura-role")
+        .map(|value| value.split(',').next().unwrap_or_default().trim())
+        .filter(|role| !role.is_empty())
+}

@@ -1,0 +1,114 @@
+//! What the upstream needs on an allowed request, and how it wants to hear a
+//! deny. Each backend turns a verified token (or its absence) into header
+//! mutations; `hasura` and `supabase` follow their products' own rules.
+
+pub mod hasura;
+
+use serde_json::Value;
+
+use crate::config::{ErrorStatus, TokenFrom};
+use crate::issuer::Issuer;
+use crate::request::HttpRequest;
+use crate::verify::VerifiedToken;
+
+/// Request-header changes for Envoy: set (overwrite) and remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mutations {
+    pub set_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+}
+
+impl Mutations {
+    /// Removes every client header starting with `prefix`, except those being set
+    /// (Envoy applies removals after sets, so removing a set header would undo it).
+    pub fn strip_client_headers(&mut self, request: &HttpRequest, prefix: &str) {
+        let mut names: Vec<String> = request
+            .headers()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(prefix) && !self.set_headers.iter().any(|(set, _)| set == name))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        self.remove(names);
+    }
+
+    pub fn remove(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if !self.remove_headers.contains(&name) {
+                self.remove_headers.push(name);
+            }
+        }
+    }
+}
+
+/// A refusal by a backend's own rules, with the backend's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// How deny bodies are shaped for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    /// `{"error": ..., "error_description": ...}`
+    #[default]
+    Plain,
+    /// Hasura's `{"errors":[{"extensions":{"path":"$","code":C},"message":M}]}`;
+    /// `graphql_status` answers HTTP 200 as Hasura does on `/v1/graphql`.
+    Hasura { graphql_status: bool },
+}
+
+pub enum Backend {
+    Hasura(hasura::HasuraBackend),
+    /// Accepted in config; its mutations arrive with the Supabase backend.
+    Supabase(Value),
+}
+
+/// What a backend knows about an authenticated request.
+pub struct Authenticated<'a> {
+    pub request: &'a HttpRequest,
+    pub token: &'a VerifiedToken,
+    pub issuer: &'a Issuer,
+    pub token_from: &'a TokenFrom,
+}
+
+impl Backend {
+    /// Mutations for a request with a verified token, or the backend's refusal.
+    pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
+        match self {
+            Backend::Hasura(hasura) => hasura.authorize(auth),
+            Backend::Supabase(_) => Ok(Mutations::default()),
+        }
+    }
+
+    /// Mutations for a request without a token, when the backend allows those.
+    pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
+        match self {
+            Backend::Hasura(hasura) => hasura.anonymous(request),
+            Backend::Supabase(_) => None,
+        }
+    }
+
+    /// A refusal that applies before any token is looked at (e.g. websocket policy).
+    pub fn precheck(&self, request: &HttpRequest) -> Option<Refusal> {
+        match self {
+            Backend::Hasura(hasura) => hasura.precheck(request),
+            Backend::Supabase(_) => None,
+        }
+    }
+
+    pub fn error_format(&self, route_setting: Option<ErrorStatus>, request: &HttpRequest) -> ErrorFormat {
+        match self {
+            Backend::Hasura(_) => {
+                let graphql_status = match route_setting {
+                    Some(ErrorStatus::Graphql) => true,
+                    Some(ErrorStatus::Http) => false,
+                    None => request.path.ends_with("/graphql"),
+                };
+                ErrorFormat::Hasura { graphql_status }
+            }
+            Backend::Supabase(_) => ErrorFormat::Plain,
+        }
+    }
+}
