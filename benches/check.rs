@@ -1,0 +1,309 @@
+//! In-process cost of one authorization decision, without gRPC or the network.
+//!
+//! Every scenario runs `Authorizer::decide` against a real policy whose keys
+//! were fetched over loopback from a real dev issuer:
+//!
+//! | id                    | what it measures                                                   |
+//! |-----------------------|--------------------------------------------------------------------|
+//! | `baseline_rs256`      | bare `jsonwebtoken::decode` of the RS256 token with a prebuilt key  |
+//! | `rs256_cache_hit`     | `decide`, valid RS256 token, verified-token cache on (hit path)     |
+//! | `rs256_cache_off`     | `decide`, valid RS256 token, cache off: a signature check per call  |
+//! | `es256_cache_off`     | `decide`, valid ES256 token, cache off                               |
+//! | `eddsa_cache_off`     | `decide`, valid EdDSA (Ed25519) token, cache off                     |
+//! | `garbage_token`       | `decide`, `Bearer` + a non-JWT: the cheapest deny                   |
+//! | `wire_rs256_cache_hit`| CheckRequest -> request -> `decide` -> CheckResponse -> protobuf bytes |
+//!
+//! `cargo bench --bench check` prints criterion's estimates and, at the end, a
+//! table of each scenario's median time per call and its ratio to
+//! `baseline_rs256` (the floor for one signature check). Under `cargo test
+//! --all-targets` criterion runs each scenario once, as a smoke test.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest as EnvoyHttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portcullis::authz::Authorizer;
+use portcullis::decision::Decision;
+use portcullis::dev::{DevIssuer, SigningKey};
+use portcullis::keys::Fetcher;
+use portcullis::policy::Policy;
+use portcullis::request::HttpRequest;
+use portcullis::response::check_response;
+use prost::Message;
+use serde_json::{Map, Value};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+const AUDIENCE: &str = "bench-api";
+const HOST: &str = "api.example.com";
+const PATH: &str = "/v1/items";
+const BASELINE: &str = "baseline_rs256";
+
+/// Per-sample (elapsed, iterations) of every scenario, for the ratio table.
+type Samples = Arc<Mutex<BTreeMap<&'static str, Vec<(Duration, u64)>>>>;
+
+struct Fixture {
+    _issuer: DevIssuer,
+    cached: Authorizer,
+    uncached: Authorizer,
+    rs256: String,
+    es256: String,
+    eddsa: String,
+    rs256_jwk: jsonwebtoken::jwk::Jwk,
+    issuer_url: String,
+}
+
+fn config(issuer: &DevIssuer, cache_tokens: u64) -> String {
+    format!(
+        "listen: {{ authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }}\n\
+         cache: {{ tokens: {cache_tokens} }}\n\
+         issuers:\n  idp:\n    issuer: {}\n    jwks_uri: {}\n    audiences: [{AUDIENCE}]\n\
+         routes:\n  - match: {{ prefix: / }}\n",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    )
+}
+
+/// A policy with its keys loaded (one fetch from the loopback issuer, no refresher).
+async fn authorizer(issuer: &DevIssuer, cache_tokens: u64) -> Authorizer {
+    let config = portcullis::config::parse_str(&config(issuer, cache_tokens), "bench config")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let (keys_changed, _) = watch::channel(0u64);
+    let policy = Policy::new(&config, &Fetcher::new(), &keys_changed, 1);
+    for issuer in &policy.issuers {
+        issuer.keys.refresh().await.expect("JWKS fetch from the dev issuer");
+    }
+    Authorizer::new(policy)
+}
+
+async fn fixture() -> Fixture {
+    let rs = SigningKey::generate(Algorithm::RS256, "rs256");
+    let es = SigningKey::generate(Algorithm::ES256, "es256");
+    let ed = SigningKey::generate(Algorithm::EdDSA, "eddsa");
+    let issuer = DevIssuer::start(&[&rs, &es, &ed]).await.expect("dev issuer starts");
+    let claims = issuer.claims("user-123", AUDIENCE, 3600);
+    Fixture {
+        cached: authorizer(&issuer, 100_000).await,
+        uncached: authorizer(&issuer, 0).await,
+        rs256: rs.sign(&claims),
+        es256: es.sign(&claims),
+        eddsa: ed.sign(&claims),
+        rs256_jwk: rs.jwk.clone(),
+        issuer_url: issuer.issuer().to_string(),
+        _issuer: issuer,
+    }
+}
+
+/// Headers shaped like what Envoy forwards.
+fn envoy_headers(authorization: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":authority", HOST.into()),
+        (":method", "GET".into()),
+        (":path", format!("{PATH}?limit=10")),
+        (":scheme", "https".into()),
+        ("authorization", authorization.into()),
+        ("user-agent", "curl/8.5.0".into()),
+        ("accept", "*/*".into()),
+        ("x-forwarded-proto", "https".into()),
+        ("x-request-id", "2f9c0f2e-9b1e-4c1e-9d0e-8d2c3b1a0f11".into()),
+    ]
+}
+
+fn request(authorization: &str) -> HttpRequest {
+    let headers = envoy_headers(authorization);
+    HttpRequest::new(
+        "GET",
+        &format!("{PATH}?limit=10"),
+        HOST,
+        headers.iter().map(|(name, value)| (*name, value.as_str())),
+    )
+}
+
+fn check_request(authorization: &str) -> CheckRequest {
+    let mut http = EnvoyHttpRequest {
+        method: "GET".into(),
+        path: format!("{PATH}?limit=10"),
+        host: HOST.into(),
+        scheme: "https".into(),
+        protocol: "HTTP/2".into(),
+        ..Default::default()
+    };
+    http.headers.extend(envoy_headers(authorization).into_iter().map(|(name, value)| (name.to_string(), value)));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request { http: Some(http), ..Default::default() }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn is_allow(decision: &Decision) -> bool {
+    matches!(decision, Decision::Allow(_))
+}
+
+/// Times `iters` sequential decisions inside one `block_on`, and records the sample.
+fn time_decisions(runtime: &Runtime, authorizer: &Authorizer, request: &HttpRequest, iters: u64) -> Duration {
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(authorizer.decide(black_box(request)).await);
+        }
+        start.elapsed()
+    })
+}
+
+fn record(samples: &Samples, id: &'static str, elapsed: Duration, iters: u64) -> Duration {
+    samples.lock().expect("samples lock").entry(id).or_default().push((elapsed, iters));
+    elapsed
+}
+
+fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Samples) {
+    // Sanity: every scenario decides what it claims to (functional, not timing).
+    let valid_rs = request(&format!("Bearer {}", fixture.rs256));
+    let valid_es = request(&format!("Bearer {}", fixture.es256));
+    let valid_ed = request(&format!("Bearer {}", fixture.eddsa));
+    let garbage = request("Bearer not-a-jwt");
+    runtime.block_on(async {
+        for (authorizer, request, allow) in [
+            (&fixture.cached, &valid_rs, true),
+            (&fixture.uncached, &valid_rs, true),
+            (&fixture.uncached, &valid_es, true),
+            (&fixture.uncached, &valid_ed, true),
+            (&fixture.uncached, &garbage, false),
+        ] {
+            let decision = authorizer.decide(request).await;
+            assert_eq!(is_allow(&decision), allow, "{decision:?}");
+        }
+    });
+
+    let mut group = c.benchmark_group("decide");
+    group.throughput(Throughput::Elements(1));
+
+    let key = DecodingKey::from_jwk(&fixture.rs256_jwk).expect("RS256 JWK");
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[&fixture.issuer_url]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    jsonwebtoken::decode::<Map<String, Value>>(&fixture.rs256, &key, &validation).expect("baseline token verifies");
+    group.bench_function(BASELINE, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(
+                    jsonwebtoken::decode::<Map<String, Value>>(black_box(&fixture.rs256), &key, &validation).is_ok(),
+                );
+            }
+            record(samples, BASELINE, start.elapsed(), iters)
+        });
+    });
+
+    let scenarios: [(&'static str, &Authorizer, &HttpRequest); 5] = [
+        ("rs256_cache_hit", &fixture.cached, &valid_rs),
+        ("rs256_cache_off", &fixture.uncached, &valid_rs),
+        ("es256_cache_off", &fixture.uncached, &valid_es),
+        ("eddsa_cache_off", &fixture.uncached, &valid_ed),
+        ("garbage_token", &fixture.uncached, &garbage),
+    ];
+    for (id, authorizer, request) in scenarios {
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let elapsed = time_decisions(runtime, authorizer, request, iters);
+                record(samples, id, elapsed, iters)
+            });
+        });
+    }
+
+    // What the gRPC handler does around the decision, minus HTTP/2 and tonic.
+    let wire = check_request(&format!("Bearer {}", fixture.rs256));
+    group.bench_function("wire_rs256_cache_hit", |b| {
+        b.iter_custom(|iters| {
+            let elapsed = runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let http = HttpRequest::from_check(black_box(&wire));
+                    let decision = fixture.cached.decide(&http).await;
+                    black_box(check_response(&decision).encode_to_vec());
+                }
+                start.elapsed()
+            });
+            record(samples, "wire_rs256_cache_hit", elapsed, iters)
+        });
+    });
+    group.finish();
+}
+
+/// Median nanoseconds per call across samples (robust to the warm-up batches).
+fn median_ns(samples: &[(Duration, u64)]) -> f64 {
+    let mut per_call: Vec<f64> = samples
+        .iter()
+        .filter(|(_, iters)| *iters > 0)
+        .map(|(elapsed, iters)| elapsed.as_nanos() as f64 / *iters as f64)
+        .collect();
+    per_call.sort_by(f64::total_cmp);
+    match per_call.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => per_call[n / 2],
+        n => (per_call[n / 2 - 1] + per_call[n / 2]) / 2.0,
+    }
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn print_ratios(samples: &Samples) {
+    let samples = samples.lock().expect("samples lock");
+    let baseline = samples.get(BASELINE).map(|s| median_ns(s));
+    println!("\nportcullis decide: median per call, ratio vs {BASELINE} (jsonwebtoken::decode, prebuilt key)");
+    println!("| scenario | median / call | calls/s (1 core) | x baseline |");
+    println!("|---|---:|---:|---:|");
+    let order = [
+        BASELINE,
+        "rs256_cache_hit",
+        "rs256_cache_off",
+        "es256_cache_off",
+        "eddsa_cache_off",
+        "garbage_token",
+        "wire_rs256_cache_hit",
+    ];
+    for id in order {
+        let Some(runs) = samples.get(id) else { continue };
+        let ns = median_ns(runs);
+        let ratio = baseline.map_or("-".to_string(), |base| format!("{:.3}", ns / base));
+        println!("| {id} | {} | {:.0} | {ratio} |", human(ns), 1e9 / ns);
+    }
+}
+
+fn main() {
+    // Bench mode only under `cargo bench` (criterion: `--bench` without `--test`).
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode = args.iter().any(|arg| arg == "--bench") && !args.iter().any(|arg| arg == "--test");
+
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
+    let fixture = runtime.block_on(fixture());
+    let samples = Samples::default();
+
+    // About 5 s per scenario (1 s warm-up + 3 s of samples + analysis); 7 scenarios.
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+        .configure_from_args();
+    benches(&mut criterion, &runtime, &fixture, &samples);
+    criterion.final_summary();
+    if bench_mode {
+        print_ratios(&samples);
+    }
+}
