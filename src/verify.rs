@@ -190,6 +190,9 @@ async fn verify_with_issuer(
         issuer.keys.nudge();
         return Err(VerifyFailure::KeysUnavailable(Arc::clone(&issuer.name)));
     };
+    // Keys without any kid (a shared secret, a PEM key, a kid-less JWKS) cannot be
+    // selected by kid: the token's kid is then ignored, as Hasura ignores it.
+    let kid = kid.filter(|_| keys.has_kids());
     if let Some(kid) = kid
         && keys.by_kid(kid).is_none()
         && issuer.keys.refetch_for_kid(kid).await

@@ -29,12 +29,16 @@ pub struct SigningKey {
     pub alg: Algorithm,
     encoding: EncodingKey,
     pub jwk: Jwk,
+    /// SPKI PEM of the public key (`None` for HMAC keys).
+    pub public_pem: Option<String>,
 }
 
 impl SigningKey {
     /// A fresh key for `alg` (RS*/PS*, ES256, ES384, EdDSA).
     pub fn generate(alg: Algorithm, kid: &str) -> Self {
-        let encoding = match alg {
+        use aws_lc_rs::encoding::PublicKeyX509Der;
+        use aws_lc_rs::signature::KeyPair;
+        let (encoding, spki): (EncodingKey, PublicKeyX509Der<'static>) = match alg {
             Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
@@ -43,7 +47,8 @@ impl SigningKey {
             | Algorithm::PS512 => {
                 let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
                 let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
-                EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes()).expect("RSA PEM")
+                let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes()).expect("RSA PEM");
+                (encoding, pair.public_key().as_der().expect("RSA SPKI"))
             }
             Algorithm::ES256 | Algorithm::ES384 => {
                 let curve = if alg == Algorithm::ES256 {
@@ -52,15 +57,19 @@ impl SigningKey {
                     &ECDSA_P384_SHA384_FIXED_SIGNING
                 };
                 let doc = EcdsaKeyPair::generate_pkcs8(curve, &SystemRandom::new()).expect("EC keygen");
-                EncodingKey::from_ec_der(doc.as_ref())
+                let pair = EcdsaKeyPair::from_pkcs8(curve, doc.as_ref()).expect("EC PKCS#8");
+                (EncodingKey::from_ec_der(doc.as_ref()), pair.public_key().as_der().expect("EC SPKI"))
             }
             Algorithm::EdDSA => {
                 let doc = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).expect("Ed25519 keygen");
-                EncodingKey::from_ed_der(doc.as_ref())
+                let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("Ed25519 PKCS#8");
+                (EncodingKey::from_ed_der(doc.as_ref()), pair.public_key().as_der().expect("Ed25519 SPKI"))
             }
             other => panic!("{other:?}: use SigningKey::hmac for HS*"),
         };
-        Self::with_encoding(alg, kid, encoding)
+        let mut key = Self::with_encoding(alg, kid, encoding);
+        key.public_pem = Some(pem("PUBLIC KEY", spki.as_ref()));
+        key
     }
 
     /// An HS* key from a shared secret (its JWK is an `oct` key; never publish it).
@@ -71,7 +80,7 @@ impl SigningKey {
     fn with_encoding(alg: Algorithm, kid: &str, encoding: EncodingKey) -> Self {
         let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
         jwk.common.key_id = Some(kid.to_string());
-        SigningKey { kid: kid.to_string(), alg, encoding, jwk }
+        SigningKey { kid: kid.to_string(), alg, encoding, jwk, public_pem: None }
     }
 
     /// Signs `claims` with `alg` and `kid` in the header.

@@ -119,6 +119,11 @@ impl KeySet {
         self.by_kid.get(kid)
     }
 
+    /// Whether any key carries a `kid` (otherwise tokens' kids select nothing).
+    pub fn has_kids(&self) -> bool {
+        !self.by_kid.is_empty()
+    }
+
     pub fn contains_id(&self, id: &str) -> bool {
         self.keys.iter().any(|key| key.id == id)
     }

@@ -160,12 +160,11 @@ fn literal_problem(name: &str, entry: &MapEntry) -> Option<String> {
         MapEntry::Path { default: Some(value), .. } => value,
         MapEntry::Path { default: None, .. } => return None,
     };
-    let check = match name {
+    match name {
         ALLOWED_ROLES => parse_roles(literal).err(),
         DEFAULT_ROLE => parse_role(literal).err(),
         _ => literal.as_str().is_none().then(|| format!("must be a string, found {}", type_name(literal))),
-    };
-    check
+    }
 }
 
 /// A Hasura session: the selected role and the other variables, names lower-case.
