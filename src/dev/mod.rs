@@ -14,6 +14,8 @@ use crate::server::{self, ServeOptions};
 pub use issuer::{DevIssuer, SigningKey};
 
 pub const DEV_AUDIENCE: &str = "portcullis-dev";
+/// The admin secret the dev Hasura route hands upstream (a demo value, never a real one).
+pub const DEV_HASURA_ADMIN_SECRET: &str = "dev-hasura-admin-secret";
 
 /// The config `dev` runs: every route a newcomer would want to poke at.
 pub fn dev_config(issuer: &DevIssuer, args: &DevArgs) -> String {
@@ -26,6 +28,11 @@ issuers:
   dev:
     issuer: {iss}
     audiences: [{aud}]
+backends:
+  hasura:
+    type: hasura
+    admin_secret: {hasura_secret}
+    unauthorized_role: anonymous
 routes:
   - name: public
     match: {{ prefix: /public/ }}
@@ -36,11 +43,16 @@ routes:
   - name: api
     match: {{ prefix: /api/ }}
     issuers: [dev]
+  - name: hasura
+    match: {{ prefix: /v1/graphql }}
+    issuers: [dev]
+    backend: hasura
 "#,
         authz = args.authz,
         http = args.http,
         iss = issuer.issuer(),
         aud = DEV_AUDIENCE,
+        hasura_secret = DEV_HASURA_ADMIN_SECRET,
     )
 }
 
@@ -99,10 +111,22 @@ pub fn check_request_json(method: &str, path: &str, headers: &[(&str, &str)]) ->
     .to_string()
 }
 
+/// Claims of a dev token: standard ones plus Hasura's namespace.
+pub fn dev_claims(issuer: &DevIssuer, audience: &str, lifetime: i64) -> serde_json::Value {
+    let mut claims = issuer.claims("user-123", audience, lifetime);
+    claims["email"] = "dev@example.com".into();
+    claims["https://hasura.io/jwt/claims"] = serde_json::json!({
+        "x-hasura-allowed-roles": ["user", "editor"],
+        "x-hasura-default-role": "user",
+        "x-hasura-user-id": "user-123"
+    });
+    claims
+}
+
 fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> String {
-    let valid = key.sign(&issuer.claims("user-123", DEV_AUDIENCE, 3600));
-    let expired = key.sign(&issuer.claims("user-123", DEV_AUDIENCE, -3600));
-    let other_aud = key.sign(&issuer.claims("user-123", "someone-else", 3600));
+    let valid = key.sign(&dev_claims(issuer, DEV_AUDIENCE, 3600));
+    let expired = key.sign(&dev_claims(issuer, DEV_AUDIENCE, -3600));
+    let other_aud = key.sign(&dev_claims(issuer, "someone-else", 3600));
     let dir = std::env::temp_dir().join("portcullis-dev");
     let mut out = String::new();
     let _ = writeln!(out, "\nportcullis dev is running");
@@ -116,23 +140,28 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
     );
     let _ = writeln!(out, "  requests       : {} (CheckRequest JSON, as Envoy sends it)", dir.display());
     let samples = [
-        ("valid", "a valid token: allowed", Some(&valid)),
-        ("expired", "an expired token: 401 invalid_token", Some(&expired)),
-        ("other-audience", "a token for another audience: 401 invalid_token", Some(&other_aud)),
-        ("no-token", "no token: 401", None),
+        ("valid", "a valid token: allowed", Some(&valid), "/api/items?limit=10", None),
+        ("expired", "an expired token: 401 invalid_token", Some(&expired), "/api/items?limit=10", None),
+        ("other-audience", "a token for another audience: 401 invalid_token", Some(&other_aud), "/api/items", None),
+        ("no-token", "no token: 401", None, "/api/items", None),
+        ("hasura", "Hasura: admin secret + x-hasura-role editor + x-hasura-user-id", Some(&valid), "/v1/graphql", Some("editor")),
+        ("hasura-anonymous", "Hasura without a token: role anonymous", None, "/v1/graphql", None),
+        ("hasura-admin", "Hasura, role not allowed: 200 + GraphQL error, as Hasura", Some(&valid), "/v1/graphql", Some("admin")),
     ];
-    for (name, label, token) in samples {
+    for (name, label, token, path, role) in samples {
         let bearer = token.map(|token| format!("Bearer {token}"));
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|value| ("authorization", value.as_str())).collect();
+        let mut headers: Vec<(&str, &str)> = bearer.iter().map(|value| ("authorization", value.as_str())).collect();
+        headers.extend(role.map(|role| ("x-hasura-role", role)));
+        let method = if path.ends_with("graphql") { "POST" } else { "GET" };
         let file = dir.join(format!("{name}.json"));
         let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&file, check_request_json("GET", "/api/items?limit=10", &headers)));
+            .and_then(|()| std::fs::write(&file, check_request_json(method, path, &headers)));
         if let Err(err) = written {
             let _ = writeln!(out, "\n(cannot write {}: {err})", file.display());
             continue;
         }
         let _ = writeln!(out, "\n# {label}");
-        if let Some(token) = token {
+        if let Some(token) = token.filter(|_| path.starts_with("/api/")) {
             let _ = writeln!(out, "TOKEN_{}={token}", name.to_uppercase().replace('-', "_"));
         }
         let _ = writeln!(
