@@ -43,6 +43,9 @@ impl Authorizer {
 
     pub async fn decide(&self, request: &HttpRequest) -> Decision {
         let policy = self.policy();
+        if request.path_is_ambiguous() {
+            return deny(DenyReason::AmbiguousPath, &Context::without_route(request), None);
+        }
         let Some(route) = policy.router.route(request) else {
             return deny(DenyReason::NoRoute, &Context::without_route(request), None);
         };
@@ -105,7 +108,14 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
     let issuer = policy.issuer(&verified.issuer).expect("the verifying issuer belongs to this policy");
     let mutations = match backend {
         Some(backend) => {
-            let auth = Authenticated { request, token: &verified, issuer, token_from: source };
+            let auth = Authenticated {
+                request,
+                token: &verified,
+                raw_token: token,
+                digest: &token_digest,
+                issuer,
+                token_from: source,
+            };
             match backend.authorize(&auth) {
                 Ok(mutations) => mutations,
                 Err(refusal) => return deny(DenyReason::Refused(refusal), context, Some(&token_digest)),

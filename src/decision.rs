@@ -49,12 +49,15 @@ pub enum DenyReason {
     KeysUnavailable(Arc<str>),
     /// A valid token the backend's rules refuse (e.g. a Hasura role not allowed).
     Refused(Refusal),
+    /// A path whose meaning depends on who decodes it (`..`, encoded slashes).
+    AmbiguousPath,
 }
 
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => 403,
+            DenyReason::AmbiguousPath => 400,
             DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
             DenyReason::KeysUnavailable(_) => 503,
         }
@@ -64,6 +67,7 @@ impl DenyReason {
     pub fn error_code(&self) -> &'static str {
         match self {
             DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => "forbidden",
+            DenyReason::AmbiguousPath => "invalid_request",
             DenyReason::MissingToken => "unauthorized",
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
@@ -80,6 +84,9 @@ impl DenyReason {
             DenyReason::InvalidToken(err) => err.to_string(),
             DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
             DenyReason::Refused(refusal) => refusal.message.clone(),
+            DenyReason::AmbiguousPath => {
+                "the path has dot-segments, repeated or encoded slashes; refused rather than guessed".into()
+            }
         }
     }
 

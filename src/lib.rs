@@ -21,6 +21,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod issuer;
+pub mod jsonpath;
 pub mod keys;
 pub mod policy;
 pub mod reflection;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::backend::Backend;
 use crate::backend::hasura::HasuraBackend;
+use crate::backend::supabase::SupabaseBackend;
 use crate::config::{Action, BackendConfig, Config};
 use crate::issuer::Issuer;
 use crate::keys::Fetcher;
@@ -45,7 +46,9 @@ impl Policy {
                     BackendConfig::Hasura { config, claims } => {
                         Backend::Hasura(HasuraBackend::new(config, claims.clone()))
                     }
-                    BackendConfig::Supabase(raw) => Backend::Supabase(raw.clone()),
+                    BackendConfig::Supabase(supabase) => {
+                        Backend::Supabase(SupabaseBackend::new(supabase, config.cache.tokens))
+                    }
                 };
                 (name.clone(), compiled)
             })

@@ -85,6 +85,16 @@ impl HttpRequest {
         self.host = strip_port(host).to_ascii_lowercase();
     }
 
+    /// True when the path could mean different things to portcullis and to the
+    /// backend: dot-segments (`/public/../admin`), repeated slashes, backslashes,
+    /// or percent-encoded `.`, `/`, `\`. Such paths are refused, never guessed.
+    pub fn path_is_ambiguous(&self) -> bool {
+        let lower = self.path.to_ascii_lowercase();
+        let encoded = ["%2e", "%2f", "%5c"].iter().any(|escape| lower.contains(escape));
+        let dot_segment = self.path.split('/').any(|segment| segment == "." || segment == "..");
+        encoded || dot_segment || self.path.contains("//") || self.path.contains('\\')
+    }
+
     /// A header by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
@@ -171,6 +181,17 @@ mod tests {
         assert_eq!(request.cookie("tok"), Some("xyz"));
         assert_eq!(request.cookie("a"), Some("1"));
         assert_eq!(request.cookie("missing"), None);
+    }
+
+    #[test]
+    fn ambiguous_paths_are_recognised() {
+        let ambiguous = |path: &str| HttpRequest::new("GET", path, "h", []).path_is_ambiguous();
+        for path in ["/public/../api", "/public/..", "/a/./b", "/a//b", "/a%2Fb", "/a%2e%2e/b", "/a\\b", "/x/%5C"] {
+            assert!(ambiguous(path), "{path}");
+        }
+        for path in ["/api/items", "/v1/graphql", "/a/b.c/d", "/..hidden/x", "/", "/a?x=../y"] {
+            assert!(!ambiguous(path), "{path}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use envoy_types::pb::google::rpc::{Code, Status};
 
 use crate::backend::ErrorFormat;
 use crate::backend::hasura::errors::hasura_error;
+use crate::backend::supabase::errors::postgrest_error;
 use crate::decision::{Allowed, Decision, Denied};
 
 pub fn check_response(decision: &Decision) -> CheckResponse {
@@ -53,8 +54,15 @@ fn deny_response(denied: &Denied) -> CheckResponse {
                 (reason.http_status(), body, reason.challenge())
             }
         }
+        ErrorFormat::PostgRest => {
+            let error = postgrest_error(reason);
+            let body = serde_json::json!({"code": error.code, "details": null, "hint": null, "message": error.message});
+            (error.http_status, body, error.challenge)
+        }
     };
-    let mut headers = vec![header("content-type", "application/json")];
+    let content_type =
+        if denied.format == ErrorFormat::PostgRest { "application/json; charset=utf-8" } else { "application/json" };
+    let mut headers = vec![header("content-type", content_type)];
     if let Some(challenge) = challenge {
         headers.push(header("www-authenticate", &challenge));
     }
@@ -71,7 +79,7 @@ fn deny_response(denied: &Denied) -> CheckResponse {
             details: vec![],
         }),
         http_response: Some(HttpResponse::DeniedResponse(denied_response)),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(deny_metadata(denied)),
     }
 }
 
@@ -88,6 +96,7 @@ fn status_code(http_status: u16) -> StatusCode {
         401 => StatusCode::Unauthorized,
         503 => StatusCode::ServiceUnavailable,
         200 => StatusCode::Ok,
+        400 => StatusCode::BadRequest,
         _ => StatusCode::Forbidden,
     }
 }
@@ -98,6 +107,17 @@ fn rpc_code(http_status: u16) -> Code {
         503 => Code::Unavailable,
         _ => Code::PermissionDenied,
     }
+}
+
+/// route and reason of a deny, for Envoy's access logs.
+fn deny_metadata(denied: &Denied) -> Struct {
+    let mut fields = std::collections::HashMap::new();
+    let text = |value: String| Value { kind: Some(Kind::StringValue(value)) };
+    fields.insert("route".to_string(), text(denied.route.clone().unwrap_or_default()));
+    fields.insert("reason".to_string(), text(denied.reason.description()));
+    fields
+        .insert("status".to_string(), Value { kind: Some(Kind::NumberValue(f64::from(denied.reason.http_status()))) });
+    Struct { fields }
 }
 
 /// iss, sub, route and backend for Envoy's access logs and later filters.

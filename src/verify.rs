@@ -40,6 +40,8 @@ impl VerifiedToken {
 pub enum TokenError {
     #[error("the token is not a well-formed JWT: {0}")]
     Malformed(String),
+    #[error("the token is not a well-formed JWT: expected 3 parts, got {0}")]
+    WrongPartCount(usize),
     #[error("alg none is never accepted")]
     AlgNone,
     #[error("algorithm {0} is not accepted for this issuer")]
@@ -151,11 +153,9 @@ type JsonObject = Map<String, Value>;
 
 /// Decodes header and payload JSON (unverified) to route the token.
 fn split(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("expected three dot-separated parts".into()));
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, _signature] = parts[..] else {
+        return Err(TokenError::WrongPartCount(parts.len()));
     };
     Ok((decode_part(header, "header")?, decode_part(payload, "payload")?))
 }

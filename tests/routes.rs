@@ -113,3 +113,21 @@ async fn actions_methods_hosts_and_default_deny() {
     assert_invalid_token(&check(&mut client, admin).await, "not accepted here");
     assert_denied(&check_token(&mut client, "/anything", &token_b).await, 403);
 }
+
+#[tokio::test]
+async fn ambiguous_paths_cannot_borrow_a_permissive_route() {
+    let t = two_issuers().await;
+    let mut client = client(&t.running).await;
+    // Each would match the allow-only /healthz or slip past /internal/ if taken literally.
+    for path in [
+        "/healthz/../internal/x",
+        "/both/..%2Finternal/x",
+        "/internal/%2e%2e/healthz",
+        "//internal/x",
+        "/healthz\\..\\a",
+    ] {
+        let response = check(&mut client, request("GET", path, &[])).await;
+        let body: serde_json::Value = serde_json::from_str(&assert_denied(&response, 400).body).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}");
+    }
+}

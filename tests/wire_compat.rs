@@ -239,7 +239,13 @@ fn assert_py_denied<'a>(result: &'a Value, rpc_code: i64, http_status: i64, http
     assert_eq!(result["has_status"], true, "{result:#}");
     assert_eq!(result["status_code"], rpc_code, "{result:#}");
     assert_eq!(result["http_response"], "denied_response", "{result:#}");
-    assert_eq!(result["has_dynamic_metadata"], false, "{result:#}");
+    // Denies carry route, reason and status for Envoy's access logs; never identity.
+    assert_eq!(result["has_dynamic_metadata"], true, "{result:#}");
+    assert!(
+        result["dynamic_metadata"].get("sub").is_none() && result["dynamic_metadata"].get("iss").is_none(),
+        "{result:#}"
+    );
+    assert_eq!(result["dynamic_metadata"]["status"].as_f64(), Some(http_status as f64), "{result:#}");
     assert_eq!(result["unknown_fields"], 0, "{result:#}");
     let denied = &result["denied"];
     assert_eq!(denied["has_status"], true, "{result:#}");
@@ -378,7 +384,8 @@ async fn grpcurl_with_vendored_protos_sees_exact_decisions() {
             .await;
     assert_eq!(denied["status"]["code"], RPC_UNAUTHENTICATED, "{denied:#}");
     assert!(denied.get("okResponse").is_none(), "{denied:#}");
-    assert!(denied.get("dynamicMetadata").is_none(), "{denied:#}");
+    assert_eq!(denied["dynamicMetadata"]["reason"], "the token's audience is not accepted", "{denied:#}");
+    assert!(denied["dynamicMetadata"].get("sub").is_none(), "{denied:#}");
     let response = &denied["deniedResponse"];
     assert_eq!(response["status"]["code"], "Unauthorized", "{denied:#}");
     let headers = response["headers"].as_array().expect("deny headers");

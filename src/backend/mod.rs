@@ -3,12 +3,12 @@
 //! mutations; `hasura` and `supabase` follow their products' own rules.
 
 pub mod hasura;
-
-use serde_json::Value;
+pub mod supabase;
 
 use crate::config::{ErrorStatus, TokenFrom};
 use crate::issuer::Issuer;
 use crate::request::HttpRequest;
+use crate::token_cache::TokenDigest;
 use crate::verify::VerifiedToken;
 
 /// Request-header changes for Envoy: set (overwrite) and remove.
@@ -57,18 +57,22 @@ pub enum ErrorFormat {
     /// Hasura's `{"errors":[{"extensions":{"path":"$","code":C},"message":M}]}`;
     /// `graphql_status` answers HTTP 200 as Hasura does on `/v1/graphql`.
     Hasura { graphql_status: bool },
+    /// PostgREST's `{"code","details","hint","message"}`.
+    PostgRest,
 }
 
 pub enum Backend {
     Hasura(hasura::HasuraBackend),
-    /// Accepted in config; its mutations arrive with the Supabase backend.
-    Supabase(Value),
+    Supabase(supabase::SupabaseBackend),
 }
 
 /// What a backend knows about an authenticated request.
 pub struct Authenticated<'a> {
     pub request: &'a HttpRequest,
     pub token: &'a VerifiedToken,
+    /// The token as the client sent it (for pass-through).
+    pub raw_token: &'a str,
+    pub digest: &'a TokenDigest,
     pub issuer: &'a Issuer,
     pub token_from: &'a TokenFrom,
 }
@@ -78,7 +82,7 @@ impl Backend {
     pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
         match self {
             Backend::Hasura(hasura) => hasura.authorize(auth),
-            Backend::Supabase(_) => Ok(Mutations::default()),
+            Backend::Supabase(supabase) => supabase.authorize(auth),
         }
     }
 
@@ -86,7 +90,7 @@ impl Backend {
     pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
         match self {
             Backend::Hasura(hasura) => hasura.anonymous(request),
-            Backend::Supabase(_) => None,
+            Backend::Supabase(supabase) => supabase.anonymous(request),
         }
     }
 
@@ -108,7 +112,7 @@ impl Backend {
                 };
                 ErrorFormat::Hasura { graphql_status }
             }
-            Backend::Supabase(_) => ErrorFormat::Plain,
+            Backend::Supabase(_) => ErrorFormat::PostgRest,
         }
     }
 }

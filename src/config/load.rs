@@ -16,6 +16,7 @@ use super::{
     join_path,
 };
 use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
+use crate::backend::supabase::SupabaseBackendConfig;
 use crate::keys::{algorithms_for, is_loopback_url};
 
 const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "admin", "cache", "issuers", "backends", "routes"];
@@ -255,7 +256,12 @@ fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<St
                 }
             }
             Some("supabase") => {
-                backends.insert(name.clone(), BackendConfig::Supabase(raw.clone()));
+                if let Some(config) = parse_at::<SupabaseBackendConfig>(raw, &path, problems) {
+                    for (key, message) in crate::backend::supabase::validate(&config) {
+                        problems.push(join_path(&path, key), message);
+                    }
+                    backends.insert(name.clone(), BackendConfig::Supabase(config));
+                }
             }
             _ => problems.push(join_path(&path, "type"), format!("expected one of: {}", BACKEND_TYPES.join(", "))),
         }

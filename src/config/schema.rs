@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
+use crate::backend::supabase::SupabaseBackendConfig;
 use crate::keys::KeyKind;
 
 #[derive(Debug, Clone)]
@@ -74,12 +75,8 @@ fn default_token_cache() -> u64 {
 /// A backend as configured (`backends.<name>`).
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
-    Hasura {
-        config: HasuraBackendConfig,
-        claims: ClaimsSettings,
-    },
-    /// Validated and used by the Supabase backend.
-    Supabase(Value),
+    Hasura { config: HasuraBackendConfig, claims: ClaimsSettings },
+    Supabase(SupabaseBackendConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -144,9 +144,21 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
         ("expired", "an expired token: 401 invalid_token", Some(&expired), "/api/items?limit=10", None),
         ("other-audience", "a token for another audience: 401 invalid_token", Some(&other_aud), "/api/items", None),
         ("no-token", "no token: 401", None, "/api/items", None),
-        ("hasura", "Hasura: admin secret + x-hasura-role editor + x-hasura-user-id", Some(&valid), "/v1/graphql", Some("editor")),
+        (
+            "hasura",
+            "Hasura: admin secret + x-hasura-role editor + x-hasura-user-id",
+            Some(&valid),
+            "/v1/graphql",
+            Some("editor"),
+        ),
         ("hasura-anonymous", "Hasura without a token: role anonymous", None, "/v1/graphql", None),
-        ("hasura-admin", "Hasura, role not allowed: 200 + GraphQL error, as Hasura", Some(&valid), "/v1/graphql", Some("admin")),
+        (
+            "hasura-admin",
+            "Hasura, role not allowed: 200 + GraphQL error, as Hasura",
+            Some(&valid),
+            "/v1/graphql",
+            Some("admin"),
+        ),
     ];
     for (name, label, token, path, role) in samples {
         let bearer = token.map(|token| format!("Bearer {token}"));

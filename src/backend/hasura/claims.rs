@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::jsonpath::JsonPath;
+use crate::jsonpath::JsonPath;
 
 pub const DEFAULT_NAMESPACE: &str = "https://hasura.io/jwt/claims";
 pub const ALLOWED_ROLES: &str = "x-hasura-allowed-roles";

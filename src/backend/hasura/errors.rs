@@ -20,6 +20,7 @@ pub fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
         DenyReason::KeysUnavailable(_) => ("invalid-jwt", "Could not verify JWT: JWSError NoUsableKeys".into()),
         DenyReason::Refused(refusal) => (refusal.code, refusal.message.clone()),
         DenyReason::NoRoute | DenyReason::RouteDenies => ("access-denied", reason.description()),
+        DenyReason::AmbiguousPath => ("invalid-params", reason.description()),
     }
 }
 
@@ -37,8 +38,8 @@ fn jose_error(err: &TokenError) -> String {
         | TokenError::KeyAlgorithmMismatch { .. }
         | TokenError::NoKeyForAlgorithm(_)
         | TokenError::DisallowedAlgorithm(_) => "JWSError JWSInvalidSignature".into(),
-        TokenError::Malformed(why) if why.starts_with("expected three") => {
-            "JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts)".into()
+        TokenError::WrongPartCount(count) => {
+            format!("JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got {count})")
         }
         TokenError::Malformed(why) if why.contains("base64url") => {
             "JWSError (JSONDecodeError \"Not valid base64url\")".into()

@@ -7,7 +7,6 @@
 
 pub mod claims;
 pub mod errors;
-pub mod jsonpath;
 pub mod secret;
 
 use serde::Deserialize;

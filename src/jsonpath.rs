@@ -1,4 +1,5 @@
-//! The JSONPath subset Hasura accepts in `claims_namespace_path` and `claims_map`:
+//! Claim paths: the JSONPath subset Hasura accepts in `claims_namespace_path` and `claims_map`
+//! (also used by the Supabase backend's claim mapping):
 //! `$`, `.key`, `key`, `['key']`, `["key"]`, `[n]`. No filters, no recursive descent.
 //!
 //! One extension, documented as such: `[*]` projects the rest of the path over an

@@ -1,0 +1,81 @@
+//! Deny reasons in PostgREST's words (v13+ codes and messages), so supabase-js
+//! and PostgREST clients see the errors they already handle.
+
+use crate::decision::DenyReason;
+use crate::extract::ExtractError;
+use crate::verify::TokenError;
+
+/// A PostgREST-style error: HTTP status, code, message, and the challenge for 401s.
+pub struct PostgrestError {
+    pub http_status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub challenge: Option<String>,
+}
+
+pub fn postgrest_error(reason: &DenyReason) -> PostgrestError {
+    let invalid = |code: &'static str, message: String| PostgrestError {
+        http_status: 401,
+        challenge: Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", message.replace('"', "'"))),
+        code,
+        message,
+    };
+    match reason {
+        DenyReason::MissingToken => PostgrestError {
+            http_status: 401,
+            code: "PGRST302",
+            message: "Anonymous access is disabled".into(),
+            challenge: Some("Bearer".into()),
+        },
+        DenyReason::Unreadable(ExtractError::Empty) => {
+            invalid("PGRST301", "Empty JWT is sent in Authorization header".into())
+        }
+        DenyReason::Unreadable(ExtractError::TooLarge) => {
+            invalid("PGRST301", "JWT cryptographic operation failed".into())
+        }
+        DenyReason::InvalidToken(err) => {
+            let (code, message) = token_error(err);
+            invalid(code, message)
+        }
+        DenyReason::KeysUnavailable(_) => PostgrestError {
+            http_status: 503,
+            code: "PGRST300",
+            message: "JWT keys are not available yet".into(),
+            challenge: None,
+        },
+        DenyReason::Refused(refusal) => {
+            PostgrestError { http_status: 403, code: refusal.code, message: refusal.message.clone(), challenge: None }
+        }
+        DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::AmbiguousPath => PostgrestError {
+            http_status: reason.http_status(),
+            code: "42501",
+            message: reason.description(),
+            challenge: None,
+        },
+    }
+}
+
+fn token_error(err: &TokenError) -> (&'static str, String) {
+    match err {
+        TokenError::WrongPartCount(count) => ("PGRST301", format!("Expected 3 parts in JWT; got {count}")),
+        TokenError::Malformed(why) if why.starts_with("payload") => ("PGRST303", "Parsing claims failed".into()),
+        TokenError::Malformed(_) => ("PGRST301", "JWT cryptographic operation failed".into()),
+        TokenError::AlgNone | TokenError::DisallowedAlgorithm(_) => {
+            ("PGRST301", "Wrong or unsupported encoding algorithm".into())
+        }
+        TokenError::UnknownKid(_)
+        | TokenError::KeyAlgorithmMismatch { .. }
+        | TokenError::NoKeyForAlgorithm(_)
+        | TokenError::BadSignature => ("PGRST301", "No suitable key or wrong key type".into()),
+        TokenError::Expired => ("PGRST303", "JWT expired".into()),
+        TokenError::NotYetValid => ("PGRST303", "JWT not yet valid".into()),
+        TokenError::IssuedInFuture => ("PGRST303", "JWT issued at future".into()),
+        TokenError::WrongAudience => ("PGRST303", "JWT not in audience".into()),
+        // PostgREST has no issuer check; this is portcullis' own, in PostgREST's shape.
+        TokenError::WrongIssuer | TokenError::UntrustedIssuer(_) | TokenError::MissingIssuer => {
+            ("PGRST303", "JWT issuer not allowed".into())
+        }
+        TokenError::MissingClaim(claim) => ("PGRST303", format!("The JWT '{claim}' claim is required")),
+        TokenError::InvalidClaim(claim) => ("PGRST303", format!("The JWT '{claim}' claim must be a number")),
+    }
+}
