@@ -7,9 +7,8 @@
 //! - `grpcurl`, parsing the vendored protos in `proto/vendor` (no reflection);
 //! - `ghz`, the same protos, for many concurrent mixed allow/deny calls.
 //!
-//! A missing tool skips its test with a message, unless
-//! `PORTCULLIS_REQUIRE_WIRE_TOOLS=1` (set by `.ci/run`, which installs them):
-//! then it fails.
+//! A missing client is installed into target/ first (tests/common/tools.rs);
+//! these tests never skip.
 
 mod common;
 
@@ -18,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{DevIssuer, LISTEN_ANY, SigningKey, bearer};
+use common::{DevIssuer, LISTEN_ANY, SigningKey, bearer, tools};
 use jsonwebtoken::Algorithm;
 use portcullis::dev::check_request_json;
 use portcullis::server::Running;
@@ -30,7 +29,6 @@ const SUBJECT: &str = "user-wire";
 const HASURA_ROUTE: &str = "wire-graphql";
 const HASURA_ADMIN_SECRET: &str = "wire-admin-secret";
 const HASURA_NS: &str = "https://hasura.io/jwt/claims";
-const REQUIRE_ENV: &str = "PORTCULLIS_REQUIRE_WIRE_TOOLS";
 
 const RPC_OK: i64 = 0;
 const RPC_PERMISSION_DENIED: i64 = 7;
@@ -99,57 +97,15 @@ routes:
 }
 
 // ---------------------------------------------------------------------------
-// Finding the tools
+// The clients (installed into target/ by tests/common/tools.rs when missing)
 
-fn required() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1")
-}
-
-/// Reports a missing client: a failure when required, else a visible skip.
-fn unavailable(what: &str) {
-    if required() {
-        panic!("{what}; required because {REQUIRE_ENV}=1 (.ci/run installs it)");
-    }
-    // Straight to stderr: the test harness captures eprintln!, and a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED wire-compat check: {what}. .ci/run installs it; set {REQUIRE_ENV}=1 to make this a failure."
-    );
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
-/// `name` on `$PATH`, else in `$HOME/go/bin` (where `go install` puts it).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path_dirs =
-        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
-    let go_bin = std::env::var_os("HOME").map(|home| PathBuf::from(home).join("go").join("bin"));
-    path_dirs.into_iter().chain(go_bin).map(|dir| dir.join(name)).find(|path| is_executable(path))
-}
+const GRPCURL: &str = "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4";
+const GHZ: &str = "github.com/bojand/ghz/cmd/ghz@v0.93.0";
+const PY_STUBS_PROBE: &str = "import grpc, envoy.service.auth.v3.external_auth_pb2_grpc";
+const PY_STUBS: [&str; 3] = ["grpcio==1.85.1", "xds-protos==1.85.0", "protobuf==7.36.2"];
 
 fn manifest_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-/// Python 3 that can import grpcio and the xds-protos stubs, or why not.
-fn python_with_stubs() -> Result<PathBuf, String> {
-    let python = find_tool("python3").ok_or("python3 not found on PATH")?;
-    let probe = Command::new(&python)
-        .args(["-c", "import grpc, envoy.service.auth.v3.external_auth_pb2_grpc"])
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
-    if probe.status.success() {
-        Ok(python)
-    } else {
-        Err(format!(
-            "Python packages grpcio and xds-protos are not importable by {} ({})",
-            python.display(),
-            String::from_utf8_lossy(&probe.stderr).lines().last().unwrap_or("no error output")
-        ))
-    }
 }
 
 /// Runs `command` with `stdin` on a blocking thread (the server keeps serving
@@ -262,10 +218,7 @@ fn denied_body(denied: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_xds_protos_client_sees_exact_decisions() {
-    let python = match python_with_stubs() {
-        Ok(python) => python,
-        Err(why) => return unavailable(&why),
-    };
+    let python = tools::Python::with(PY_STUBS_PROBE, &PY_STUBS);
     let fixture = Fixture::start().await;
     let cases = json!([
         {"name": "valid", "method": "GET", "path": "/api/items?limit=10", "host": "api.example.com",
@@ -282,7 +235,7 @@ async fn python_grpcio_xds_protos_client_sees_exact_decisions() {
         {"name": "no_route", "method": "GET", "path": "/elsewhere", "host": "api.example.com",
          "headers": {"authorization": bearer(&fixture.valid)}},
     ]);
-    let mut command = Command::new(python);
+    let mut command = python.command();
     command.arg(manifest_path("tests/wire/check_client.py")).arg(fixture.addr());
     let stdout = run(command, cases.to_string()).await;
     let report = parse_json(&stdout, "check_client.py");
@@ -351,9 +304,7 @@ async fn grpcurl_check(grpcurl: &Path, addr: &str, request_json: String) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_with_vendored_protos_sees_exact_decisions() {
-    let Some(grpcurl) = find_tool("grpcurl") else {
-        return unavailable("grpcurl not found on PATH or in $HOME/go/bin");
-    };
+    let grpcurl = tools::go_tool("grpcurl", GRPCURL);
     let fixture = Fixture::start().await;
     let addr = fixture.addr();
 
@@ -409,9 +360,7 @@ async fn grpcurl_with_vendored_protos_sees_exact_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ghz_mixed_allow_deny_load_has_no_rpc_errors() {
     const CALLS: u64 = 300;
-    let Some(ghz) = find_tool("ghz") else {
-        return unavailable("ghz not found on PATH or in $HOME/go/bin");
-    };
+    let ghz = tools::go_tool("ghz", GHZ);
     let fixture = Fixture::start().await;
     let valid = bearer(&fixture.valid);
     let expired = bearer(&fixture.expired);

@@ -3,6 +3,8 @@
 //! from envoy-types.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};

@@ -1,0 +1,103 @@
+//! Independent clients the tests drive (grpcurl, ghz, Python's grpcio with
+//! xds-protos, PyJWT). A missing one is installed from its registry into
+//! `target/`, so `cargo test` sets everything up on a fresh machine; nothing
+//! is ever skipped. `.ci/run` pre-installs them globally, which is found first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Serialises installs within one test binary (cargo runs binaries one at a time).
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn tools_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is target/tmp: kept between runs, ignored by git.
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("portcullis-test-tools")
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// `name` on `$PATH`, in `$HOME/go/bin`, or in our tools dir.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let path_dirs =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
+    let go_bin = std::env::var_os("HOME").map(|home| PathBuf::from(home).join("go").join("bin"));
+    path_dirs
+        .into_iter()
+        .chain(go_bin)
+        .chain([tools_dir().join("bin"), PathBuf::from("/usr/local/go/bin")])
+        .map(|dir| dir.join(name))
+        .find(|path| is_executable(path))
+}
+
+/// A Go tool, `go install`ed into target/ when absent (`module` as `path@version`).
+pub fn go_tool(name: &str, module: &str) -> PathBuf {
+    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(found) = find(name) {
+        return found;
+    }
+    let go =
+        find("go").unwrap_or_else(|| panic!("{name} is not installed and no Go toolchain is available to build it"));
+    let bin = tools_dir().join("bin");
+    eprintln!("installing {module} into {} (first run only)", bin.display());
+    let status = Command::new(go).args(["install", module]).env("GOBIN", &bin).status().expect("run go install");
+    assert!(status.success(), "go install {module} failed");
+    bin.join(name)
+}
+
+/// A Python 3 that can import `probe` (e.g. `import jwt`), with `packages`
+/// pip-installed into target/ when it cannot.
+pub struct Python {
+    pub exe: PathBuf,
+    pythonpath: Option<PathBuf>,
+}
+
+impl Python {
+    pub fn with(probe: &str, packages: &[&str]) -> Python {
+        let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let exe = find("python3").expect("python3 is required for the independent-client tests");
+        let system = Python { exe: exe.clone(), pythonpath: None };
+        if system.can(probe) {
+            return system;
+        }
+        let site = tools_dir().join("python");
+        let local = Python { exe, pythonpath: Some(site.clone()) };
+        if local.can(probe) {
+            return local;
+        }
+        eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
+        let status = Command::new(&local.exe)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&site)
+            .args(packages)
+            .status()
+            .expect("run pip");
+        assert!(status.success(), "pip install {} failed", packages.join(" "));
+        assert!(local.can(probe), "installed {} but `{probe}` still fails", packages.join(" "));
+        local
+    }
+
+    fn can(&self, probe: &str) -> bool {
+        self.command().args(["-c", probe]).output().is_ok_and(|output| output.status.success())
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.exe);
+        if let Some(path) = &self.pythonpath {
+            command.env("PYTHONPATH", path);
+        }
+        command
+    }
+}
