@@ -16,6 +16,8 @@ pub use issuer::{DevIssuer, SigningKey};
 pub const DEV_AUDIENCE: &str = "portcullis-dev";
 /// The admin secret the dev Hasura route hands upstream (a demo value, never a real one).
 pub const DEV_HASURA_ADMIN_SECRET: &str = "dev-hasura-admin-secret";
+/// The HS256 secret dev Supabase tokens are minted with (a demo value).
+pub const DEV_SUPABASE_SECRET: &str = "dev-supabase-jwt-secret-at-least-32-bytes";
 
 /// The config `dev` runs: every route a newcomer would want to poke at.
 pub fn dev_config(issuer: &DevIssuer, args: &DevArgs) -> String {
@@ -33,6 +35,12 @@ backends:
     type: hasura
     admin_secret: {hasura_secret}
     unauthorized_role: anonymous
+  supabase:
+    type: supabase
+    mode: remint
+    signing_key: {supabase_secret}
+    apikey: sb_publishable_dev
+    allow_anonymous: true
 routes:
   - name: public
     match: {{ prefix: /public/ }}
@@ -47,12 +55,20 @@ routes:
     match: {{ prefix: /v1/graphql }}
     issuers: [dev]
     backend: hasura
+  - name: supabase-auth
+    match: {{ prefix: /auth/v1/ }}
+    action: allow
+  - name: supabase
+    match: {{ prefix: /rest/v1/ }}
+    issuers: [dev]
+    backend: supabase
 "#,
         authz = args.authz,
         http = args.http,
         iss = issuer.issuer(),
         aud = DEV_AUDIENCE,
         hasura_secret = DEV_HASURA_ADMIN_SECRET,
+        supabase_secret = DEV_SUPABASE_SECRET,
     )
 }
 
@@ -134,10 +150,13 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
         writeln!(out, "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)");
     let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz");
     let _ = writeln!(out, "  dev issuer     : {}   (JWKS {})", issuer.issuer(), issuer.jwks_uri());
-    let _ = writeln!(
-        out,
-        "  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE})"
-    );
+    for line in [
+        format!("  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE}),"),
+        "                   /v1/graphql -> Hasura headers (role from x-hasura-role; no token = anonymous),".into(),
+        "                   /rest/v1/* -> a minted Supabase token + apikey (no token = anon), /auth/v1/* allow".into(),
+    ] {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "  requests       : {} (CheckRequest JSON, as Envoy sends it)", dir.display());
     let samples = [
         ("valid", "a valid token: allowed", Some(&valid), "/api/items?limit=10", None),
@@ -159,6 +178,14 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
             "/v1/graphql",
             Some("admin"),
         ),
+        (
+            "supabase",
+            "Supabase: Authorization replaced by a minted token, apikey set",
+            Some(&valid),
+            "/rest/v1/notes",
+            None,
+        ),
+        ("supabase-expired", "Supabase, expired: 401 PGRST303 JWT expired", Some(&expired), "/rest/v1/notes", None),
     ];
     for (name, label, token, path, role) in samples {
         let bearer = token.map(|token| format!("Bearer {token}"));
