@@ -207,3 +207,53 @@ fn every_example_config_is_valid() {
     }
     assert!(checked >= 1, "no example configs found");
 }
+
+#[tokio::test]
+async fn dev_prints_working_samples_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let field = |prefix: &str| {
+        banner
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {banner:?}"))
+    };
+    let authz = field("ext_authz gRPC : ").split_whitespace().next().unwrap().to_string();
+    let token = field("TOKEN_VALID=").to_string();
+    assert!(banner.iter().any(|line| line.starts_with("grpcurl -plaintext -d @ ")), "{banner:?}");
+    assert!(banner.iter().any(|line| line.starts_with("ghz --insecure ")), "{banner:?}");
+
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{authz}"),
+    )
+    .await
+    .unwrap();
+    assert_allowed(&check_token(&mut client, "/api/items", &token).await);
+    let hasura = check(&mut client, request("POST", "/v1/graphql", &[("authorization", &bearer(&token))])).await;
+    let ok = assert_allowed(&hasura);
+    assert!(ok.headers.iter().any(|h| h.header.as_ref().unwrap().key == "x-hasura-admin-secret"));
+    let supabase = check_token(&mut client, "/rest/v1/notes", &token).await;
+    assert!(assert_allowed(&supabase).headers.iter().any(|h| h.header.as_ref().unwrap().key == "apikey"));
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
