@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Validate a config, print a summary; on error list every problem with its YAML path.
     CheckConfig(ConfigArg),
     /// Zero-setup demo: an embedded issuer, the service wired to it, sample tokens and commands.
@@ -36,6 +36,52 @@ pub enum Command {
     /// Token tools.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Talk to a running instance's Admin API.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Reload the policy when the config file changes (polled, debounced).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Admin API address (listen.admin).
+    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR", default_value = "127.0.0.1:50052", global = true)]
+    pub addr: String,
+    /// admin.token of that instance.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Policy generation, readiness, token cache and per-issuer key state.
+    Status,
+    /// Fetch keys now (one issuer, or all), bypassing rate limits.
+    Refresh {
+        /// Issuer name from the config; omit for all.
+        issuer: Option<String>,
+    },
+    /// Re-read and validate the config file, then swap it in.
+    Reload,
+}
+
+impl AdminCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::Status => "status",
+            AdminCommand::Refresh { .. } => "refresh",
+            AdminCommand::Reload => "reload",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +99,9 @@ pub struct DevArgs {
     /// Address of the HTTP port (/healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub http: std::net::SocketAddr,
+    /// Address of the Admin API (loopback, no token in dev).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub admin: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,8 +25,15 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Compiles a validated issuer config (algorithm names were checked by the loader).
-    pub fn new(name: &str, config: &IssuerConfig, fetcher: &Fetcher, changed: &watch::Sender<u64>) -> Self {
+    /// Compiles a validated issuer config (algorithm names were checked by the
+    /// loader). Keys of `previous` are kept when they come from the same source.
+    pub fn new(
+        name: &str,
+        config: &IssuerConfig,
+        fetcher: &Fetcher,
+        changed: &watch::Sender<u64>,
+        previous: Option<&Issuer>,
+    ) -> Self {
         let hmac = config.secret.is_some();
         let algorithms = algorithms_for(config.algorithms.as_ref(), hmac).expect("validated by the config loader");
         let source = match (&config.secret, &config.public_key) {
@@ -34,14 +41,17 @@ impl Issuer {
             (None, Some((kind, pem))) => KeySource::PublicKey { kind: *kind, pem: pem.clone() },
             (None, None) => KeySource::Jwks(config.jwks_uri.clone()),
         };
-        let keys = IssuerKeys::new(
-            name,
-            config.issuer.as_deref(),
-            source,
-            config.refresh.clone(),
-            fetcher.clone(),
-            changed.clone(),
-        );
+        let keys = match previous.filter(|old| old.keys.serves(config.issuer.as_deref(), &source, &config.refresh)) {
+            Some(old) => Arc::clone(&old.keys),
+            None => IssuerKeys::new(
+                name,
+                config.issuer.as_deref(),
+                source,
+                config.refresh.clone(),
+                fetcher.clone(),
+                changed.clone(),
+            ),
+        };
         Issuer {
             name: Arc::from(name),
             issuer: config.issuer.clone(),

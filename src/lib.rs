@@ -10,6 +10,7 @@
 //! [`http`] and [`shutdown`] run it as a service; [`dev`] and [`explain`] are
 //! the zero-setup demo and the offline `token verify`.
 
+pub mod admin;
 pub mod authz;
 pub mod backend;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod jsonpath;
 pub mod keys;
 pub mod policy;
 pub mod reflection;
+pub mod reload;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
-use portcullis::{config, dev, explain, server, telemetry};
+use portcullis::{admin, config, dev, explain, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,14 +20,15 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> u8 {
     match command {
-        Command::Serve(args) => serve(&args.config).await,
+        Command::Serve(args) => serve(&args.config.config, args.watch).await,
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Dev(args) => dev::run(args).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
+        Command::Admin(args) => admin::client::run(args).await,
     }
 }
 
-async fn serve(path: &std::path::Path) -> u8 {
+async fn serve(path: &std::path::Path, watch: bool) -> u8 {
     let config = match config::load_file(path) {
         Ok(config) => config,
         Err(err) => {
@@ -35,14 +36,14 @@ async fn serve(path: &std::path::Path) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let running = match server::start(config, server::ServeOptions::default()).await {
+    let options = server::ServeOptions { config_path: Some(path.to_path_buf()), watch, ..Default::default() };
+    let running = match server::start(config, options).await {
         Ok(running) => running,
         Err(err) => {
             tracing::error!("{err}");
             return EXIT_RUNTIME;
         }
     };
-    running.shutdown.on_signals();
     match running.wait().await {
         Ok(()) => {
             tracing::info!("stopped");

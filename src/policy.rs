@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use std::collections::BTreeMap;
 
@@ -24,16 +23,30 @@ pub struct Policy {
     pub router: Router,
     pub backends: BTreeMap<String, Backend>,
     pub cache: TokenCache,
-    refreshers: Vec<JoinHandle<()>>,
 }
 
 impl Policy {
     /// Compiles a validated config. Keys are not fetched until [`Policy::start`].
     pub fn new(config: &Config, fetcher: &Fetcher, keys_changed: &watch::Sender<u64>, generation: u64) -> Self {
+        Self::succeeding(None, config, fetcher, keys_changed, generation)
+    }
+
+    /// Like [`Policy::new`], keeping the live keys of `previous`'s issuers whose
+    /// name and key source did not change.
+    pub fn succeeding(
+        previous: Option<&Policy>,
+        config: &Config,
+        fetcher: &Fetcher,
+        keys_changed: &watch::Sender<u64>,
+        generation: u64,
+    ) -> Self {
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
             .iter()
-            .map(|(name, issuer)| Arc::new(Issuer::new(name, issuer, fetcher, keys_changed)))
+            .map(|(name, issuer)| {
+                let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
+                Arc::new(Issuer::new(name, issuer, fetcher, keys_changed, old))
+            })
             .collect();
         let names: Vec<String> = config.issuers.iter().map(|(name, _)| name.clone()).collect();
         let routes =
@@ -59,13 +72,14 @@ impl Policy {
             backends,
             router: Router::new(routes),
             cache: TokenCache::new(config.cache.tokens),
-            refreshers: Vec::new(),
         }
     }
 
     /// Starts the background key refreshers (the first fetch happens at once).
-    pub fn start(&mut self) {
-        self.refreshers = self.issuers.iter().filter_map(|issuer| issuer.keys.spawn_refresher()).collect();
+    pub fn start(&self) {
+        for issuer in &self.issuers {
+            issuer.keys.start_refresher();
+        }
     }
 
     /// Issuers that some authenticating route relies on.
@@ -92,13 +106,5 @@ impl Policy {
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
         self.issuers.iter().find(|issuer| &*issuer.name == name)
-    }
-}
-
-impl Drop for Policy {
-    fn drop(&mut self) {
-        for refresher in &self.refreshers {
-            refresher.abort();
-        }
     }
 }

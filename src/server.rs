@@ -1,7 +1,10 @@
 //! Wires the pieces into running listeners: the authz gRPC port (Check +
-//! health), the HTTP port (/healthz, /readyz), key refreshers and readiness.
+//! health), the admin port (Admin + health + reflection), the HTTP port
+//! (/healthz, /readyz), key refreshers, readiness, and reloads (admin, SIGHUP,
+//! `--watch`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
@@ -9,12 +12,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::admin::AdminService;
+use crate::admin::auth::AdminAuth;
 use crate::authz::{Authorizer, AuthzService};
 use crate::config::Config;
 use crate::health::{AUTHZ_SERVICE, Readiness};
 use crate::keys::Fetcher;
 use crate::policy::Policy;
+use crate::proto::admin::v1::admin_server::AdminServer;
+use crate::reload::Reloader;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,18 +36,25 @@ pub enum ServeError {
     Http(std::io::Error),
 }
 
-/// Extra services some modes add to the authz port.
+/// How this instance was started.
 #[derive(Default)]
 pub struct ServeOptions {
-    /// gRPC reflection for the Envoy protos, so grpcurl and ghz need no .proto files.
+    /// gRPC reflection for the Envoy protos on the authz port, so grpcurl and
+    /// ghz need no .proto files (the admin port always has reflection).
     pub reflection: bool,
+    /// The file `ReloadPolicy` and SIGHUP re-read; `None` disables reloads.
+    pub config_path: Option<PathBuf>,
+    /// Reload when the file changes.
+    pub watch: bool,
 }
 
 /// A started service. Dropping it does not stop it; call [`Running::stop`] or trigger the shutdown.
 pub struct Running {
     pub authz_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub authorizer: Arc<Authorizer>,
+    pub reloader: Arc<Reloader>,
     pub readiness: Readiness,
     pub shutdown: Shutdown,
     tasks: JoinHandle<Result<(), ServeError>>,
@@ -62,57 +78,99 @@ impl Running {
 pub async fn start(config: Config, options: ServeOptions) -> Result<Running, ServeError> {
     let (keys_changed, keys_rx) = watch::channel(0u64);
     let fetcher = Fetcher::new();
-    let mut policy = Policy::new(&config, &fetcher, &keys_changed, 1);
+    let policy = Policy::new(&config, &fetcher, &keys_changed, 1);
     policy.start();
     let authorizer = Arc::new(Authorizer::new(policy));
+    let reloader =
+        Arc::new(Reloader::new(options.config_path.clone(), Arc::clone(&authorizer), fetcher, keys_changed, &config));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first keys arrive; the watcher flips it.
-    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    reporter.set_service_status(AUTHZ_SERVICE, tonic_health::ServingStatus::NotServing).await;
+    for service in ["", AUTHZ_SERVICE] {
+        reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
     let readiness = Readiness::default();
     let watcher = readiness.spawn_watch(Arc::clone(&authorizer), vec![reporter.clone()], keys_rx);
 
     let authz_listener = bind("authz", config.listen.authz).await?;
+    let admin_listener = bind("admin", config.listen.admin).await?;
     let http_listener = bind("http", config.listen.http).await?;
     let authz_addr = local_addr("authz", &authz_listener, config.listen.authz)?;
+    let admin_addr = local_addr("admin", &admin_listener, config.listen.admin)?;
     let http_addr = local_addr("http", &http_listener, config.listen.http)?;
-    tracing::info!(authz = %authz_addr, http = %http_addr, "portcullis listening");
+    tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening");
+    if config.admin.token.is_none() {
+        tracing::warn!(admin = %admin_addr, "admin API without a token: reachable from this machine only (loopback)");
+    }
 
     let shutdown = Shutdown::default();
-    announce_draining(&shutdown, reporter);
+    announce_draining(&shutdown, reporter.clone());
+    shutdown.on_signals();
+    reload_on_sighup(&reloader);
+    if options.watch {
+        reloader.watch();
+    }
+
     let reflection = options.reflection.then(crate::reflection::authz_reflection);
-    let grpc = tonic::transport::Server::builder()
+    let authz = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer))))
         .add_optional_service(reflection)
-        .serve_with_incoming_shutdown(TcpIncoming::from(authz_listener).with_nodelay(Some(true)), {
-            let shutdown = shutdown.clone();
-            async move { shutdown.wait().await }
-        });
-    let http = axum::serve(http_listener, crate::http::router(readiness.clone())).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    });
+        .serve_with_incoming_shutdown(TcpIncoming::from(authz_listener).with_nodelay(Some(true)), wait_for(&shutdown));
+    let admin_auth = AdminAuth::new(reloader.admin_token());
+    let admin = tonic::transport::Server::builder()
+        .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter)))
+        .add_service(AdminServer::with_interceptor(
+            AdminService::new(Arc::clone(&authorizer), Arc::clone(&reloader)),
+            move |request| admin_auth.check(request),
+        ))
+        .add_service(crate::reflection::admin_reflection())
+        .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), wait_for(&shutdown));
+    let http =
+        axum::serve(http_listener, crate::http::router(readiness.clone())).with_graceful_shutdown(wait_for(&shutdown));
     let tasks = tokio::spawn(async move {
-        let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
+        let (authz, admin, http) = tokio::join!(authz, admin, async { http.await.map_err(ServeError::Http) });
         watcher.abort();
-        grpc?;
+        authz?;
+        admin?;
         http
     });
-    Ok(Running { authz_addr, http_addr, authorizer, readiness, shutdown, tasks })
+    Ok(Running { authz_addr, admin_addr, http_addr, authorizer, reloader, readiness, shutdown, tasks })
+}
+
+fn wait_for(shutdown: &Shutdown) -> impl Future<Output = ()> + use<> {
+    let shutdown = shutdown.clone();
+    async move { shutdown.wait().await }
 }
 
 /// Health turns NOT_SERVING as soon as shutdown starts, so Envoy's health
 /// checks move traffic away while in-flight checks drain.
-fn announce_draining(shutdown: &Shutdown, reporter: tonic_health::server::HealthReporter) {
+fn announce_draining(shutdown: &Shutdown, reporter: HealthReporter) {
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         shutdown.wait().await;
         for service in ["", AUTHZ_SERVICE] {
-            reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+            reporter.set_service_status(service, ServingStatus::NotServing).await;
         }
     });
+}
+
+/// SIGHUP reloads the policy, exactly like the admin `ReloadPolicy`.
+fn reload_on_sighup(reloader: &Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        let reloader = Arc::clone(reloader);
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match reloader.reload().await {
+                    Ok(done) => tracing::info!(generation = done.generation, "reloaded on SIGHUP"),
+                    Err(err) => tracing::error!("SIGHUP reload failed, old policy kept: {err}"),
+                }
+            }
+        });
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

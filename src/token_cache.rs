@@ -7,10 +7,12 @@
 //! working at once, and against the route's issuers and the clock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
 
+use crate::keys::KeySet;
 use crate::verify::VerifiedToken;
 
 pub type TokenDigest = [u8; 32];
@@ -25,9 +27,20 @@ pub fn fingerprint(digest: &TokenDigest) -> String {
     digest[..6].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-#[derive(Clone)]
 pub struct TokenCache {
     cache: Option<Cache<TokenDigest, Arc<VerifiedToken>>>,
+    capacity: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Counters for the admin API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub capacity: u64,
 }
 
 struct UntilExpiry;
@@ -48,11 +61,37 @@ impl TokenCache {
     /// `capacity` 0 disables caching.
     pub fn new(capacity: u64) -> Self {
         let cache = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(UntilExpiry).build());
-        TokenCache { cache }
+        TokenCache { cache, capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     pub fn get(&self, digest: &TokenDigest) -> Option<Arc<VerifiedToken>> {
-        self.cache.as_ref()?.get(digest)
+        let found = self.cache.as_ref()?.get(digest);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Drops `issuer`'s entries whose signing key is no longer in `keys`
+    /// (after a refresh removed keys). Lookups re-check too; this frees the memory.
+    pub fn purge_removed_keys(&self, issuer: &str, keys: &KeySet) {
+        let Some(cache) = &self.cache else { return };
+        let gone: Vec<TokenDigest> = cache
+            .iter()
+            .filter(|(_, token)| &*token.issuer == issuer && !keys.contains_id(&token.key_id))
+            .map(|(digest, _)| *digest)
+            .collect();
+        for digest in &gone {
+            cache.invalidate(digest);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.entry_count(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            capacity: self.capacity,
+        }
     }
 
     pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>) {

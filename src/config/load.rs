@@ -78,6 +78,14 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
             .collect(),
     };
     let routes = parse_routes(top.get("routes"), &declared, problems);
+    // An unauthenticated control plane is only acceptable where only this machine can reach it.
+    if admin.token.is_none() && !listen.admin.ip().is_loopback() {
+        problems
+            .push("admin.token", format!("required because listen.admin ({}) is not a loopback address", listen.admin));
+    }
+    if admin.token.as_ref().is_some_and(|token| token.len() < 16) {
+        problems.push("admin.token", "use at least 16 characters");
+    }
     Some(Config { listen, admin, cache, issuers, backends, routes })
 }
 

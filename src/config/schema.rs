@@ -165,7 +165,7 @@ impl Default for TokenFrom {
 }
 
 /// JWKS refresh timing (SPEC section 4); the defaults suit every hosted IdP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshConfig {
     #[serde(default = "default_min_ttl")]

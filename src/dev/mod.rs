@@ -26,6 +26,7 @@ pub fn dev_config(issuer: &DevIssuer, args: &DevArgs) -> String {
 listen:
   authz: {authz}
   http: {http}
+  admin: {admin}
 issuers:
   dev:
     issuer: {iss}
@@ -65,6 +66,7 @@ routes:
 "#,
         authz = args.authz,
         http = args.http,
+        admin = args.admin,
         iss = issuer.issuer(),
         aud = DEV_AUDIENCE,
         hasura_secret = DEV_HASURA_ADMIN_SECRET,
@@ -88,7 +90,7 @@ pub async fn run(args: DevArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let running = match server::start(config, ServeOptions { reflection: true }).await {
+    let running = match server::start(config, ServeOptions { reflection: true, ..Default::default() }).await {
         Ok(running) => running,
         Err(err) => {
             eprintln!("{err}");
@@ -102,7 +104,6 @@ pub async fn run(args: DevArgs) -> u8 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("{}", banner(&issuer, &key, &running.authz_addr.to_string(), &running.http_addr.to_string()));
-    running.shutdown.on_signals();
     match running.wait().await {
         Ok(()) => EXIT_OK,
         Err(err) => {

@@ -15,7 +15,7 @@ use super::fetch::{FetchError, Fetcher};
 use crate::config::RefreshConfig;
 
 /// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A JWKS URL, or `None` for OIDC discovery from the issuer URL.
     Jwks(Option<String>),
@@ -50,6 +50,7 @@ pub struct IssuerKeys {
     last_attempt: Mutex<Option<Instant>>,
     refetch: tokio::sync::Mutex<()>,
     changed: watch::Sender<u64>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl IssuerKeys {
@@ -72,6 +73,7 @@ impl IssuerKeys {
             last_attempt: Mutex::new(None),
             refetch: tokio::sync::Mutex::new(()),
             changed,
+            refresher: Mutex::new(None),
         });
         match &keys.source {
             KeySource::Secret(secret) => keys.install(KeySet::from_secret(secret), None),
@@ -82,6 +84,12 @@ impl IssuerKeys {
             KeySource::Jwks(_) => {}
         }
         keys
+    }
+
+    /// Whether these keys come from exactly this source and issuer with these
+    /// timings: a reload keeps such keys (no refetch, no readiness flap).
+    pub fn serves(&self, issuer: Option<&str>, source: &KeySource, refresh: &RefreshConfig) -> bool {
+        self.issuer.as_deref() == issuer && &self.source == source && &self.refresh == refresh
     }
 
     /// The keys as of now; `None` until the first successful fetch.
@@ -185,17 +193,23 @@ impl IssuerKeys {
         }
     }
 
-    /// Keeps the keys fresh until the returned task is aborted. The first fetch
-    /// happens at once; failures retry with backoff while the last good keys stay.
-    pub fn spawn_refresher(self: &Arc<Self>) -> Option<JoinHandle<()>> {
+    /// Starts keeping the keys fresh (once; later calls do nothing). The first
+    /// fetch happens at once; failures retry with backoff while the last good
+    /// keys stay. The task ends when the last policy using these keys is gone.
+    pub fn start_refresher(self: &Arc<Self>) {
         if !self.fetches_remote() {
-            return None;
+            return;
         }
-        let this = Arc::clone(self);
-        Some(tokio::spawn(async move {
+        let mut slot = self.refresher.lock().expect("refresher lock poisoned");
+        if slot.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        *slot = Some(tokio::spawn(async move {
             let mut retry = FIRST_RETRY;
             loop {
-                let wait = match this.refresh().await {
+                let Some(keys) = weak.upgrade() else { return };
+                let wait = match keys.refresh().await {
                     Ok(ttl) => {
                         retry = FIRST_RETRY;
                         ttl
@@ -206,9 +220,18 @@ impl IssuerKeys {
                         wait
                     }
                 };
+                drop(keys);
                 tokio::time::sleep(wait).await;
             }
-        }))
+        }));
+    }
+}
+
+impl Drop for IssuerKeys {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresher.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
     }
 }
 

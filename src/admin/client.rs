@@ -1,0 +1,108 @@
+//! `portcullis admin status|refresh [ISSUER]|reload`: the Admin API from the
+//! command line, so operators need no grpcurl.
+
+use std::time::{Duration, SystemTime};
+
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use crate::cli::{AdminArgs, AdminCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::proto::admin::v1::admin_client::AdminClient;
+use crate::proto::admin::v1::{GetStatusRequest, IssuerStatus, RefreshKeysRequest, ReloadPolicyRequest};
+
+pub async fn run(args: AdminArgs) -> u8 {
+    match call(&args).await {
+        Ok(output) => {
+            print!("{output}");
+            EXIT_OK
+        }
+        Err(status) => {
+            eprintln!("admin {}: {} ({:?})", args.command.name(), status.message(), status.code());
+            match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => EXIT_INVALID,
+                _ => EXIT_RUNTIME,
+            }
+        }
+    }
+}
+
+async fn call(args: &AdminArgs) -> Result<String, tonic::Status> {
+    let url = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
+    let channel = Endpoint::from_shared(url)
+        .map_err(|err| tonic::Status::invalid_argument(format!("--addr: {err}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|err| tonic::Status::unavailable(format!("cannot reach {}: {err}", args.addr)))?;
+    let bearer = match &args.token {
+        Some(token) => Some(
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| tonic::Status::invalid_argument("--token has characters a header cannot carry"))?,
+        ),
+        None => None,
+    };
+    let mut client = AdminClient::with_interceptor(channel, move |mut request: Request<()>| {
+        if let Some(value) = &bearer {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    });
+    match &args.command {
+        AdminCommand::Status => {
+            let status = client.get_status(GetStatusRequest {}).await?.into_inner();
+            let mut out = format!("policy generation {}  ready {}\n", status.policy_generation, status.ready);
+            if let Some(cache) = status.token_cache {
+                out.push_str(&format!(
+                    "token cache: {} entries (capacity {}), {} hits, {} misses\n",
+                    cache.entries, cache.capacity, cache.hits, cache.misses
+                ));
+            }
+            out.push_str(&issuers(&status.issuers));
+            Ok(out)
+        }
+        AdminCommand::Refresh { issuer } => {
+            let request = RefreshKeysRequest { issuer: issuer.clone().unwrap_or_default() };
+            let refreshed = client.refresh_keys(request).await?.into_inner();
+            Ok(issuers(&refreshed.issuers))
+        }
+        AdminCommand::Reload => {
+            let reloaded = client.reload_policy(ReloadPolicyRequest {}).await?.into_inner();
+            let mut out = format!("reloaded: policy generation {}\n", reloaded.policy_generation);
+            for warning in reloaded.warnings {
+                out.push_str(&format!("warning: {warning}\n"));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn issuers(list: &[IssuerStatus]) -> String {
+    let mut out = String::new();
+    for issuer in list {
+        let age = issuer
+            .last_refresh
+            .as_ref()
+            .and_then(|at| SystemTime::try_from(at.clone()).ok())
+            .and_then(|at| at.elapsed().ok())
+            .map_or("never".to_string(), |age| format!("{}s ago", age.as_secs()));
+        out.push_str(&format!(
+            "issuer {} ({})\n",
+            issuer.name,
+            if issuer.issuer.is_empty() { "any iss" } else { &issuer.issuer }
+        ));
+        out.push_str(&format!(
+            "  keys: {}\n",
+            if issuer.key_ids.is_empty() { "(none)".into() } else { issuer.key_ids.join(", ") }
+        ));
+        out.push_str(&format!("  last refresh: {age}; fetches: {}\n", issuer.fetches));
+        if !issuer.jwks_uri.is_empty() {
+            out.push_str(&format!("  jwks: {}\n", issuer.jwks_uri));
+        }
+        if !issuer.last_error.is_empty() {
+            out.push_str(&format!("  last error: {}\n", issuer.last_error));
+        }
+    }
+    out
+}

@@ -1,0 +1,163 @@
+//! Live policy reload: re-read the config file, validate it completely
+//! (including the first key fetch of new issuers, with a bounded wait), then
+//! swap atomically. Checks in flight finish on the policy they started with;
+//! a failed reload changes nothing. Used by the admin API, SIGHUP and `--watch`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::authz::Authorizer;
+use crate::config::{self, Config, Listen, Problem};
+use crate::keys::Fetcher;
+use crate::policy::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload (this instance was started without one)")]
+    NoConfigFile,
+    #[error("{0}")]
+    Invalid(config::ConfigError),
+}
+
+/// The outcome of a successful reload.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Changes that were not applied (listen addresses need a restart).
+    pub warnings: Vec<String>,
+}
+
+pub struct Reloader {
+    path: Option<PathBuf>,
+    authorizer: Arc<Authorizer>,
+    fetcher: Fetcher,
+    keys_changed: watch::Sender<u64>,
+    listen: Listen,
+    admin_token: Arc<RwLock<Option<String>>>,
+    /// One reload at a time, so generations are never skipped or reordered.
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        authorizer: Arc<Authorizer>,
+        fetcher: Fetcher,
+        keys_changed: watch::Sender<u64>,
+        config: &Config,
+    ) -> Self {
+        Reloader {
+            path,
+            authorizer,
+            fetcher,
+            keys_changed,
+            listen: config.listen.clone(),
+            admin_token: Arc::new(RwLock::new(config.admin.token.clone())),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The admin token in force (a reload may change it).
+    pub fn admin_token(&self) -> Arc<RwLock<Option<String>>> {
+        Arc::clone(&self.admin_token)
+    }
+
+    pub fn config_path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.serial.lock().await;
+        let path = self.path.as_ref().ok_or(ReloadError::NoConfigFile)?;
+        let config = config::load_file(path).map_err(ReloadError::Invalid)?;
+        let current = self.authorizer.policy();
+        let generation = current.generation + 1;
+        let policy = Policy::succeeding(Some(&current), &config, &self.fetcher, &self.keys_changed, generation);
+        drop(current);
+        let problems = first_fetch(&policy).await;
+        if !problems.is_empty() {
+            return Err(ReloadError::Invalid(config::ConfigError {
+                source_name: path.display().to_string(),
+                problems,
+            }));
+        }
+        policy.start();
+        self.authorizer.swap(policy);
+        *self.admin_token.write().expect("admin token lock poisoned") = config.admin.token.clone();
+        // Readiness is recomputed for the new policy's issuers.
+        self.keys_changed.send_modify(|count| *count += 1);
+        let warnings = self.listen_warnings(&config.listen);
+        tracing::info!(generation, warnings = warnings.len(), "policy reloaded");
+        Ok(Reloaded { generation, warnings })
+    }
+
+    fn listen_warnings(&self, new: &Listen) -> Vec<String> {
+        [
+            ("authz", self.listen.authz, new.authz),
+            ("admin", self.listen.admin, new.admin),
+            ("http", self.listen.http, new.http),
+        ]
+        .into_iter()
+        .filter(|(_, old, new)| old != new)
+        .map(|(name, old, new)| format!("listen.{name} changed from {old} to {new}: takes effect after a restart"))
+        .collect()
+    }
+
+    /// Reloads whenever the file changes (polled each second, debounced), until the process ends.
+    pub fn watch(self: &Arc<Self>) {
+        let Some(path) = self.path.clone() else { return };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let stamp = |path: &PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
+            let mut seen: Option<SystemTime> = stamp(&path);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                // Editors write in steps; wait until the file stops changing.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                seen = stamp(&path);
+                match this.reload().await {
+                    Ok(done) => tracing::info!(generation = done.generation, "reloaded after a file change"),
+                    Err(err) => tracing::error!("reload after a file change failed, old policy kept: {err}"),
+                }
+            }
+        });
+    }
+}
+
+/// Fetches keys for issuers that have none yet (new ones), concurrently, each
+/// bounded in time; any failure is a problem with its YAML path.
+async fn first_fetch(policy: &Policy) -> Vec<Problem> {
+    const BOUND: Duration = Duration::from_secs(10);
+    let pending: Vec<_> = policy.issuers.iter().filter(|issuer| issuer.keys.current().is_none()).collect();
+    let tasks: Vec<_> = pending
+        .iter()
+        .map(|issuer| {
+            let keys = Arc::clone(&issuer.keys);
+            tokio::spawn(async move {
+                match tokio::time::timeout(BOUND, keys.refresh()).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(_) => Some(format!("no answer within {}s", BOUND.as_secs())),
+                }
+            })
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (issuer, task) in pending.iter().zip(tasks) {
+        let failure = task.await.unwrap_or_else(|join| Some(join.to_string()));
+        if let Some(why) = failure {
+            problems.push(Problem {
+                path: format!("issuers.{}", issuer.name),
+                message: format!("first key fetch failed: {why}"),
+            });
+        }
+    }
+    problems
+}
