@@ -84,7 +84,7 @@ fn issuers(list: &[IssuerStatus]) -> String {
         let age = issuer
             .last_refresh
             .as_ref()
-            .and_then(|at| SystemTime::try_from(at.clone()).ok())
+            .and_then(|at| SystemTime::try_from(*at).ok())
             .and_then(|at| at.elapsed().ok())
             .map_or("never".to_string(), |age| format!("{}s ago", age.as_secs()));
         out.push_str(&format!(
