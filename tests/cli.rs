@@ -257,3 +257,180 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `portcullis serve` as a child process, with its listening addresses.
+struct Served {
+    child: std::process::Child,
+    authz: String,
+    admin: String,
+}
+
+impl Served {
+    fn start(config: &std::path::Path, extra: &[&str]) -> Served {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "portcullis listening"
+                {
+                    let _ = tx.send((
+                        event["authz"].as_str().unwrap().to_string(),
+                        event["admin"].as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+        });
+        let (authz, admin) = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("listening log line");
+        Served { child, authz, admin }
+    }
+
+    fn admin_cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
+        let mut command = Command::new(BIN);
+        command.arg("admin").args(args).args(["--addr", &self.admin]).env_remove("PORTCULLIS_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Polls `admin status` until it reports `generation` (bounded).
+    fn wait_for_generation(&self, generation: u64, token: &str) {
+        let wanted = format!("policy generation {generation} ");
+        for _ in 0..150 {
+            if self.admin_cli(&["status"], Some(token)).1.contains(&wanted) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("never reached {wanted}");
+    }
+
+    fn signal(&self, name: &str) {
+        assert!(Command::new("kill").args([name, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    fn stop(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        self.child.wait().unwrap().code()
+    }
+}
+
+fn served_config(issuer: &DevIssuer, token: &str, routes: &str) -> String {
+    format!(
+        "listen: {{ authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }}\nadmin: {{ token: {token} }}\nissuers:\n  a: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\nroutes:\n{routes}",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
+    const TOKEN: &str = "cli-admin-token-0123456";
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let file = write_config(&served_config(&issuer, TOKEN, "  - match: { prefix: /a/ }\n"));
+    let served = tokio::task::spawn_blocking({
+        let path = file.path().to_path_buf();
+        move || Served::start(&path, &[])
+    })
+    .await
+    .unwrap();
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", served.authz),
+    )
+    .await
+    .unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        served.wait_for_generation(1, TOKEN);
+        let (code, stdout, _) = served.admin_cli(&["status"], Some(TOKEN));
+        assert_eq!(code, 0);
+        assert!(stdout.contains("issuer a (") && stdout.contains("keys: k1"), "{stdout}");
+        let (code, _, stderr) = served.admin_cli(&["status"], None);
+        assert_eq!(code, 1, "unauthenticated is an input error");
+        assert!(stderr.contains("missing authorization"), "{stderr}");
+        let (code, stdout, _) = served.admin_cli(&["refresh", "a"], Some(TOKEN));
+        assert_eq!(code, 0);
+        assert!(stdout.contains("keys: k1"), "{stdout}");
+        served
+    })
+    .await
+    .unwrap();
+    assert_denied(&check(&mut client, request("GET", "/b/x", &[])).await, 403);
+
+    // SIGHUP: the new route applies without a restart.
+    std::fs::write(
+        file.path(),
+        served_config(&issuer, TOKEN, "  - match: { prefix: /a/ }\n  - match: { prefix: /b/ }\n    action: allow\n"),
+    )
+    .unwrap();
+    served.signal("-HUP");
+    let served = tokio::task::spawn_blocking(move || {
+        served.wait_for_generation(2, TOKEN);
+        served
+    })
+    .await
+    .unwrap();
+    assert_allowed(&check(&mut client, request("GET", "/b/x", &[])).await);
+
+    // The CLI's reload: a broken file is refused (exit 1) with its problems; the old policy stays.
+    std::fs::write(file.path(), "issuers: {}\nroutes:\n  - match: { prefix: nope }\n").unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        let (code, _, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
+        assert_eq!(code, 1);
+        assert!(stderr.contains("routes[0].match.prefix: must start with '/'"), "{stderr}");
+        served
+    })
+    .await
+    .unwrap();
+    assert_allowed(&check(&mut client, request("GET", "/b/x", &[])).await);
+    std::fs::write(file.path(), served_config(&issuer, TOKEN, "  - match: { prefix: /a/ }\n")).unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        let (code, stdout, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("reloaded: policy generation 3"), "{stdout}");
+        served
+    })
+    .await
+    .unwrap();
+    assert_denied(&check(&mut client, request("GET", "/b/x", &[])).await, 403);
+    assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_when_the_file_changes() {
+    const TOKEN: &str = "cli-admin-token-0123456";
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let file = write_config(&served_config(&issuer, TOKEN, "  - match: { prefix: /a/ }\n"));
+    let path = file.path().to_path_buf();
+    let served = tokio::task::spawn_blocking(move || {
+        let served = Served::start(&path, &["--watch"]);
+        served.wait_for_generation(1, TOKEN);
+        // Modification times have one-second granularity on some filesystems.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&path, served_config(&issuer, TOKEN, "  - match: { prefix: / }\n    action: allow\n")).unwrap();
+        served.wait_for_generation(2, TOKEN);
+        served
+    })
+    .await
+    .unwrap();
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", served.authz),
+    )
+    .await
+    .unwrap();
+    assert_allowed(&check(&mut client, request("GET", "/anything", &[])).await);
+    assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
+}

@@ -20,7 +20,10 @@ pub async fn run(args: AdminArgs) -> u8 {
         Err(status) => {
             eprintln!("admin {}: {} ({:?})", args.command.name(), status.message(), status.code());
             match status.code() {
-                tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => EXIT_INVALID,
+                tonic::Code::InvalidArgument
+                | tonic::Code::NotFound
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::Unauthenticated => EXIT_INVALID,
                 _ => EXIT_RUNTIME,
             }
         }
