@@ -211,7 +211,7 @@ fn every_example_config_is_valid() {
 #[tokio::test]
 async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
-        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -103,7 +103,11 @@ pub async fn run(args: DevArgs) -> u8 {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{}", banner(&issuer, &key, &running.authz_addr.to_string(), &running.http_addr.to_string()));
+    // One write, errors ignored: a closed stdout (`portcullis dev | head`) must not stop the service.
+    let text = banner(&issuer, &key, &running.authz_addr.to_string(), &running.http_addr.to_string());
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     match running.wait().await {
         Ok(()) => EXIT_OK,
         Err(err) => {
