@@ -10,17 +10,18 @@ pub const ADMIN_DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ad
 
 /// Reflection for `portcullis.admin.v1.Admin` (and health), on the admin port.
 pub fn admin_reflection() -> ServerReflectionServer<impl ServerReflection> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ADMIN_DESCRIPTOR)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor sets compiled by build.rs are valid")
+    reflection_for(ADMIN_DESCRIPTOR)
 }
 
 /// Reflection for `envoy.service.auth.v3.Authorization` (and health).
 pub fn authz_reflection() -> ServerReflectionServer<impl ServerReflection> {
+    reflection_for(AUTHZ_DESCRIPTOR)
+}
+
+/// One service's descriptors plus grpc.health.v1, which every port serves.
+fn reflection_for(descriptor: &'static [u8]) -> ServerReflectionServer<impl ServerReflection> {
     tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(AUTHZ_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(descriptor)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets compiled by build.rs are valid")

@@ -158,11 +158,7 @@ async fn serve_answers_checks_and_exits_0_on_sigterm() {
         lines
     });
     let authz = addr_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("listening log line");
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{authz}"),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(&authz).await;
     let token = key.sign(&issuer.claims("u", "api", 60));
     // Keys load in the background; the first checks may be 503 until they arrive.
     let mut allowed = false;
@@ -241,11 +237,7 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     assert!(banner.iter().any(|line| line.starts_with("grpcurl -plaintext -d @ ")), "{banner:?}");
     assert!(banner.iter().any(|line| line.starts_with("ghz --insecure ")), "{banner:?}");
 
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{authz}"),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(&authz).await;
     assert_allowed(&check_token(&mut client, "/api/items", &token).await);
     let hasura = check(&mut client, request("POST", "/v1/graphql", &[("authorization", &bearer(&token))])).await;
     let ok = assert_allowed(&hasura);
@@ -347,11 +339,7 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
     })
     .await
     .unwrap();
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{}", served.authz),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(&served.authz).await;
     let served = tokio::task::spawn_blocking(move || {
         served.wait_for_generation(1, TOKEN);
         let (code, stdout, _) = served.admin_cli(&["status"], Some(TOKEN));
@@ -426,11 +414,7 @@ async fn watch_reloads_when_the_file_changes() {
     })
     .await
     .unwrap();
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{}", served.authz),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(&served.authz).await;
     assert_allowed(&check(&mut client, request("GET", "/anything", &[])).await);
     assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
 }

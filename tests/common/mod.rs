@@ -45,7 +45,12 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 }
 
 pub async fn client(running: &Running) -> AuthorizationClient<Channel> {
-    AuthorizationClient::connect(format!("http://{}", running.authz_addr)).await.expect("client connects")
+    client_at(running.authz_addr).await
+}
+
+/// An ext_authz client for an address (e.g. one a child process logged).
+pub async fn client_at(addr: impl std::fmt::Display) -> AuthorizationClient<Channel> {
+    AuthorizationClient::connect(format!("http://{addr}")).await.expect("client connects")
 }
 
 /// A CheckRequest shaped like Envoy's: lower-case headers including pseudo-headers.
