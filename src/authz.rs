@@ -18,17 +18,20 @@ use crate::policy::Policy;
 use crate::request::HttpRequest;
 use crate::response::check_response;
 use crate::route::Route;
+use crate::stats::Stats;
 use crate::token_cache::{TokenDigest, digest, fingerprint};
 use crate::verify::{VerifyFailure, verify};
 
 /// Decides requests against the current policy, which can be swapped live.
 pub struct Authorizer {
     policy: RwLock<Arc<Policy>>,
+    /// Process-wide counters for /metrics; they survive reloads.
+    pub stats: Stats,
 }
 
 impl Authorizer {
     pub fn new(policy: Policy) -> Self {
-        Authorizer { policy: RwLock::new(Arc::new(policy)) }
+        Authorizer { policy: RwLock::new(Arc::new(policy)), stats: Stats::default() }
     }
 
     /// The policy in force; a Check holds its own `Arc`, so a swap never affects it midway.
@@ -192,8 +195,10 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let started = std::time::Instant::now();
         let http = HttpRequest::from_check(request.get_ref());
         let decision = self.authorizer.decide(&http).await;
+        self.authorizer.stats.record(&decision, started.elapsed());
         Ok(tonic::Response::new(check_response(&decision)))
     }
 }

@@ -63,6 +63,20 @@ impl DenyReason {
         }
     }
 
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DenyReason::NoRoute => "no_route",
+            DenyReason::RouteDenies => "route_denies",
+            DenyReason::MissingToken => "missing_token",
+            DenyReason::Unreadable(_) => "unreadable_token",
+            DenyReason::InvalidToken(err) => err.kind(),
+            DenyReason::KeysUnavailable(_) => "keys_unavailable",
+            DenyReason::Refused(_) => "refused_by_backend",
+            DenyReason::AmbiguousPath => "ambiguous_path",
+        }
+    }
+
     /// The short code in the JSON body (RFC 6750 error codes where they apply).
     pub fn error_code(&self) -> &'static str {
         match self {

@@ -1,20 +1,40 @@
-//! The plain-HTTP port for orchestrators: `/healthz` (alive) and `/readyz` (keys loaded).
+//! The plain-HTTP port for orchestrators and monitoring: `/healthz` (alive),
+//! `/readyz` (keys loaded), `/metrics` (Prometheus).
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::authz::Authorizer;
 use crate::health::Readiness;
 
-pub fn router(readiness: Readiness) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(readiness)
+#[derive(Clone)]
+struct Probes {
+    readiness: Readiness,
+    authorizer: Arc<Authorizer>,
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.is_ready() {
+pub fn router(readiness: Readiness, authorizer: Arc<Authorizer>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Probes { readiness, authorizer })
+}
+
+async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+    if probes.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for issuer keys\n")
     }
+}
+
+async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
+    let body = probes.authorizer.stats.render(&probes.authorizer.policy(), probes.readiness.is_ready());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

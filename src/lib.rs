@@ -32,6 +32,7 @@ pub mod response;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 pub mod telemetry;
 pub mod token_cache;
 pub mod verify;

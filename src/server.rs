@@ -126,8 +126,8 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
         ))
         .add_service(crate::reflection::admin_reflection())
         .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), wait_for(&shutdown));
-    let http =
-        axum::serve(http_listener, crate::http::router(readiness.clone())).with_graceful_shutdown(wait_for(&shutdown));
+    let http = axum::serve(http_listener, crate::http::router(readiness.clone(), Arc::clone(&authorizer)))
+        .with_graceful_shutdown(wait_for(&shutdown));
     let tasks = tokio::spawn(async move {
         let (authz, admin, http) = tokio::join!(authz, admin, async { http.await.map_err(ServeError::Http) });
         watcher.abort();

@@ -74,6 +74,25 @@ pub enum TokenError {
     InvalidClaim(String),
 }
 
+impl TokenError {
+    /// A short label for metrics (`reason` of portcullis_checks_total).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) | TokenError::WrongPartCount(_) => "malformed",
+            TokenError::AlgNone | TokenError::DisallowedAlgorithm(_) => "algorithm_not_allowed",
+            TokenError::UntrustedIssuer(_) | TokenError::MissingIssuer | TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::UnknownKid(_) => "unknown_kid",
+            TokenError::KeyAlgorithmMismatch { .. } | TokenError::NoKeyForAlgorithm(_) => "no_matching_key",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::MissingClaim(_) | TokenError::InvalidClaim(_) => "bad_claims",
+        }
+    }
+}
+
 /// The outcome of verification when it is not a success.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyFailure {

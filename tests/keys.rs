@@ -35,21 +35,7 @@ async fn health(running: &portcullis::server::Running, service: &str) -> Serving
 }
 
 async fn readyz(running: &portcullis::server::Running) -> u16 {
-    let url = format!("http://{}/readyz", running.http_addr);
-    reqwest_get_status(&url).await
-}
-
-/// Minimal HTTP/1.1 GET over a TCP stream; returns the status code.
-async fn reqwest_get_status(url: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_get(&format!("http://{}/readyz", running.http_addr)).await.0
 }
 
 #[tokio::test]

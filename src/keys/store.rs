@@ -33,6 +33,7 @@ pub struct KeyStatus {
     pub last_error: Option<String>,
     pub jwks_uri: Option<String>,
     pub fetches: u64,
+    pub errors: u64,
 }
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -126,6 +127,7 @@ impl IssuerKeys {
                 let mut status = self.status.lock().expect("status lock poisoned");
                 status.last_error = Some(err.to_string());
                 status.fetches += 1;
+                status.errors += 1;
                 Err(err)
             }
         }

@@ -48,6 +48,13 @@ pub async fn client(running: &Running) -> AuthorizationClient<Channel> {
     client_at(running.authz_addr).await
 }
 
+/// GET `url` over plain HTTP: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("HTTP GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("HTTP body"))
+}
+
 /// An ext_authz client for an address (e.g. one a child process logged).
 pub async fn client_at(addr: impl std::fmt::Display) -> AuthorizationClient<Channel> {
     AuthorizationClient::connect(format!("http://{addr}")).await.expect("client connects")
