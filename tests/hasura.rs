@@ -464,6 +464,29 @@ async fn websocket_upgrades_never_get_the_admin_secret() {
 }
 
 #[tokio::test]
+async fn a_claim_cannot_smuggle_headers_or_requests() {
+    let key = SigningKey::generate(Algorithm::RS256, "k");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let secret = json!({
+        "jwk_url": issuer.jwks_uri(),
+        "claims_map": {
+            "x-hasura-allowed-roles": ["user"],
+            "x-hasura-default-role": "user",
+            "x-hasura-user-name": {"path": "$.name"}
+        }
+    });
+    let running = hasura_server(secret, "").await;
+    let mut client = common::client(&running).await;
+    let mut claims = issuer.claims("u", "x", 300);
+    claims["name"] = json!("x\r\nx-hasura-role: admin\r\n\r\nGET /smuggled HTTP/1.1");
+    let (_, code, message) = hasura_deny(&check_hasura(&mut client, &key.sign(&claims)).await);
+    assert_eq!(code, "jwt-invalid-claims", "{message}");
+    claims["name"] = json!("Ada Lovelace");
+    let (set, _) = upstream(&check_hasura(&mut client, &key.sign(&claims)).await);
+    assert_eq!(set["x-hasura-user-name"], "Ada Lovelace");
+}
+
+#[tokio::test]
 async fn forward_token_keeps_authorization() {
     let key = SigningKey::generate(Algorithm::RS256, "k");
     let issuer = DevIssuer::start(&[&key]).await.unwrap();

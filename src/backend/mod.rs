@@ -32,13 +32,27 @@ impl Mutations {
         self.remove(names);
     }
 
+    /// Adds headers to remove. A header that is being set is never removed too:
+    /// Envoy applies removals after sets, which would undo the set.
     pub fn remove(&mut self, names: impl IntoIterator<Item = String>) {
         for name in names {
-            if !self.remove_headers.contains(&name) {
+            let being_set = self.set_headers.iter().any(|(set, _)| *set == name);
+            if !being_set && !self.remove_headers.contains(&name) {
                 self.remove_headers.push(name);
             }
         }
     }
+}
+
+/// RFC 9110 field-name: a token of tchars. Claim-derived header names must be one.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// RFC 9110 field-value without control characters (HTAB allowed): no CR, LF
+/// or NUL can smuggle a header or a request through a claim or a secret.
+pub fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// A refusal by a backend's own rules, with the backend's error code.

@@ -282,8 +282,14 @@ fn parse_hasura_backend(raw: &Value, path: &str, problems: &mut Problems) -> Opt
     if config.admin_secret.is_empty() {
         problems.push(join_path(path, "admin_secret"), "must not be empty");
     }
+    if !crate::backend::is_header_value(&config.admin_secret) {
+        problems.push(join_path(path, "admin_secret"), "contains control characters (a stray newline?)");
+    }
     if config.unauthorized_role.as_ref().is_some_and(String::is_empty) {
         problems.push(join_path(path, "unauthorized_role"), "must not be empty (omit it to deny token-less requests)");
+    }
+    if config.unauthorized_role.as_ref().is_some_and(|role| !crate::backend::is_header_value(role)) {
+        problems.push(join_path(path, "unauthorized_role"), "contains control characters");
     }
     let claims = ClaimsSettings::from_parts(
         config.claims_namespace.as_deref(),

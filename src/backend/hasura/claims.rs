@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::backend::{is_header_name, is_header_value};
 use crate::jsonpath::JsonPath;
 
 pub const DEFAULT_NAMESPACE: &str = "https://hasura.io/jwt/claims";
@@ -227,6 +228,15 @@ impl ClaimsSettings {
             };
             variables.insert(name, text.to_string());
         }
+        // These become request headers next to the admin secret: a CR or LF in a
+        // claim (names are user-editable at many IdPs) must never reach Envoy.
+        let unsafe_header = variables.iter().find(|(name, value)| !is_header_name(name) || !is_header_value(value));
+        if let Some((name, _)) = unsafe_header {
+            return Err(invalid_claims(format!("x-hasura-* claims: {name:?} cannot be sent as an HTTP header")));
+        }
+        if !is_header_value(&role) {
+            return Err(invalid_claims("x-hasura-role: the role cannot be sent as an HTTP header"));
+        }
         Ok(Session { role, variables })
     }
 }
@@ -395,6 +405,21 @@ mod tests {
             err(json!({"x-hasura-org-ids": ["a", "b"]})).message,
             "x-hasura-* claims: parsing Text failed, expected String, but encountered Array"
         );
+    }
+
+    #[test]
+    fn claim_values_cannot_inject_headers() {
+        let settings = ClaimsSettings::default();
+        for extra in [
+            json!({"x-hasura-name": "x\r\nx-hasura-role: admin"}),
+            json!({"x-hasura-na me": "x"}),
+            json!({"x-hasura-allowed-roles": ["user\nx"], "x-hasura-default-role": "user\nx"}),
+        ] {
+            let err = settings.session(&standard(extra.clone()), None).unwrap_err();
+            assert_eq!(err.code, "jwt-invalid-claims", "{extra}");
+        }
+        let tab = settings.session(&standard(json!({"x-hasura-name": "a\tb é"})), None).unwrap();
+        assert_eq!(tab.variables["x-hasura-name"], "a\tb é");
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub fn validate(config: &SupabaseBackendConfig) -> Vec<(&'static str, String)> {
     if config.apikey.is_empty() {
         problems.push(("apikey", "must not be empty".into()));
     }
+    if !super::is_header_value(&config.apikey) {
+        problems.push(("apikey", "contains control characters (a stray newline?)".into()));
+    }
     if config.ttl_seconds == 0 {
         problems.push(("ttl_seconds", "must be greater than 0".into()));
     }
