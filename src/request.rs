@@ -12,8 +12,11 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
     pub method: String,
-    /// The path without query string or fragment (routes match on this).
+    /// The path without query string or fragment, with percent-encoded
+    /// unreserved characters decoded (`/%61dmin` is `/admin`): routes match on this.
     pub path: String,
+    /// See [`HttpRequest::path_is_ambiguous`].
+    ambiguous: bool,
     /// `:authority` without the port, lower-cased.
     pub host: String,
     headers: HashMap<String, String>,
@@ -81,18 +84,19 @@ impl HttpRequest {
     fn set_line(&mut self, method: &str, path: &str, host: &str) {
         self.method = method.to_ascii_uppercase();
         let end = path.find(['?', '#']).unwrap_or(path.len());
-        self.path = path[..end].to_string();
-        self.host = strip_port(host).to_ascii_lowercase();
+        let raw = &path[..end];
+        let decoded = decode_unreserved(raw);
+        self.ambiguous = is_ambiguous(raw, decoded.as_deref());
+        self.path = decoded.unwrap_or_default();
+        // `admin.example.com.` is the same host as `admin.example.com`.
+        self.host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
     }
 
     /// True when the path could mean different things to portcullis and to the
-    /// backend: dot-segments (`/public/../admin`), repeated slashes, backslashes,
-    /// or percent-encoded `.`, `/`, `\`. Such paths are refused, never guessed.
+    /// backend: dot-segments (`/public/../admin`, `/..;/admin`), repeated slashes,
+    /// backslashes, encoded `/` or `\`, broken escapes. Refused, never guessed.
     pub fn path_is_ambiguous(&self) -> bool {
-        let lower = self.path.to_ascii_lowercase();
-        let encoded = ["%2e", "%2f", "%5c"].iter().any(|escape| lower.contains(escape));
-        let dot_segment = self.path.split('/').any(|segment| segment == "." || segment == "..");
-        encoded || dot_segment || self.path.contains("//") || self.path.contains('\\')
+        self.ambiguous
     }
 
     /// A header by lower-case name.
@@ -117,6 +121,42 @@ impl HttpRequest {
 
 fn first_non_empty(field: &str, header: Option<&str>) -> String {
     if field.is_empty() { header.unwrap_or_default().to_string() } else { field.to_string() }
+}
+
+/// Decodes `%XX` escapes of unreserved characters (RFC 3986 section 2.3), which
+/// every backend treats as the characters themselves; other escapes stay.
+/// `None` for a broken escape.
+fn decode_unreserved(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'%' {
+            let ch = raw[index..].chars().next()?;
+            out.push(ch);
+            index += ch.len_utf8();
+            continue;
+        }
+        let hex = raw.get(index + 1..index + 3)?;
+        let byte = u8::from_str_radix(hex, 16).ok()?;
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push_str(hex);
+        }
+        index += 3;
+    }
+    Some(out)
+}
+
+fn is_ambiguous(raw: &str, decoded: Option<&str>) -> bool {
+    let Some(path) = decoded else { return true };
+    let lower = raw.to_ascii_lowercase();
+    let encoded_separator = lower.contains("%2f") || lower.contains("%5c");
+    // `..;x` is `..` to servlet containers (path parameters).
+    let dot_segment = path.split('/').any(|segment| matches!(segment.split(';').next(), Some(".") | Some("..")));
+    encoded_separator || dot_segment || path.contains("//") || path.contains('\\')
 }
 
 fn strip_port(host: &str) -> &str {
@@ -186,12 +226,32 @@ mod tests {
     #[test]
     fn ambiguous_paths_are_recognised() {
         let ambiguous = |path: &str| HttpRequest::new("GET", path, "h", []).path_is_ambiguous();
-        for path in ["/public/../api", "/public/..", "/a/./b", "/a//b", "/a%2Fb", "/a%2e%2e/b", "/a\\b", "/x/%5C"] {
+        for path in [
+            "/public/../api",
+            "/public/..",
+            "/a/./b",
+            "/a//b",
+            "/a%2Fb",
+            "/%2e%2e/b",
+            "/public/..;/admin",
+            "/public/%2E%2E;jsessionid=1/admin",
+            "/a\\b",
+            "/x/%5C",
+            "/bad%zz",
+            "/cut%4",
+        ] {
             assert!(ambiguous(path), "{path}");
         }
-        for path in ["/api/items", "/v1/graphql", "/a/b.c/d", "/..hidden/x", "/", "/a?x=../y"] {
+        for path in ["/api/items", "/v1/graphql", "/a/b.c/d", "/..hidden/x", "/", "/a?x=../y", "/a%2e%2e/b", "/a;b=c"] {
             assert!(!ambiguous(path), "{path}");
         }
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_for_matching() {
+        let request = HttpRequest::new("GET", "/%61dmin/%7Euser/caf%C3%A9?q=%61", "Admin.Example.com.:443", []);
+        assert_eq!(request.path, "/admin/~user/caf%C3%A9");
+        assert_eq!(request.host, "admin.example.com");
     }
 
     #[test]

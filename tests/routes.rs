@@ -115,6 +115,19 @@ async fn actions_methods_hosts_and_default_deny() {
 }
 
 #[tokio::test]
+async fn percent_encoded_paths_match_the_route_the_backend_will_see() {
+    let t = two_issuers().await;
+    let mut client = client(&t.running).await;
+    // /%69nternal/ is /internal/ to every backend: it must hit the deny route, not fall through.
+    let token_b = t.key_b.sign(&t.b.claims("bob", "x", 60));
+    let denied = check_token(&mut client, "/%69nternal/metrics", &token_b).await;
+    let body: serde_json::Value = serde_json::from_str(&assert_denied(&denied, 403).body).unwrap();
+    assert_eq!(body["error_description"], "this route denies every request");
+    let ok = check(&mut client, request("GET", "/%68ealthz", &[])).await;
+    assert_eq!(route_of(assert_allowed_ok(&ok)), "health");
+}
+
+#[tokio::test]
 async fn ambiguous_paths_cannot_borrow_a_permissive_route() {
     let t = two_issuers().await;
     let mut client = client(&t.running).await;
