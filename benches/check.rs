@@ -12,6 +12,11 @@
 //! | `eddsa_cache_off`     | `decide`, valid EdDSA (Ed25519) token, cache off                     |
 //! | `garbage_token`       | `decide`, `Bearer` + a non-JWT: the cheapest deny                   |
 //! | `wire_rs256_cache_hit`| CheckRequest -> request -> `decide` -> CheckResponse -> protobuf bytes |
+//! | `crypto_*`            | the signature check alone: aws-lc-rs with a key parsed once          |
+//!
+//! jsonwebtoken parses the public key again on every verification; the
+//! `crypto_*` rows show what a check costs without that, i.e. how much of
+//! the baseline is key setup and JWT decoding rather than the math.
 //!
 //! `cargo bench --bench check` prints criterion's estimates and, at the end, a
 //! table of each scenario's median time per call and its ratio to
@@ -23,9 +28,13 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, Throughput};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest as EnvoyHttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis::authz::Authorizer;
 use portcullis::decision::Decision;
@@ -54,7 +63,9 @@ struct Fixture {
     rs256: String,
     es256: String,
     eddsa: String,
-    rs256_jwk: jsonwebtoken::jwk::Jwk,
+    rs256_jwk: Jwk,
+    es256_jwk: Jwk,
+    eddsa_jwk: Jwk,
     issuer_url: String,
 }
 
@@ -94,6 +105,8 @@ async fn fixture() -> Fixture {
         es256: es.sign(&claims),
         eddsa: ed.sign(&claims),
         rs256_jwk: rs.jwk.clone(),
+        es256_jwk: es.jwk.clone(),
+        eddsa_jwk: ed.jwk.clone(),
         issuer_url: issuer.issuer().to_string(),
         _issuer: issuer,
     }
@@ -234,7 +247,59 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
             record(samples, "wire_rs256_cache_hit", elapsed, iters)
         });
     });
+    for (id, token, alg, key) in [
+        ("crypto_rs256", &fixture.rs256, &signature::RSA_PKCS1_2048_8192_SHA256 as _, &fixture.rs256_jwk),
+        ("crypto_es256", &fixture.es256, &signature::ECDSA_P256_SHA256_FIXED as _, &fixture.es256_jwk),
+        ("crypto_eddsa", &fixture.eddsa, &signature::ED25519 as _, &fixture.eddsa_jwk),
+    ] {
+        let key = ParsedPublicKey::new(alg, public_key_bytes(key)).expect("public key parses");
+        let (signing_input, signature) = token.rsplit_once('.').expect("three parts");
+        let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url signature");
+        key.verify_sig(signing_input.as_bytes(), &signature).expect("signature verifies");
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(key.verify_sig(black_box(signing_input.as_bytes()), &signature).is_ok());
+                }
+                record(samples, id, start.elapsed(), iters)
+            });
+        });
+    }
     group.finish();
+}
+
+/// The raw public key aws-lc-rs takes: PKCS#1 RSAPublicKey, SEC1 point, or the Ed25519 bytes.
+fn public_key_bytes(jwk: &Jwk) -> Vec<u8> {
+    let b64 = |text: &str| URL_SAFE_NO_PAD.decode(text).expect("base64url JWK member");
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => der_sequence(&[der_integer(&b64(&rsa.n)), der_integer(&b64(&rsa.e))]),
+        AlgorithmParameters::EllipticCurve(ec) => [vec![4], b64(&ec.x), b64(&ec.y)].concat(),
+        AlgorithmParameters::OctetKeyPair(okp) => b64(&okp.x),
+        other => panic!("no raw public key for {other:?}"),
+    }
+}
+
+fn der_length(len: usize) -> Vec<u8> {
+    match len {
+        0..0x80 => vec![len as u8],
+        0x80..0x100 => vec![0x81, len as u8],
+        _ => vec![0x82, (len >> 8) as u8, len as u8],
+    }
+}
+
+fn der_integer(magnitude: &[u8]) -> Vec<u8> {
+    let start = magnitude.iter().position(|&byte| byte != 0).unwrap_or(magnitude.len() - 1);
+    let mut body = magnitude[start..].to_vec();
+    if body[0] & 0x80 != 0 {
+        body.insert(0, 0);
+    }
+    [vec![0x02], der_length(body.len()), body].concat()
+}
+
+fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
+    let body = items.concat();
+    [vec![0x30], der_length(body.len()), body].concat()
 }
 
 /// Median nanoseconds per call across samples (robust to the warm-up batches).
@@ -276,6 +341,9 @@ fn print_ratios(samples: &Samples) {
         "eddsa_cache_off",
         "garbage_token",
         "wire_rs256_cache_hit",
+        "crypto_rs256",
+        "crypto_es256",
+        "crypto_eddsa",
     ];
     for id in order {
         let Some(runs) = samples.get(id) else { continue };
@@ -295,7 +363,7 @@ fn main() {
     let fixture = runtime.block_on(fixture());
     let samples = Samples::default();
 
-    // About 5 s per scenario (1 s warm-up + 3 s of samples + analysis); 7 scenarios.
+    // About 5 s per scenario (1 s warm-up + 3 s of samples + analysis); 10 scenarios.
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

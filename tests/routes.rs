@@ -138,6 +138,7 @@ async fn ambiguous_paths_cannot_borrow_a_permissive_route() {
         "/internal/%2e%2e/healthz",
         "//internal/x",
         "/healthz\\..\\a",
+        "/healthz/..;/internal/x",
     ] {
         let response = check(&mut client, request("GET", path, &[])).await;
         let body: serde_json::Value = serde_json::from_str(&assert_denied(&response, 400).body).unwrap();
