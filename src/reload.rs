@@ -73,16 +73,23 @@ impl Reloader {
         let _one_at_a_time = self.serial.lock().await;
         let path = self.path.as_ref().ok_or(ReloadError::NoConfigFile)?;
         let config = config::load_file(path).map_err(ReloadError::Invalid)?;
+        let invalid =
+            |problems| ReloadError::Invalid(config::ConfigError { source_name: path.display().to_string(), problems });
+        // The loader checked the token against the file's listen.admin, but the
+        // port actually bound is the one that counts until a restart.
+        if config.admin.token.is_none() && !self.listen.admin.ip().is_loopback() {
+            return Err(invalid(vec![Problem {
+                path: "admin.token".into(),
+                message: format!("required: this instance's admin port {} is not loopback", self.listen.admin),
+            }]));
+        }
         let current = self.authorizer.policy();
         let generation = current.generation + 1;
         let policy = Policy::succeeding(Some(&current), &config, &self.fetcher, &self.keys_changed, generation);
+        let problems = first_fetch(&policy, &current).await;
         drop(current);
-        let problems = first_fetch(&policy).await;
         if !problems.is_empty() {
-            return Err(ReloadError::Invalid(config::ConfigError {
-                source_name: path.display().to_string(),
-                problems,
-            }));
+            return Err(invalid(problems));
         }
         policy.start();
         self.authorizer.swap(policy);
@@ -131,11 +138,14 @@ impl Reloader {
     }
 }
 
-/// Fetches keys for issuers that have none yet (new ones), concurrently, each
-/// bounded in time; any failure is a problem with its YAML path.
-async fn first_fetch(policy: &Policy) -> Vec<Problem> {
+/// Fetches keys for new issuers (or ones whose key source changed),
+/// concurrently, each bounded in time; any failure is a problem with its YAML
+/// path. Issuers carried over from `current` keep their state, keys or not.
+async fn first_fetch(policy: &Policy, current: &Policy) -> Vec<Problem> {
     const BOUND: Duration = Duration::from_secs(10);
-    let pending: Vec<_> = policy.issuers.iter().filter(|issuer| issuer.keys.current().is_none()).collect();
+    let carried = |keys: &Arc<crate::keys::IssuerKeys>| current.issuers.iter().any(|old| Arc::ptr_eq(&old.keys, keys));
+    let pending: Vec<_> =
+        policy.issuers.iter().filter(|issuer| !carried(&issuer.keys) && issuer.keys.current().is_none()).collect();
     let tasks: Vec<_> = pending
         .iter()
         .map(|issuer| {

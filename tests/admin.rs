@@ -281,3 +281,58 @@ async fn grpcurl_uses_reflection_on_the_admin_port() {
     let status: serde_json::Value = serde_json::from_str(&output.1).unwrap();
     assert_eq!(status["policyGeneration"], "1");
 }
+
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_a_non_loopback_admin_port() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let on_all_interfaces = |admin: &str| {
+        format!(
+            "listen: {{ authz: 127.0.0.1:0, admin: 0.0.0.0:0, http: 127.0.0.1:0 }}\n{admin}issuers:\n  a: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\nroutes:\n  - match: {{ prefix: / }}\n",
+            issuer.issuer(),
+            issuer.jwks_uri()
+        )
+    };
+    let server = FromFile::start(&on_all_interfaces(&admin_block())).await;
+    // The file now says loopback and no token; the bound port is still 0.0.0.0.
+    server.rewrite(&on_all_interfaces("").replace("admin: 0.0.0.0:0", "admin: 127.0.0.1:0"));
+    let mut admin = AdminClient::new(channel(server.running.admin_addr).await);
+    let err = admin.reload_policy(authed(ReloadPolicyRequest {})).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("admin.token: required: this instance's admin port"), "{}", err.message());
+    let missing = admin.get_status(GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated, "the token still applies");
+}
+
+#[tokio::test]
+async fn reloads_work_while_an_existing_issuer_is_down() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let up = DevIssuer::start(&[&key]).await.unwrap();
+    let down = DevIssuer::start(&[&key]).await.unwrap();
+    down.set_up(false);
+    let config = |routes: &str| {
+        format!(
+            "{LISTEN_ANY}{}issuers:\n  up: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\n  down: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\nroutes:\n{routes}",
+            admin_block(),
+            up.issuer(),
+            up.jwks_uri(),
+            down.issuer(),
+            down.jwks_uri()
+        )
+    };
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), config("  - match: { prefix: /up/ }\n    issuers: [up]\n")).unwrap();
+    let loaded = portcullis::config::load_file(file.path()).unwrap();
+    let options =
+        portcullis::server::ServeOptions { config_path: Some(file.path().to_path_buf()), ..Default::default() };
+    let running = portcullis::server::start(loaded, options).await.unwrap();
+    wait_until("the up issuer's keys", || running.readiness.is_ready()).await;
+    std::fs::write(
+        file.path(),
+        config("  - match: { prefix: /up/ }\n    issuers: [up]\n  - match: { prefix: /open/ }\n    action: allow\n"),
+    )
+    .unwrap();
+    let mut admin = AdminClient::new(channel(running.admin_addr).await);
+    let done = admin.reload_policy(authed(ReloadPolicyRequest {})).await.unwrap().into_inner();
+    assert_eq!(done.policy_generation, 2, "an IdP outage does not block unrelated policy changes");
+}
