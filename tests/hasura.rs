@@ -442,24 +442,41 @@ async fn unauthorized_role_and_spoofed_headers() {
 async fn websocket_upgrades_never_get_the_admin_secret() {
     let key = SigningKey::generate(Algorithm::RS256, "k");
     let issuer = DevIssuer::start(&[&key]).await.unwrap();
-    let running = hasura_server(json!({"jwk_url": issuer.jwks_uri()}), "    unauthorized_role: anonymous\n").await;
-    let mut client = common::client(&running).await;
     let token = key.sign(&claims_with(&issuer, 300, standard_claims()));
+    let expired = key.sign(&claims_with(&issuer, -3600, standard_claims()));
     let upgrade = [("upgrade", "websocket"), ("connection", "Upgrade"), ("x-hasura-role", "admin")];
-    for headers in [with(Location::Authorization.headers(&token), &upgrade), with(vec![], &upgrade)] {
-        let (set, removed) = upstream(&check(&mut client, graphql(&headers)).await);
+    let with_token = with(Location::Authorization.headers(&token), &upgrade);
+    let without_token = with(vec![], &upgrade);
+    let no_secret = |response: &CheckResponse| {
+        let (set, removed) = upstream(response);
         assert!(set.is_empty(), "no admin secret, no session headers on an upgrade: {set:?}");
         assert_eq!(removed, names(&["x-hasura-role"]));
-    }
-    // A bad token on the upgrade is still refused.
-    let expired = key.sign(&claims_with(&issuer, -3600, standard_claims()));
-    let headers = with(Location::Authorization.headers(&expired), &upgrade);
-    assert_eq!(hasura_deny(&check(&mut client, graphql(&headers)).await).1, "invalid-jwt");
+    };
 
+    // Default (verify): a valid token passes, without the admin secret; no token is a 401
+    // like any request on this route; a bad token is refused.
+    let running = hasura_server(json!({"jwk_url": issuer.jwks_uri()}), "").await;
+    let mut client = common::client(&running).await;
+    no_secret(&check(&mut client, graphql(&with_token)).await);
+    assert_eq!(hasura_deny(&check(&mut client, graphql(&without_token)).await).1, "invalid-headers");
+    let bad = with(Location::Authorization.headers(&expired), &upgrade);
+    assert_eq!(hasura_deny(&check(&mut client, graphql(&bad)).await).1, "invalid-jwt");
+
+    // With an unauthorized role, token-less upgrades pass as they would as requests.
+    let running = hasura_server(json!({"jwk_url": issuer.jwks_uri()}), "    unauthorized_role: anonymous\n").await;
+    let mut client = common::client(&running).await;
+    no_secret(&check(&mut client, graphql(&without_token)).await);
+
+    // passthrough: token-less upgrades pass (token in connection_init; Hasura verifies it).
+    let running = hasura_server(json!({"jwk_url": issuer.jwks_uri()}), "    websocket: passthrough\n").await;
+    let mut client = common::client(&running).await;
+    no_secret(&check(&mut client, graphql(&without_token)).await);
+    assert_eq!(hasura_deny(&check(&mut client, graphql(&bad)).await).1, "invalid-jwt");
+
+    // deny: every upgrade refused.
     let running = hasura_server(json!({"jwk_url": issuer.jwks_uri()}), "    websocket: deny\n").await;
     let mut client = common::client(&running).await;
-    let headers = with(Location::Authorization.headers(&token), &upgrade);
-    let (status, code, _) = hasura_deny(&check(&mut client, graphql(&headers)).await);
+    let (status, code, _) = hasura_deny(&check(&mut client, graphql(&with_token)).await);
     assert_eq!((status, code.as_str()), (200, "access-denied"));
 }
 

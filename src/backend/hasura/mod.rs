@@ -27,9 +27,13 @@ const ADMIN_SECRET: &str = "x-hasura-admin-secret";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebsocketMode {
-    /// Forwarded without the admin secret and without client `x-hasura-*`
-    /// headers; Hasura authenticates the connection with its own JWT mode.
+    /// Upgrades are authenticated like any request (a valid token in a header or
+    /// cookie, or `unauthorized_role`), then forwarded without the admin secret
+    /// or client `x-hasura-*` headers; Hasura's own JWT mode builds the session.
     #[default]
+    Verify,
+    /// Like `verify`, but token-less upgrades pass too (clients that send the
+    /// token only in `connection_init`); Hasura must then authenticate them.
     Passthrough,
     /// Refused with 403.
     Deny,
@@ -104,7 +108,8 @@ impl HasuraBackend {
     /// (stricter than Hasura, which would pass the client's own headers).
     pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
         if is_websocket_upgrade(request) {
-            return Some(websocket_mutations(request));
+            let open = self.websocket == WebsocketMode::Passthrough || self.unauthorized_role.is_some();
+            return open.then(|| websocket_mutations(request));
         }
         let role = self.unauthorized_role.as_ref()?;
         let mut mutations = self.session_mutations(role, std::iter::empty());
