@@ -184,3 +184,28 @@ async fn cache_control_paces_background_refresh() {
     let _running = start_ready(&config).await;
     wait_until("a background refresh after max-age", || issuer.jwks_fetches() >= 3).await;
 }
+
+#[tokio::test]
+async fn a_replaced_kidless_key_does_not_keep_its_cached_tokens_alive() {
+    let a = SigningKey::generate(Algorithm::RS256, "unused-a");
+    let b = SigningKey::generate(Algorithm::RS256, "unused-b");
+    let without_kid = |key: &SigningKey| {
+        let mut jwk = serde_json::to_value(&key.jwk).unwrap();
+        jwk.as_object_mut().unwrap().remove("kid");
+        serde_json::json!({ "keys": [jwk] })
+    };
+    let issuer = DevIssuer::start(&[]).await.unwrap();
+    issuer.set_jwks_document(without_kid(&a));
+    let running = start_ready(&config_for(&issuer, AUD)).await;
+    let mut client = client(&running).await;
+    let mut no_kid = jsonwebtoken::Header::new(Algorithm::RS256);
+    no_kid.kid = None;
+    let token = a.sign_with_header(&no_kid, &issuer.claims("u", AUD, 300));
+    assert_allowed(&check_token(&mut client, "/", &token).await); // cached now
+
+    // Same position in the JWKS, same (absent) kid, different key.
+    issuer.set_jwks_document(without_kid(&b));
+    let keys = Arc::clone(&running.authorizer.policy().issuer("idp").unwrap().keys);
+    keys.refresh().await.unwrap();
+    assert_invalid_token(&check_token(&mut client, "/", &token).await, "signature is invalid");
+}

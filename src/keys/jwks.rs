@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -34,7 +34,9 @@ impl KeyKind {
 }
 
 pub struct VerificationKey {
-    /// The JWK `kid`, or a stable synthetic id for keys without one.
+    /// Identity of the key material: the RFC 7638 SHA-256 thumbprint for JWKS
+    /// keys (so a replaced key never passes for its predecessor, whatever its
+    /// `kid` or position), or a fixed name for a configured secret or PEM key.
     pub id: String,
     pub kid: Option<String>,
     pub kind: KeyKind,
@@ -140,9 +142,12 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Key ids for status output (`kid`, or the synthetic id).
+    /// Key names for status output: the `kid`, or the start of the thumbprint.
     pub fn ids(&self) -> Vec<String> {
-        self.keys.iter().map(|key| key.id.clone()).collect()
+        self.keys
+            .iter()
+            .map(|key| key.kid.clone().unwrap_or_else(|| format!("#{}", key.id.chars().take(12).collect::<String>())))
+            .collect()
     }
 }
 
@@ -179,7 +184,9 @@ fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
         }
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|err| format!("key {label}: {err}"))?;
-    let id = kid.clone().unwrap_or_else(|| format!("#{index}"));
+    let id = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|err| format!("key {label}: cannot compute its thumbprint: {err}"))?;
     Ok(VerificationKey { id, kid, kind, algorithms, key })
 }
 
