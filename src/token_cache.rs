@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use moka::sync::Cache;
 
@@ -52,8 +52,10 @@ impl moka::Expiry<TokenDigest, Arc<VerifiedToken>> for UntilExpiry {
         token: &Arc<VerifiedToken>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        let expires = UNIX_EPOCH + Duration::from_secs(token.exp);
-        Some(expires.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        // Plain seconds arithmetic, capped: an absurd exp (2^63 and up) overflows
+        // neither a SystemTime here nor an Instant inside the cache.
+        const LONGEST: u64 = 365 * 24 * 3600;
+        Some(Duration::from_secs(token.exp.saturating_sub(crate::verify::now_seconds()).min(LONGEST)))
     }
 }
 

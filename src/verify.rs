@@ -281,7 +281,7 @@ fn check_issued_at(claims: &Map<String, Value>, leeway: u64) -> Result<(), Token
         None => Ok(()),
         Some(iat) => {
             let iat = iat.as_f64().ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
-            if iat > (now_seconds() + leeway) as f64 { Err(TokenError::IssuedInFuture) } else { Ok(()) }
+            if iat > now_seconds().saturating_add(leeway) as f64 { Err(TokenError::IssuedInFuture) } else { Ok(()) }
         }
     }
 }

@@ -152,6 +152,25 @@ async fn empty_bearer_is_invalid_not_missing() {
 }
 
 #[tokio::test]
+async fn absurd_but_signed_expiry_does_not_crash_the_check() {
+    let s = setup().await;
+    let mut client = client(&s.running).await;
+    let mut claims = s.issuer.claims("user-1", AUD, 300);
+    claims["exp"] = json!(9_223_372_036_854_775_808u64);
+    let token = s.rsa.sign(&claims);
+    assert_allowed(&check_token(&mut client, "/", &token).await);
+    assert_allowed(&check_token(&mut client, "/", &token).await); // from the cache
+}
+
+#[test]
+fn leeway_is_bounded_in_config() {
+    let text = "issuers:\n  a: { issuer: https://a.example.com, leeway_seconds: 1000000 }\n  h: { hasura_jwt_secret: { jwk_url: https://h.example.com/jwks, allowed_skew: 1e30 } }\nroutes: []\n";
+    let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+    assert!(err.contains("issuers.a.leeway_seconds: at most 86400 seconds"), "{err}");
+    assert!(err.contains("issuers.h.hasura_jwt_secret.allowed_skew: at most 86400 seconds"), "{err}");
+}
+
+#[tokio::test]
 async fn leeway_tolerates_small_clock_skew() {
     let s = setup().await;
     let mut client = client(&s.running).await;

@@ -22,6 +22,7 @@ use crate::keys::{algorithms_for, is_loopback_url};
 const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "admin", "cache", "issuers", "backends", "routes"];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 const MIN_HMAC_SECRET_BYTES: usize = 32;
+const MAX_LEEWAY_SECONDS: u64 = 86_400;
 
 /// Loads and validates the config at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -225,6 +226,11 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
     }
     if issuer.audiences.as_ref().is_some_and(|audiences| audiences.is_empty()) {
         problems.push(join_path(path, "audiences"), "must list at least one audience (omit it to skip the aud check)");
+    }
+    // jsonwebtoken subtracts the leeway from the clock; a day is more than any real skew.
+    if issuer.leeway() > MAX_LEEWAY_SECONDS {
+        let key = if issuer.hasura_jwt_secret.is_some() { "hasura_jwt_secret.allowed_skew" } else { "leeway_seconds" };
+        problems.push(join_path(path, key), format!("at most {MAX_LEEWAY_SECONDS} seconds (one day)"));
     }
     let refresh = &issuer.refresh;
     let refresh_path = join_path(path, "refresh");

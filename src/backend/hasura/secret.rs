@@ -98,6 +98,7 @@ pub fn parse(value: &Value) -> Result<ImportedSecret, Vec<SecretProblem>> {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many,
         }),
+        // `as` saturates: 1e30 becomes u64::MAX, which the loader then refuses.
         leeway_seconds: fields.allowed_skew.map_or(0, |skew| skew.abs().ceil() as u64),
         token_from,
         claims,
