@@ -128,7 +128,9 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
     };
     tracing::debug!(route = %route.name, token = %fingerprint(&token_digest), issuer = %verified.issuer, "allow");
     let identity = Identity {
-        issuer: verified.claim_str("iss").unwrap_or_default().to_string(),
+        // The configured issuer, which was checked; an issuer that checks no iss
+        // (a Hasura import without `issuer`) reports none rather than an unchecked claim.
+        issuer: issuer.issuer.clone(),
         subject: verified.claim_str("sub").map(str::to_string),
     };
     Decision::Allow(allowed(route, Some(identity), mutations))

@@ -27,7 +27,8 @@ pub struct Allowed {
 
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub issuer: String,
+    /// The verified `iss`; `None` when the issuer checks no `iss`.
+    pub issuer: Option<String>,
     pub subject: Option<String>,
 }
 

@@ -101,7 +101,7 @@ pub fn describe(decision: &Decision) -> String {
             if let Some(identity) = &allowed.identity {
                 out.push_str(&format!(
                     "issuer:   {}\nsubject:  {}\n",
-                    identity.issuer,
+                    identity.issuer.as_deref().unwrap_or("(not checked)"),
                     identity.subject.as_deref().unwrap_or("-")
                 ));
             }

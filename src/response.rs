@@ -131,7 +131,9 @@ fn metadata(allowed: &Allowed) -> Struct {
         put("backend", backend);
     }
     if let Some(identity) = &allowed.identity {
-        put("iss", &identity.issuer);
+        if let Some(issuer) = &identity.issuer {
+            put("iss", issuer);
+        }
         if let Some(subject) = &identity.subject {
             put("sub", subject);
         }

@@ -145,3 +145,10 @@ async fn ambiguous_paths_cannot_borrow_a_permissive_route() {
         assert_eq!(body["error"], "invalid_request", "{path}");
     }
 }
+
+#[test]
+fn backends_only_on_authenticating_routes() {
+    let text = "issuers: {}\nbackends:\n  h: { type: hasura, admin_secret: s3cret-admin-secret }\nroutes:\n  - match: { prefix: /v1/graphql }\n    action: allow\n    backend: h\n";
+    let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+    assert!(err.contains("routes[0].backend: only used with action: authenticate"), "{err}");
+}

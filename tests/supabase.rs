@@ -238,6 +238,14 @@ async fn passthrough_keeps_the_token_and_guards_the_role() {
     claims["role"] = json!("service_role");
     let response = rest(&mut client, Some(&key.sign(&claims)), &[]).await;
     assert_postgrest(&response, 403, "42501", "a client token may not carry role service_role");
+    // Any other role an IdP puts there (WorkOS' org role) would become a Postgres role: refused.
+    claims["role"] = json!("admin");
+    assert_postgrest(
+        &rest(&mut client, Some(&key.sign(&claims)), &[]).await,
+        403,
+        "42501",
+        "the token's role must be \"authenticated\", not \"admin\"",
+    );
     // Without require_role_claim, a token without role passes (Supabase runs it as anon).
     claims.as_object_mut().unwrap().remove("role");
     upstream(&rest(&mut client, Some(&key.sign(&claims)), &[]).await);
@@ -246,6 +254,13 @@ async fn passthrough_keeps_the_token_and_guards_the_role() {
     let mut client = common::client(&running).await;
     let response = rest(&mut client, Some(&key.sign(&claims)), &[]).await;
     assert_postgrest(&response, 403, "42501", "the token has no role claim; Supabase would run it as anon");
+    claims["role"] = json!("admin");
+    assert_postgrest(
+        &rest(&mut client, Some(&key.sign(&claims)), &[]).await,
+        403,
+        "42501",
+        "the token's role must be \"authenticated\", not \"admin\"",
+    );
     claims["role"] = json!("anon");
     assert_postgrest(
         &rest(&mut client, Some(&key.sign(&claims)), &[]).await,

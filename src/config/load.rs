@@ -352,6 +352,14 @@ fn check_route(route: &RouteConfig, path: &str, problems: &mut Problems) {
     if route.action != Action::Authenticate && route.issuers.is_some() {
         problems.push(join_path(path, "issuers"), "only meaningful with action: authenticate");
     }
+    // An allow route would skip the backend's header hygiene (client x-hasura-*
+    // or apikey would pass untouched): use unauthorized_role / allow_anonymous.
+    if route.action != Action::Authenticate && route.backend.is_some() {
+        problems.push(
+            join_path(path, "backend"),
+            "only used with action: authenticate (for token-less access use the backend's unauthorized_role or allow_anonymous)",
+        );
+    }
 }
 
 /// Names used by a route must exist; a dangling name would otherwise deny or allow by accident.

@@ -204,7 +204,10 @@ impl SupabaseBackend {
                 refuse("a client token may not carry role service_role".into())
             }
             Some(Value::String(role)) if role == "authenticated" => Ok(()),
-            Some(Value::String(_)) | None if !self.require_role_claim => Ok(()),
+            // PostgREST would SET ROLE to anything else the IdP put there (WorkOS'
+            // org role "admin", ...): only anon passes, and only when not required.
+            Some(Value::String(role)) if role == "anon" && !self.require_role_claim => Ok(()),
+            None if !self.require_role_claim => Ok(()),
             Some(Value::String(role)) => refuse(format!("the token's role must be \"authenticated\", not {role:?}")),
             None => refuse("the token has no role claim; Supabase would run it as anon".into()),
             Some(_) => refuse("the token's role claim must be a string".into()),
