@@ -152,8 +152,9 @@ fn decode_unreserved(raw: &str) -> Option<String> {
 
 fn is_ambiguous(raw: &str, decoded: Option<&str>) -> bool {
     let Some(path) = decoded else { return true };
-    let lower = raw.to_ascii_lowercase();
-    let encoded_separator = lower.contains("%2f") || lower.contains("%5c");
+    let encoded_separator = raw.as_bytes().windows(3).any(|window| {
+        window[0] == b'%' && (window[1..].eq_ignore_ascii_case(b"2f") || window[1..].eq_ignore_ascii_case(b"5c"))
+    });
     // `..;x` is `..` to servlet containers (path parameters).
     let dot_segment = path.split('/').any(|segment| matches!(segment.split(';').next(), Some(".") | Some("..")));
     encoded_separator || dot_segment || path.contains("//") || path.contains('\\')

@@ -23,6 +23,7 @@ use crate::health::{AUTHZ_SERVICE, Readiness};
 use crate::keys::Fetcher;
 use crate::policy::Policy;
 use crate::proto::admin::v1::admin_server::AdminServer;
+use crate::reflection;
 use crate::reload::Reloader;
 use crate::shutdown::Shutdown;
 
@@ -111,20 +112,29 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
         reloader.watch();
     }
 
-    let reflection = options.reflection.then(crate::reflection::authz_reflection);
+    let (reflection_v1, reflection_v1alpha) = match options.reflection {
+        true => {
+            let (v1, v1alpha) = reflection::services(reflection::AUTHZ_DESCRIPTOR);
+            (Some(v1), Some(v1alpha))
+        }
+        false => (None, None),
+    };
     let authz = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer))))
-        .add_optional_service(reflection)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpIncoming::from(authz_listener).with_nodelay(Some(true)), wait_for(&shutdown));
     let admin_auth = AdminAuth::new(reloader.admin_token());
+    let (admin_reflection_v1, admin_reflection_v1alpha) = reflection::services(reflection::ADMIN_DESCRIPTOR);
     let admin = tonic::transport::Server::builder()
         .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter)))
         .add_service(AdminServer::with_interceptor(
             AdminService::new(Arc::clone(&authorizer), Arc::clone(&reloader)),
             move |request| admin_auth.check(request),
         ))
-        .add_service(crate::reflection::admin_reflection())
+        .add_service(admin_reflection_v1)
+        .add_service(admin_reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), wait_for(&shutdown));
     let http = axum::serve(http_listener, crate::http::router(readiness.clone(), Arc::clone(&authorizer)))
         .with_graceful_shutdown(wait_for(&shutdown));

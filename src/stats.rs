@@ -14,11 +14,15 @@ use crate::policy::Policy;
 /// Upper bounds (seconds) of the latency histogram.
 const BUCKETS: [f64; 12] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 
+/// (result, reason) -> count, for one route.
+type CountsByOutcome = BTreeMap<(&'static str, &'static str), u64>;
+
 /// Process-wide counters; they survive policy reloads.
 #[derive(Default)]
 pub struct Stats {
-    /// (route, result, reason) -> count. Routes are few, so the map stays small.
-    decisions: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    /// route -> (result, reason) -> count. Routes are few, so the map stays
+    /// small, and a known route is found by `&str` without allocating.
+    decisions: Mutex<BTreeMap<String, CountsByOutcome>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -32,12 +36,11 @@ impl Stats {
         };
         {
             let mut decisions = self.decisions.lock().expect("stats lock poisoned");
-            match decisions.get_mut(&(route.to_string(), result, reason)) {
-                Some(count) => *count += 1,
-                None => {
-                    decisions.insert((route.to_string(), result, reason), 1);
-                }
-            }
+            let per_route = match decisions.get_mut(route) {
+                Some(per_route) => per_route,
+                None => decisions.entry(route.to_string()).or_default(),
+            };
+            *per_route.entry((result, reason)).or_insert(0) += 1;
         }
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
@@ -58,12 +61,14 @@ impl Stats {
 
     fn render_decisions(&self, out: &mut String) {
         header(out, "portcullis_checks_total", "counter", "Check decisions by route, result and reason.");
-        for ((route, result, reason), count) in self.decisions.lock().expect("stats lock poisoned").iter() {
-            let _ = writeln!(
-                out,
-                "portcullis_checks_total{{route=\"{}\",result=\"{result}\",reason=\"{reason}\"}} {count}",
-                escape(route)
-            );
+        for (route, counts) in self.decisions.lock().expect("stats lock poisoned").iter() {
+            for ((result, reason), count) in counts {
+                let _ = writeln!(
+                    out,
+                    "portcullis_checks_total{{route=\"{}\",result=\"{result}\",reason=\"{reason}\"}} {count}",
+                    escape(route)
+                );
+            }
         }
     }
 

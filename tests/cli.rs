@@ -234,8 +234,28 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     };
     let authz = field("ext_authz gRPC : ").split_whitespace().next().unwrap().to_string();
     let token = field("TOKEN_VALID=").to_string();
-    assert!(banner.iter().any(|line| line.starts_with("grpcurl -plaintext -d @ ")), "{banner:?}");
-    assert!(banner.iter().any(|line| line.starts_with("ghz --insecure ")), "{banner:?}");
+    // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
+    let grpcurl = common::tools::go_tool("grpcurl", "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4");
+    let ghz = common::tools::go_tool("ghz", "github.com/bojand/ghz/cmd/ghz@v0.93.0");
+    let grpcurl_line =
+        banner.iter().find(|line| line.starts_with("grpcurl -plaintext -d @ ")).expect("a grpcurl command");
+    let ghz_line = banner.iter().find(|line| line.starts_with("ghz --insecure ")).expect("a ghz command");
+    let path_with = |tool: &std::path::Path| {
+        format!("{}:{}", tool.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default())
+    };
+    let (grpcurl_line, ghz_line) = (grpcurl_line.clone(), ghz_line.replace("-n 20000", "-n 40"));
+    let (grpcurl_out, ghz_out) = tokio::task::spawn_blocking(move || {
+        let run = |line: &str, tool: &std::path::Path| {
+            let output = Command::new("sh").args(["-c", line]).env("PATH", path_with(tool)).output().unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+        };
+        (run(&grpcurl_line, &grpcurl), run(&ghz_line, &ghz))
+    })
+    .await
+    .unwrap();
+    let allowed: serde_json::Value = serde_json::from_str(&grpcurl_out).expect("grpcurl printed JSON");
+    assert_eq!(allowed["status"], serde_json::json!({}), "the valid sample is allowed: {grpcurl_out}");
+    assert!(ghz_out.contains("[OK]   40 responses"), "ghz via reflection: {ghz_out}");
 
     let mut client = client_at(&authz).await;
     assert_allowed(&check_token(&mut client, "/api/items", &token).await);
