@@ -1,6 +1,6 @@
 # Two stages: build with the Rust toolchain, run on a slim Debian with CA roots
 # (JWKS and discovery are fetched over https with the system trust store).
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked && strip target/release/portcullis
