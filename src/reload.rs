@@ -65,10 +65,6 @@ impl Reloader {
         Arc::clone(&self.admin_token)
     }
 
-    pub fn config_path(&self) -> Option<&PathBuf> {
-        self.path.as_ref()
-    }
-
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.serial.lock().await;
         let path = self.path.as_ref().ok_or(ReloadError::NoConfigFile)?;

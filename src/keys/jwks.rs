@@ -134,14 +134,6 @@ impl KeySet {
         self.keys.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Key names for status output: the `kid`, or the start of the thumbprint.
     pub fn ids(&self) -> Vec<String> {
         self.keys

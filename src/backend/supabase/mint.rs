@@ -50,10 +50,6 @@ impl Signer {
         Ok(signer)
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.algorithm);
         header.kid = self.kid.clone();
