@@ -1,9 +1,6 @@
 //! `portcullis token verify`: what would portcullis decide for this token on
 //! this request, and why, without Envoy. Uses the same pipeline as the service.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::watch;
 
 use crate::authz::Authorizer;
@@ -32,7 +29,9 @@ pub async fn run(args: VerifyArgs) -> u8 {
     }
     let (changed, _) = watch::channel(0);
     let policy = Policy::new(&config, &Fetcher::new(), &changed, 1);
-    fetch_keys_once(&policy).await;
+    for problem in policy.fetch_missing_keys(None).await {
+        eprintln!("{problem}");
+    }
     let request = request_with_token(&policy, &args, &extra);
     let decision = Authorizer::new(policy).decide(&request).await;
     print!("{}", describe(&decision));
@@ -40,22 +39,6 @@ pub async fn run(args: VerifyArgs) -> u8 {
         Decision::Allow(_) => EXIT_OK,
         Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => EXIT_RUNTIME,
         Decision::Deny(_) => EXIT_INVALID,
-    }
-}
-
-async fn fetch_keys_once(policy: &Policy) {
-    let fetches = policy.issuers.iter().map(|issuer| {
-        let keys = Arc::clone(&issuer.keys);
-        async move {
-            if let Err(err) = tokio::time::timeout(Duration::from_secs(10), keys.refresh()).await.unwrap_or_else(|_| {
-                Err(crate::keys::FetchError::Request { url: keys.name.clone(), reason: "timed out".into() })
-            }) {
-                eprintln!("issuer {}: {err}", keys.name);
-            }
-        }
-    });
-    for fetch in fetches {
-        fetch.await;
     }
 }
 

@@ -3,6 +3,7 @@
 //! a reload builds a new one and swaps it whole.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -11,9 +12,9 @@ use std::collections::BTreeMap;
 use crate::backend::Backend;
 use crate::backend::hasura::HasuraBackend;
 use crate::backend::supabase::SupabaseBackend;
-use crate::config::{Action, BackendConfig, Config};
+use crate::config::{Action, BackendConfig, Config, Problem};
 use crate::issuer::Issuer;
-use crate::keys::Fetcher;
+use crate::keys::{Fetcher, IssuerKeys};
 use crate::route::{Route, Router};
 use crate::token_cache::TokenCache;
 
@@ -106,5 +107,40 @@ impl Policy {
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
         self.issuers.iter().find(|issuer| &*issuer.name == name)
+    }
+
+    /// Fetches keys, concurrently and each within a bound, for issuers that have
+    /// none and are not carried over from `previous` (whose issuers keep their
+    /// state, keys or not). Every failure is a problem with its YAML path.
+    pub async fn fetch_missing_keys(&self, previous: Option<&Policy>) -> Vec<Problem> {
+        const BOUND: Duration = Duration::from_secs(10);
+        let carried = |keys: &Arc<IssuerKeys>| {
+            previous.is_some_and(|old| old.issuers.iter().any(|was| Arc::ptr_eq(&was.keys, keys)))
+        };
+        let pending: Vec<_> =
+            self.issuers.iter().filter(|issuer| !carried(&issuer.keys) && issuer.keys.current().is_none()).collect();
+        let tasks: Vec<_> = pending
+            .iter()
+            .map(|issuer| {
+                let keys = Arc::clone(&issuer.keys);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(BOUND, keys.refresh()).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(err)) => Some(err.to_string()),
+                        Err(_) => Some(format!("no answer within {}s", BOUND.as_secs())),
+                    }
+                })
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (issuer, task) in pending.iter().zip(tasks) {
+            if let Some(why) = task.await.unwrap_or_else(|join| Some(join.to_string())) {
+                problems.push(Problem {
+                    path: format!("issuers.{}", issuer.name),
+                    message: format!("first key fetch failed: {why}"),
+                });
+            }
+        }
+        problems
     }
 }

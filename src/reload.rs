@@ -82,7 +82,7 @@ impl Reloader {
         let current = self.authorizer.policy();
         let generation = current.generation + 1;
         let policy = Policy::succeeding(Some(&current), &config, &self.fetcher, &self.keys_changed, generation);
-        let problems = first_fetch(&policy, &current).await;
+        let problems = policy.fetch_missing_keys(Some(&current)).await;
         drop(current);
         if !problems.is_empty() {
             return Err(invalid(problems));
@@ -132,38 +132,4 @@ impl Reloader {
             }
         });
     }
-}
-
-/// Fetches keys for new issuers (or ones whose key source changed),
-/// concurrently, each bounded in time; any failure is a problem with its YAML
-/// path. Issuers carried over from `current` keep their state, keys or not.
-async fn first_fetch(policy: &Policy, current: &Policy) -> Vec<Problem> {
-    const BOUND: Duration = Duration::from_secs(10);
-    let carried = |keys: &Arc<crate::keys::IssuerKeys>| current.issuers.iter().any(|old| Arc::ptr_eq(&old.keys, keys));
-    let pending: Vec<_> =
-        policy.issuers.iter().filter(|issuer| !carried(&issuer.keys) && issuer.keys.current().is_none()).collect();
-    let tasks: Vec<_> = pending
-        .iter()
-        .map(|issuer| {
-            let keys = Arc::clone(&issuer.keys);
-            tokio::spawn(async move {
-                match tokio::time::timeout(BOUND, keys.refresh()).await {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(err)) => Some(err.to_string()),
-                    Err(_) => Some(format!("no answer within {}s", BOUND.as_secs())),
-                }
-            })
-        })
-        .collect();
-    let mut problems = Vec::new();
-    for (issuer, task) in pending.iter().zip(tasks) {
-        let failure = task.await.unwrap_or_else(|join| Some(join.to_string()));
-        if let Some(why) = failure {
-            problems.push(Problem {
-                path: format!("issuers.{}", issuer.name),
-                message: format!("first key fetch failed: {why}"),
-            });
-        }
-    }
-    problems
 }
