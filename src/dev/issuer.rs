@@ -95,7 +95,8 @@ impl SigningKey {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// DER wrapped as PEM with `label` (e.g. `PRIVATE KEY`), 64 columns.
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let lines: Vec<&str> =
         body.as_bytes().chunks(64).map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII")).collect();
