@@ -4,6 +4,8 @@
 //! request headers use OVERWRITE_IF_EXISTS_OR_ADD with `append` unset, the only
 //! encoding every Envoy version applies as "set".
 
+use std::collections::HashMap;
+
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -111,10 +113,9 @@ fn rpc_code(http_status: u16) -> Code {
 
 /// route and reason of a deny, for Envoy's access logs.
 fn deny_metadata(denied: &Denied) -> Struct {
-    let mut fields = std::collections::HashMap::new();
-    let text = |value: String| Value { kind: Some(Kind::StringValue(value)) };
-    fields.insert("route".to_string(), text(denied.route.clone().unwrap_or_default()));
-    fields.insert("reason".to_string(), text(denied.reason.description()));
+    let mut fields = HashMap::with_capacity(3);
+    fields.insert("route".to_string(), text(denied.route.as_deref().unwrap_or_default()));
+    fields.insert("reason".to_string(), text(&denied.reason.description()));
     fields
         .insert("status".to_string(), Value { kind: Some(Kind::NumberValue(f64::from(denied.reason.http_status()))) });
     Struct { fields }
@@ -122,21 +123,22 @@ fn deny_metadata(denied: &Denied) -> Struct {
 
 /// iss, sub, route and backend for Envoy's access logs and later filters.
 fn metadata(allowed: &Allowed) -> Struct {
-    let mut fields = std::collections::BTreeMap::new();
-    let mut put = |key: &str, value: &str| {
-        fields.insert(key.to_string(), Value { kind: Some(Kind::StringValue(value.to_string())) });
-    };
-    put("route", &allowed.route);
+    let mut fields = HashMap::with_capacity(4);
+    fields.insert("route".to_string(), text(&allowed.route));
     if let Some(backend) = &allowed.backend {
-        put("backend", backend);
+        fields.insert("backend".to_string(), text(backend));
     }
     if let Some(identity) = &allowed.identity {
         if let Some(issuer) = &identity.issuer {
-            put("iss", issuer);
+            fields.insert("iss".to_string(), text(issuer));
         }
         if let Some(subject) = &identity.subject {
-            put("sub", subject);
+            fields.insert("sub".to_string(), text(subject));
         }
     }
-    Struct { fields: fields.into_iter().collect() }
+    Struct { fields }
+}
+
+fn text(value: &str) -> Value {
+    Value { kind: Some(Kind::StringValue(value.to_string())) }
 }
