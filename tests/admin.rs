@@ -255,7 +255,7 @@ async fn grpcurl_uses_reflection_on_the_admin_port() {
     let key = SigningKey::generate(Algorithm::RS256, "k1");
     let issuer = DevIssuer::start(&[&key]).await.unwrap();
     let server = FromFile::start(&one_issuer(&issuer, "  - match: { prefix: / }\n")).await;
-    let grpcurl = tools::go_tool("grpcurl", "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4");
+    let grpcurl = tools::go_tool("grpcurl");
     let addr = server.running.admin_addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
         let list = std::process::Command::new(&grpcurl).args(["-plaintext", &addr, "list"]).output().unwrap();

@@ -235,8 +235,8 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let authz = field("ext_authz gRPC : ").split_whitespace().next().unwrap().to_string();
     let token = field("TOKEN_VALID=").to_string();
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
-    let grpcurl = common::tools::go_tool("grpcurl", "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4");
-    let ghz = common::tools::go_tool("ghz", "github.com/bojand/ghz/cmd/ghz@v0.93.0");
+    let grpcurl = common::tools::go_tool("grpcurl");
+    let ghz = common::tools::go_tool("ghz");
     let grpcurl_line =
         banner.iter().find(|line| line.starts_with("grpcurl -plaintext -d @ ")).expect("a grpcurl command");
     let ghz_line = banner.iter().find(|line| line.starts_with("ghz --insecure ")).expect("a ghz command");

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters";
 const APIKEY: &str = "sb_publishable_test_key";
-const PY_JWT: [&str; 1] = ["pyjwt[crypto]==2.15.1"];
 
 fn config(issuer: &DevIssuer, backend: &str) -> String {
     format!(
@@ -59,7 +58,7 @@ type Client =
 
 /// Verifies tokens with PyJWT; returns (header, claims) per token.
 fn pyjwt_verify(requests: &[Value]) -> Vec<Value> {
-    let python = tools::Python::with("import jwt, cryptography", &PY_JWT);
+    let python = tools::Python::with("import jwt, cryptography", "pyjwt");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/supabase/verify_jwt.py");
     let mut child =
         python.command().arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run verify_jwt.py");

