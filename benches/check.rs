@@ -238,8 +238,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
             let elapsed = runtime.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let http = HttpRequest::from_check(black_box(&wire));
-                    let decision = fixture.cached.decide(&http).await;
+                    let decision = fixture.cached.decide_check(black_box(&wire)).await;
                     black_box(check_response(&decision).encode_to_vec());
                 }
                 start.elapsed()

@@ -12,10 +12,10 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::backend::{Authenticated, Backend, ErrorFormat, Mutations};
 use crate::config::{Action, TokenFrom};
 use crate::decision::{Allowed, Decision, Denied, DenyReason, Identity};
-use crate::extract::extract;
+use crate::extract::{ExtractError, extract};
 use crate::issuer::Issuer;
 use crate::policy::Policy;
-use crate::request::HttpRequest;
+use crate::request::{HttpRequest, RequestProblem};
 use crate::response::check_response;
 use crate::route::Route;
 use crate::stats::Stats;
@@ -44,28 +44,41 @@ impl Authorizer {
         std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
     }
 
-    pub async fn decide(&self, request: &HttpRequest) -> Decision {
+    /// Decides a CheckRequest as Envoy sent it (read within the policy's limits).
+    pub async fn decide_check(&self, check: &CheckRequest) -> Decision {
         let policy = self.policy();
-        if request.path_is_ambiguous() {
-            return deny(DenyReason::AmbiguousPath, &Context::without_route(request), None);
+        let request = HttpRequest::from_check(check, &policy.limits);
+        decide(&policy, &request).await
+    }
+
+    pub async fn decide(&self, request: &HttpRequest) -> Decision {
+        decide(&self.policy(), request).await
+    }
+}
+
+async fn decide(policy: &Policy, request: &HttpRequest) -> Decision {
+    if let Some(problem) = request.problem() {
+        return deny(DenyReason::InvalidRequest(problem), &Context::without_route(request), None);
+    }
+    let Some(route) = policy.router.route(request) else {
+        return deny(DenyReason::NoRoute, &Context::without_route(request), None);
+    };
+    let backend = policy.backend_of(route);
+    let context = Context {
+        request,
+        route: Some(route),
+        format: backend.map(|backend| backend.error_format(route.error_status, request)).unwrap_or_default(),
+    };
+    if request.has_path_parameters() && !route.allow_path_parameters {
+        return deny(DenyReason::InvalidRequest(RequestProblem::PathParameters), &context, None);
+    }
+    match route.action {
+        Action::Deny => deny(DenyReason::RouteDenies, &context, None),
+        Action::Allow => {
+            tracing::debug!(route = %route.name, path = ?request.path, "allow (no token required)");
+            Decision::Allow(allowed(route, None, Mutations::default()))
         }
-        let Some(route) = policy.router.route(request) else {
-            return deny(DenyReason::NoRoute, &Context::without_route(request), None);
-        };
-        let backend = policy.backend_of(route);
-        let context = Context {
-            request,
-            route: Some(route),
-            format: backend.map(|backend| backend.error_format(route.error_status, request)).unwrap_or_default(),
-        };
-        match route.action {
-            Action::Deny => deny(DenyReason::RouteDenies, &context, None),
-            Action::Allow => {
-                tracing::debug!(route = %route.name, path = %request.path, "allow (no token required)");
-                Decision::Allow(allowed(route, None, Mutations::default()))
-            }
-            Action::Authenticate => authenticate(&policy, backend, &context).await,
-        }
+        Action::Authenticate => authenticate(policy, backend, &context).await,
     }
 }
 
@@ -88,7 +101,7 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
         return deny(DenyReason::Refused(refusal), context, None);
     }
     let issuers: Vec<&Arc<Issuer>> = route.issuers.iter().map(|&index| &policy.issuers[index]).collect();
-    let (token, source) = match find_token(request, &issuers) {
+    let (token, sources) = match find_token(request, &issuers) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return match backend.and_then(|backend| backend.anonymous(request)) {
@@ -99,7 +112,8 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
         Err(reason) => return deny(reason, context, None),
     };
     // Only issuers that read the token from where it was found may verify it.
-    let candidates: Vec<&Arc<Issuer>> = issuers.into_iter().filter(|issuer| &issuer.token_from == source).collect();
+    let candidates: Vec<&Arc<Issuer>> =
+        issuers.into_iter().filter(|issuer| sources.contains(&&issuer.token_from)).collect();
     let token_digest = digest(token);
     let verified = match verify(token, &token_digest, &candidates, &policy.cache).await {
         Ok(verified) => verified,
@@ -117,7 +131,7 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
                 raw_token: token,
                 digest: &token_digest,
                 issuer,
-                token_from: source,
+                token_from: &issuer.token_from,
             };
             match backend.authorize(&auth) {
                 Ok(mutations) => mutations,
@@ -136,23 +150,30 @@ async fn authenticate(policy: &Policy, backend: Option<&Backend>, context: &Cont
     Decision::Allow(allowed(route, Some(identity), mutations))
 }
 
-/// The first token found, trying each distinct location the route's issuers read.
+/// The token, read from every distinct location the route's issuers use, with
+/// the locations it was found in. The same token in two places is one token;
+/// different ones are refused: verifying one and forwarding the other would
+/// let the upstream read a token nobody checked.
 fn find_token<'r, 'i>(
     request: &'r HttpRequest,
     issuers: &[&'i Arc<Issuer>],
-) -> Result<Option<(&'r str, &'i TokenFrom)>, DenyReason> {
+) -> Result<Option<(&'r str, Vec<&'i TokenFrom>)>, DenyReason> {
     let mut tried: Vec<&TokenFrom> = Vec::new();
+    let mut found: Option<(&'r str, Vec<&'i TokenFrom>)> = None;
     for issuer in issuers {
         let source = &issuer.token_from;
         if tried.contains(&source) {
             continue;
         }
         tried.push(source);
-        if let Some(token) = extract(request, source).map_err(DenyReason::Unreadable)? {
-            return Ok(Some((token, source)));
+        let Some(token) = extract(request, source).map_err(DenyReason::Unreadable)? else { continue };
+        match &mut found {
+            None => found = Some((token, vec![source])),
+            Some((first, sources)) if *first == token => sources.push(source),
+            Some(_) => return Err(DenyReason::Unreadable(ExtractError::Conflicting)),
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 fn allowed(route: &Route, identity: Option<Identity>, mutations: Mutations) -> Allowed {
@@ -169,8 +190,8 @@ fn deny(reason: DenyReason, context: &Context<'_>, token: Option<&TokenDigest>) 
     let route_name = context.route.map(|route| route.name.clone());
     tracing::info!(
         route = route_name.as_deref().unwrap_or("-"),
-        method = %context.request.method,
-        path = %context.request.path,
+        method = ?context.request.method,
+        path = ?context.request.path,
         status = reason.http_status(),
         reason = %reason.description(),
         token = %token.map(fingerprint).unwrap_or_else(|| "-".into()),
@@ -198,8 +219,7 @@ impl Authorization for AuthzService {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let started = std::time::Instant::now();
-        let http = HttpRequest::from_check(request.get_ref());
-        let decision = self.authorizer.decide(&http).await;
+        let decision = self.authorizer.decide_check(request.get_ref()).await;
         self.authorizer.stats.record(&decision, started.elapsed());
         Ok(tonic::Response::new(check_response(&decision)))
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::{ErrorFormat, Refusal};
 use crate::extract::ExtractError;
+use crate::request::RequestProblem;
 use crate::verify::TokenError;
 
 #[derive(Debug, Clone)]
@@ -50,15 +51,17 @@ pub enum DenyReason {
     KeysUnavailable(Arc<str>),
     /// A valid token the backend's rules refuse (e.g. a Hasura role not allowed).
     Refused(Refusal),
-    /// A path whose meaning depends on who decodes it (`..`, encoded slashes).
-    AmbiguousPath,
+    /// A request two parsers could read differently, or one larger than the limits.
+    InvalidRequest(RequestProblem),
 }
 
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => 403,
-            DenyReason::AmbiguousPath => 400,
+            DenyReason::InvalidRequest(RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge) => 431,
+            DenyReason::InvalidRequest(_) => 400,
+            DenyReason::Unreadable(err) if err.is_bad_request() => 400,
             DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
             DenyReason::KeysUnavailable(_) => 503,
         }
@@ -70,11 +73,12 @@ impl DenyReason {
             DenyReason::NoRoute => "no_route",
             DenyReason::RouteDenies => "route_denies",
             DenyReason::MissingToken => "missing_token",
+            DenyReason::Unreadable(err) if err.is_bad_request() => "duplicate_token",
             DenyReason::Unreadable(_) => "unreadable_token",
             DenyReason::InvalidToken(err) => err.kind(),
             DenyReason::KeysUnavailable(_) => "keys_unavailable",
             DenyReason::Refused(_) => "refused_by_backend",
-            DenyReason::AmbiguousPath => "ambiguous_path",
+            DenyReason::InvalidRequest(problem) => problem.kind(),
         }
     }
 
@@ -82,7 +86,11 @@ impl DenyReason {
     pub fn error_code(&self) -> &'static str {
         match self {
             DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => "forbidden",
-            DenyReason::AmbiguousPath => "invalid_request",
+            DenyReason::InvalidRequest(RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge) => {
+                "request_header_fields_too_large"
+            }
+            DenyReason::InvalidRequest(_) => "invalid_request",
+            DenyReason::Unreadable(err) if err.is_bad_request() => "invalid_request",
             DenyReason::MissingToken => "unauthorized",
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
@@ -99,9 +107,7 @@ impl DenyReason {
             DenyReason::InvalidToken(err) => err.to_string(),
             DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
             DenyReason::Refused(refusal) => refusal.message.clone(),
-            DenyReason::AmbiguousPath => {
-                "the path has dot-segments, repeated or encoded slashes; refused rather than guessed".into()
-            }
+            DenyReason::InvalidRequest(problem) => problem.description().into(),
         }
     }
 
@@ -109,11 +115,41 @@ impl DenyReason {
     pub fn challenge(&self) -> Option<String> {
         match self {
             DenyReason::MissingToken => Some("Bearer realm=\"portcullis\"".into()),
+            DenyReason::Unreadable(err) if err.is_bad_request() => Some(format!(
+                "Bearer error=\"invalid_request\", error_description=\"{}\"",
+                quoted_string_safe(&self.description())
+            )),
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => Some(format!(
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
                 quoted_string_safe(&self.description())
             )),
             _ => None,
+        }
+    }
+}
+
+impl RequestProblem {
+    /// A short label for metrics and logs.
+    pub fn kind(self) -> &'static str {
+        match self {
+            RequestProblem::AmbiguousPath => "ambiguous_path",
+            RequestProblem::PathParameters => "path_parameters",
+            RequestProblem::MalformedAuthority => "malformed_authority",
+            RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge => "request_too_large",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            RequestProblem::AmbiguousPath => {
+                "the path has dot-segments, repeated or encoded slashes, or undecodable escapes; refused rather than guessed"
+            }
+            RequestProblem::PathParameters => "this route does not accept ';' path parameters",
+            RequestProblem::MalformedAuthority => {
+                "the :authority (Host) is not host[:port]; refused rather than guessed"
+            }
+            RequestProblem::TooManyHeaders => "the request has more headers than limits.max_headers",
+            RequestProblem::HeadersTooLarge => "the request headers are larger than limits.max_header_bytes",
         }
     }
 }

@@ -12,6 +12,20 @@ pub enum ExtractError {
     Empty,
     #[error("the token is larger than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
+    /// Two copies of the token's header or cookie: parsers disagree on which one counts.
+    #[error("the token's header or cookie is sent more than once")]
+    Repeated,
+    /// Different tokens in different places (say a header and a cookie).
+    #[error("the request carries different tokens in different places; send one")]
+    Conflicting,
+}
+
+impl ExtractError {
+    /// RFC 6750 section 3.1: a request that repeats the token or sends it more
+    /// than one way is an `invalid_request` (400), not an invalid token.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, ExtractError::Repeated | ExtractError::Conflicting)
+    }
 }
 
 /// The token at `from`, `Ok(None)` when there is none.
@@ -21,13 +35,9 @@ pub fn extract<'r>(request: &'r HttpRequest, from: &TokenFrom) -> Result<Option<
             let Some(value) = request.header(header) else {
                 return Ok(None);
             };
-            match prefix {
-                Some(prefix) => strip_prefix_ignore_case(value, prefix),
-                None if header == "authorization" => bearer(value),
-                None => Some(value),
-            }
+            header_token(value, header, prefix.as_deref())?
         }
-        TokenFrom::Cookie { cookie } => request.cookie(cookie),
+        TokenFrom::Cookie { cookie } => request.cookie(cookie).map_err(|_| ExtractError::Repeated)?,
     };
     let Some(token) = raw.map(str::trim) else {
         return Ok(None);
@@ -39,6 +49,20 @@ pub fn extract<'r>(request: &'r HttpRequest, from: &TokenFrom) -> Result<Option<
         return Err(ExtractError::TooLarge);
     }
     Ok(Some(token))
+}
+
+/// The token in a header value. Envoy joins a repeated header with `,`, which
+/// no token contains: a joined value is refused when any part of it is a token.
+fn header_token<'v>(value: &'v str, header: &str, prefix: Option<&str>) -> Result<Option<&'v str>, ExtractError> {
+    let token_in = |part: &'v str| match prefix {
+        Some(prefix) => strip_prefix_ignore_case(part, prefix),
+        None if header == "authorization" => bearer(part),
+        None => Some(part),
+    };
+    if value.contains(',') && value.split(',').any(|part| token_in(part.trim_start()).is_some()) {
+        return Err(ExtractError::Repeated);
+    }
+    Ok(token_in(value))
 }
 
 /// `Bearer <token>` with the scheme matched case-insensitively (RFC 7235 section 2.1).
@@ -85,6 +109,16 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_token_header_is_refused_but_other_lists_are_not_tokens() {
+        for value in ["Bearer a,Bearer b", "Basic x,Bearer forged", "Bearer a, Basic x"] {
+            assert_eq!(extract(&request(&[("authorization", value)]), &bearer_from()), Err(ExtractError::Repeated));
+        }
+        assert_eq!(extract(&request(&[("authorization", "Digest a=b, c=d")]), &bearer_from()), Ok(None));
+        let custom = TokenFrom::Header { header: "x-token".into(), prefix: None };
+        assert_eq!(extract(&request(&[("x-token", "a,b")]), &custom), Err(ExtractError::Repeated));
+    }
+
+    #[test]
     fn custom_header_cookie_and_size_limit() {
         let custom = TokenFrom::Header { header: "x-token".into(), prefix: None };
         assert_eq!(extract(&request(&[("x-token", "abc")]), &custom), Ok(Some("abc")));
@@ -93,6 +127,10 @@ mod tests {
         assert_eq!(extract(&request(&[("x-token", "abc")]), &prefixed), Ok(None));
         let cookie = TokenFrom::Cookie { cookie: "session".into() };
         assert_eq!(extract(&request(&[("cookie", "a=b; session=abc")]), &cookie), Ok(Some("abc")));
+        assert_eq!(
+            extract(&request(&[("cookie", "session=abc; session=forged")]), &cookie),
+            Err(ExtractError::Repeated)
+        );
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert_eq!(extract(&request(&[("authorization", &huge)]), &bearer_from()), Err(ExtractError::TooLarge));
     }

@@ -11,6 +11,8 @@ use crate::config::{IssuerConfig, TokenFrom};
 use crate::keys::{Fetcher, IssuerKeys, KeySource, algorithms_for};
 
 pub struct Issuer {
+    /// Position in the policy's issuers (part of the token cache key).
+    pub id: usize,
     pub name: Arc<str>,
     /// Exact `iss` value; `None` accepts any `iss` (Hasura imports without `issuer`).
     pub issuer: Option<String>,
@@ -28,14 +30,16 @@ impl Issuer {
     /// Compiles a validated issuer config (algorithm names were checked by the
     /// loader). Keys of `previous` are kept when they come from the same source.
     pub fn new(
+        id: usize,
         name: &str,
         config: &IssuerConfig,
         fetcher: &Fetcher,
         changed: &watch::Sender<u64>,
         previous: Option<&Issuer>,
     ) -> Self {
-        let hmac = config.secret.is_some();
-        let algorithms = algorithms_for(config.algorithms.as_ref(), hmac).expect("validated by the config loader");
+        let secret_len = config.secret.as_ref().map(String::len);
+        let algorithms =
+            algorithms_for(config.algorithms.as_ref(), secret_len).expect("validated by the config loader");
         let source = match (&config.secret, &config.public_key) {
             (Some(secret), _) => KeySource::Secret(secret.as_bytes().to_vec()),
             (None, Some((kind, pem))) => KeySource::PublicKey { kind: *kind, pem: pem.clone() },
@@ -53,6 +57,7 @@ impl Issuer {
             ),
         };
         Issuer {
+            id,
             name: Arc::from(name),
             issuer: config.issuer.clone(),
             token_from: config.token_source(),

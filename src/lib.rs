@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod dev;
+pub mod escape;
 pub mod explain;
 pub mod extract;
 pub mod health;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::backend::Backend;
 use crate::backend::hasura::HasuraBackend;
 use crate::backend::supabase::SupabaseBackend;
-use crate::config::{Action, BackendConfig, Config, Problem};
+use crate::config::{Action, BackendConfig, Config, LimitsConfig, Problem};
 use crate::issuer::Issuer;
 use crate::keys::{Fetcher, IssuerKeys};
 use crate::route::{Route, Router};
@@ -24,6 +24,8 @@ pub struct Policy {
     pub router: Router,
     pub backends: BTreeMap<String, Backend>,
     pub cache: TokenCache,
+    /// How much of each request is read (a larger one is a 431).
+    pub limits: LimitsConfig,
 }
 
 impl Policy {
@@ -44,9 +46,10 @@ impl Policy {
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
             .iter()
-            .map(|(name, issuer)| {
+            .enumerate()
+            .map(|(id, (name, issuer))| {
                 let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
-                Arc::new(Issuer::new(name, issuer, fetcher, keys_changed, old))
+                Arc::new(Issuer::new(id, name, issuer, fetcher, keys_changed, old))
             })
             .collect();
         let names: Vec<String> = config.issuers.iter().map(|(name, _)| name.clone()).collect();
@@ -73,6 +76,7 @@ impl Policy {
             backends,
             router: Router::new(routes),
             cache: TokenCache::new(config.cache.tokens),
+            limits: config.limits.clone(),
         }
     }
 

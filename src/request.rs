@@ -3,23 +3,49 @@
 //! Envoy sends either the `headers` map (lower-case keys, duplicates joined with
 //! ",") or, with `encode_raw_headers`, the `header_map` list of raw bytes. Both
 //! become one lower-cased map here so the stages after this never care.
+//!
+//! Anything two parsers could read differently is marked as a
+//! [`RequestProblem`] here and refused before routing: a path with dot-segments
+//! or encoded slashes, an `:authority` that is not `host[:port]`, more headers
+//! than the configured limits. Routes then match one canonical form: the path
+//! percent-decoded once, without `;` path parameters.
 
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttpRequest;
 
+use crate::config::LimitsConfig;
+
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
     pub method: String,
-    /// The path without query string or fragment, with percent-encoded
-    /// unreserved characters decoded (`/%61dmin` is `/admin`): routes match on this.
+    /// The canonical path routes match on: without query string or fragment,
+    /// percent-decoded once (`/%61dmin` is `/admin`), and without `;` path
+    /// parameters (`/internal;x/y` is `/internal/y`, as servlet containers read it).
     pub path: String,
-    /// See [`HttpRequest::path_is_ambiguous`].
-    ambiguous: bool,
-    /// `:authority` without the port, lower-cased.
+    /// Whether the path carried `;` parameters (refused unless the route allows them).
+    path_parameters: bool,
+    /// `:authority` without the port or a trailing dot, lower-cased.
     pub host: String,
     headers: HashMap<String, String>,
+    problem: Option<RequestProblem>,
+}
+
+/// Why a request cannot be decided on as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProblem {
+    /// Dot-segments, repeated slashes, backslashes, encoded `/` `\` or `%`,
+    /// broken escapes, control characters or invalid UTF-8 once decoded.
+    AmbiguousPath,
+    /// `;` path parameters on a route that does not allow them.
+    PathParameters,
+    /// An `:authority` that is not `host[:port]` (`host:abc`, `user@host`, `host:`).
+    MalformedAuthority,
+    /// More headers than `limits.max_headers`.
+    TooManyHeaders,
+    /// Headers and path larger than `limits.max_header_bytes`.
+    HeadersTooLarge,
 }
 
 impl HttpRequest {
@@ -38,11 +64,15 @@ impl HttpRequest {
         request
     }
 
-    pub fn from_check(check: &CheckRequest) -> Self {
+    /// Reads Envoy's CheckRequest; a request beyond `limits` is not read further.
+    pub fn from_check(check: &CheckRequest, limits: &LimitsConfig) -> Self {
         let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
         let Some(http) = http else {
             return HttpRequest::default();
         };
+        if let Some(problem) = exceeds(http, limits) {
+            return HttpRequest { problem: Some(problem), ..Default::default() };
+        }
         let mut request = HttpRequest::default();
         request.copy_headers(http);
         let method = first_non_empty(&http.method, request.header(":method"));
@@ -83,20 +113,27 @@ impl HttpRequest {
 
     fn set_line(&mut self, method: &str, path: &str, host: &str) {
         self.method = method.to_ascii_uppercase();
-        let end = path.find(['?', '#']).unwrap_or(path.len());
-        let raw = &path[..end];
-        let decoded = decode_unreserved(raw);
-        self.ambiguous = is_ambiguous(raw, decoded.as_deref());
-        self.path = decoded.unwrap_or_default();
-        // `admin.example.com.` is the same host as `admin.example.com`.
-        self.host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
+        match canonical_path(path) {
+            Ok(canonical) => {
+                self.path = canonical.path;
+                self.path_parameters = canonical.had_parameters;
+            }
+            Err(problem) => self.problem = self.problem.or(Some(problem)),
+        }
+        match authority_host(host) {
+            Ok(name) => self.host = name,
+            Err(problem) => self.problem = self.problem.or(Some(problem)),
+        }
     }
 
-    /// True when the path could mean different things to portcullis and to the
-    /// backend: dot-segments (`/public/../admin`, `/..;/admin`), repeated slashes,
-    /// backslashes, encoded `/` or `\`, broken escapes. Refused, never guessed.
-    pub fn path_is_ambiguous(&self) -> bool {
-        self.ambiguous
+    /// Why this request must be refused before routing, if it must.
+    pub fn problem(&self) -> Option<RequestProblem> {
+        self.problem
+    }
+
+    /// Whether the path carried `;` parameters (see [`HttpRequest::path`]).
+    pub fn has_path_parameters(&self) -> bool {
+        self.path_parameters
     }
 
     /// A header by lower-case name.
@@ -108,67 +145,144 @@ impl HttpRequest {
         self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
-    /// The value of one cookie. Envoy joins repeated `cookie` headers with ","
-    /// rather than "; ", so both separate pairs (neither may occur in a JWT).
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.header("cookie")?
-            .split([';', ','])
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.trim_matches('"'))
+    /// The value of the cookie `name`, read as RFC 6265 parsers read it: pairs
+    /// separated by `;`. Repeated `cookie` headers arrive joined with `,`, which
+    /// no cookie value may contain, so `,` separates pairs too. A cookie sent
+    /// more than once is [`DuplicateCookie`]: parsers disagree on which copy wins.
+    pub fn cookie(&self, name: &str) -> Result<Option<&str>, DuplicateCookie> {
+        let Some(header) = self.header("cookie") else {
+            return Ok(None);
+        };
+        let mut found = None;
+        for (key, value) in header.split([';', ',']).filter_map(|pair| pair.trim().split_once('=')) {
+            if key.trim() == name {
+                if found.is_some() {
+                    return Err(DuplicateCookie);
+                }
+                found = Some(value.trim().trim_matches('"'));
+            }
+        }
+        Ok(found)
     }
+}
+
+/// The same cookie name appears more than once in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateCookie;
+
+/// Counts before copying anything, so an oversized request costs a sum, not a map.
+fn exceeds(http: &EnvoyHttpRequest, limits: &LimitsConfig) -> Option<RequestProblem> {
+    let raw = http.header_map.as_ref().map_or(&[][..], |map| map.headers.as_slice());
+    if http.headers.len() + raw.len() > limits.max_headers {
+        return Some(RequestProblem::TooManyHeaders);
+    }
+    let mapped: usize = http.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    let listed: usize = raw.iter().map(|header| header.key.len() + header.value.len() + header.raw_value.len()).sum();
+    (mapped + listed + http.path.len() > limits.max_header_bytes).then_some(RequestProblem::HeadersTooLarge)
 }
 
 fn first_non_empty(field: &str, header: Option<&str>) -> String {
     if field.is_empty() { header.unwrap_or_default().to_string() } else { field.to_string() }
 }
 
-/// Decodes `%XX` escapes of unreserved characters (RFC 3986 section 2.3), which
-/// every backend treats as the characters themselves; other escapes stay.
-/// `None` for a broken escape.
-fn decode_unreserved(raw: &str) -> Option<String> {
+/// A path in the form routes match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalPath {
+    pub path: String,
+    pub had_parameters: bool,
+}
+
+/// Decodes `raw` (query and fragment dropped) once and removes `;` path
+/// parameters. `Err` when the path could mean different things to portcullis
+/// and to the backend: dot-segments (`/public/../admin`, `/..;/admin`), repeated
+/// slashes, backslashes, encoded `/`, `\` or `%XX` (double encoding), broken
+/// escapes, and control characters or invalid UTF-8 once decoded.
+pub fn canonical_path(raw: &str) -> Result<CanonicalPath, RequestProblem> {
+    const AMBIGUOUS: RequestProblem = RequestProblem::AmbiguousPath;
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let decoded = percent_decode(&raw[..end]).map_err(|()| AMBIGUOUS)?;
+    if decoded.contains('\\') || decoded.chars().any(char::is_control) {
+        return Err(AMBIGUOUS);
+    }
+    let mut had_parameters = false;
+    let mut segments = Vec::new();
+    for segment in decoded.split('/') {
+        let (name, parameters) = segment.split_once(';').map_or((segment, None), |(name, rest)| (name, Some(rest)));
+        had_parameters |= parameters.is_some();
+        if name == "." || name == ".." {
+            return Err(AMBIGUOUS);
+        }
+        segments.push(name);
+    }
+    let path = segments.join("/");
+    if path.contains("//") {
+        return Err(AMBIGUOUS);
+    }
+    Ok(CanonicalPath { path, had_parameters })
+}
+
+/// One decoding pass over `%XX` escapes. Escaped separators (`%2F`, `%5C`) and
+/// an escaped `%` before two hex digits (`%2561` is `%61` to one decoder and
+/// `a` to another) are refused, as are broken escapes and invalid UTF-8.
+fn percent_decode(raw: &str) -> Result<String, ()> {
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] != b'%' {
-            let ch = raw[index..].chars().next()?;
-            out.push(ch);
-            index += ch.len_utf8();
+            out.push(bytes[index]);
+            index += 1;
             continue;
         }
-        let hex = raw.get(index + 1..index + 3)?;
-        let byte = u8::from_str_radix(hex, 16).ok()?;
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push_str(hex);
+        let byte = hex_byte(bytes.get(index + 1..index + 3).ok_or(())?).ok_or(())?;
+        let double_encoded = byte == b'%' && bytes.get(index + 3..index + 5).and_then(hex_byte).is_some();
+        if byte == b'/' || byte == b'\\' || double_encoded {
+            return Err(());
         }
+        out.push(byte);
         index += 3;
     }
-    Some(out)
+    String::from_utf8(out).map_err(|_| ())
 }
 
-fn is_ambiguous(raw: &str, decoded: Option<&str>) -> bool {
-    let Some(path) = decoded else { return true };
-    let encoded_separator = raw.as_bytes().windows(3).any(|window| {
-        window[0] == b'%' && (window[1..].eq_ignore_ascii_case(b"2f") || window[1..].eq_ignore_ascii_case(b"5c"))
-    });
-    // `..;x` is `..` to servlet containers (path parameters).
-    let dot_segment = path.split('/').any(|segment| matches!(segment.split(';').next(), Some(".") | Some("..")));
-    encoded_separator || dot_segment || path.contains("//") || path.contains('\\')
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |byte: u8| char::from(byte).to_digit(16);
+    match pair {
+        [high, low] => Some((digit(*high)? * 16 + digit(*low)?) as u8),
+        _ => None,
+    }
 }
 
-fn strip_port(host: &str) -> &str {
+/// The host of an `:authority` (RFC 3986 `host [":" port]`, no userinfo), lower-cased,
+/// port and trailing dot removed. Anything else is refused: a backend may read
+/// `admin.example.com:abc` or `user@admin.example.com` as `admin.example.com`.
+pub fn authority_host(authority: &str) -> Result<String, RequestProblem> {
+    const MALFORMED: RequestProblem = RequestProblem::MalformedAuthority;
+    if authority.is_empty() {
+        return Ok(String::new());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (literal, after) = rest.split_once(']').ok_or(MALFORMED)?;
+            literal.parse::<std::net::Ipv6Addr>().map_err(|_| MALFORMED)?;
+            let port = if after.is_empty() { None } else { Some(after.strip_prefix(':').ok_or(MALFORMED)?) };
+            (&authority[..literal.len() + 2], port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if port.is_some_and(|port| !(1..=5).contains(&port.len()) || !port.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(MALFORMED);
+    }
     if host.starts_with('[') {
-        // [v6]:port
-        return host.find(']').map_or(host, |end| &host[..=end]);
+        return Ok(host.to_ascii_lowercase());
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok =
+        |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if name.split('.').all(label_ok) { Ok(name.to_ascii_lowercase()) } else { Err(MALFORMED) }
 }
 
 #[cfg(test)]
@@ -186,16 +300,21 @@ mod tests {
         }
     }
 
+    fn from_check(http: EnvoyHttpRequest) -> HttpRequest {
+        HttpRequest::from_check(&check_with(http), &LimitsConfig::default())
+    }
+
     #[test]
     fn reads_the_headers_map() {
         let mut http = EnvoyHttpRequest { method: "get".into(), path: "/a/b?x=1".into(), ..Default::default() };
         http.headers.insert(":authority".into(), "API.example.com:8443".into());
         http.headers.insert("Authorization".into(), "Bearer t".into());
-        let request = HttpRequest::from_check(&check_with(http));
+        let request = from_check(http);
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/a/b");
         assert_eq!(request.host, "api.example.com");
         assert_eq!(request.header("authorization"), Some("Bearer t"));
+        assert_eq!(request.problem(), None);
     }
 
     #[test]
@@ -216,17 +335,27 @@ mod tests {
             }),
             ..Default::default()
         };
-        let request = HttpRequest::from_check(&check_with(http));
+        let request = from_check(http);
         assert_eq!(request.path, "/p");
         assert_eq!(request.method, "POST");
-        assert_eq!(request.cookie("tok"), Some("xyz"));
-        assert_eq!(request.cookie("a"), Some("1"));
-        assert_eq!(request.cookie("missing"), None);
+        assert_eq!(request.cookie("tok"), Ok(Some("xyz")));
+        assert_eq!(request.cookie("a"), Ok(Some("1")));
+        assert_eq!(request.cookie("missing"), Ok(None));
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_refused_whatever_the_separator() {
+        for header in ["session=a; session=b", "other=x,session=a; session=b", "session=a,session=b"] {
+            let request = HttpRequest::new("GET", "/", "h", [("cookie", header)]);
+            assert_eq!(request.cookie("session"), Err(DuplicateCookie), "{header}");
+        }
+        let request = HttpRequest::new("GET", "/", "h", [("cookie", "sessionx=a; xsession=b; session=\"c\"")]);
+        assert_eq!(request.cookie("session"), Ok(Some("c")));
     }
 
     #[test]
     fn ambiguous_paths_are_recognised() {
-        let ambiguous = |path: &str| HttpRequest::new("GET", path, "h", []).path_is_ambiguous();
+        let problem = |path: &str| HttpRequest::new("GET", path, "h", []).problem();
         for path in [
             "/public/../api",
             "/public/..",
@@ -240,24 +369,81 @@ mod tests {
             "/x/%5C",
             "/bad%zz",
             "/cut%4",
+            "/a%2561dmin",
+            "/a%0Ab",
+            "/a%00.png",
+            "/caf%FF",
+            "/;x/admin",
         ] {
-            assert!(ambiguous(path), "{path}");
+            assert_eq!(problem(path), Some(RequestProblem::AmbiguousPath), "{path}");
         }
         for path in ["/api/items", "/v1/graphql", "/a/b.c/d", "/..hidden/x", "/", "/a?x=../y", "/a%2e%2e/b", "/a;b=c"] {
-            assert!(!ambiguous(path), "{path}");
+            assert_eq!(problem(path), None, "{path}");
         }
     }
 
     #[test]
-    fn unreserved_escapes_are_decoded_for_matching() {
+    fn paths_are_decoded_once_and_lose_their_parameters() {
         let request = HttpRequest::new("GET", "/%61dmin/%7Euser/caf%C3%A9?q=%61", "Admin.Example.com.:443", []);
-        assert_eq!(request.path, "/admin/~user/caf%C3%A9");
+        assert_eq!(request.path, "/admin/~user/café");
         assert_eq!(request.host, "admin.example.com");
+        let reserved = HttpRequest::new("GET", "/odata/%24batch/v1/items%3Apurge%25", "h", []);
+        assert_eq!(reserved.path, "/odata/$batch/v1/items:purge%");
+        let parameters = HttpRequest::new("GET", "/internal;x/y;jsessionid=1", "h", []);
+        assert_eq!(parameters.path, "/internal/y");
+        assert!(parameters.has_path_parameters());
+        assert!(!HttpRequest::new("GET", "/internal/y", "h", []).has_path_parameters());
+    }
+
+    #[test]
+    fn authority_is_host_and_optional_numeric_port() {
+        for (authority, host) in [
+            ("api.example.com", "api.example.com"),
+            ("API.example.com:8443", "api.example.com"),
+            ("api.example.com.", "api.example.com"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[2001:db8::1]", "[2001:db8::1]"),
+            ("my_host", "my_host"),
+            ("", ""),
+        ] {
+            assert_eq!(authority_host(authority), Ok(host.to_string()), "{authority}");
+        }
+        for authority in [
+            "admin.example.com:abc",
+            "admin.example.com:443:443",
+            "user@admin.example.com",
+            "admin.example.com:",
+            ":443",
+            "admin..example.com",
+            "[::1]x",
+            "[nope]:80",
+            "a b",
+            "admin.example.com:1234567",
+            "admin%2eexample.com",
+        ] {
+            assert_eq!(authority_host(authority), Err(RequestProblem::MalformedAuthority), "{authority}");
+        }
+    }
+
+    #[test]
+    fn limits_stop_reading_oversized_requests() {
+        let limits = LimitsConfig { max_headers: 3, max_header_bytes: 64 };
+        let mut http = EnvoyHttpRequest { path: "/".into(), ..Default::default() };
+        for index in 0..4 {
+            http.headers.insert(format!("x-{index}"), "v".into());
+        }
+        let request = HttpRequest::from_check(&check_with(http.clone()), &limits);
+        assert_eq!(request.problem(), Some(RequestProblem::TooManyHeaders));
+        http.headers.clear();
+        http.headers.insert("x-big".into(), "v".repeat(64));
+        let request = HttpRequest::from_check(&check_with(http), &limits);
+        assert_eq!(request.problem(), Some(RequestProblem::HeadersTooLarge));
     }
 
     #[test]
     fn empty_check_request_is_an_empty_request() {
-        let request = HttpRequest::from_check(&CheckRequest::default());
+        let request = HttpRequest::from_check(&CheckRequest::default(), &LimitsConfig::default());
         assert_eq!(request.path, "");
     }
 }

@@ -49,8 +49,9 @@ fn deny_response(denied: &Denied) -> CheckResponse {
         ErrorFormat::Hasura { graphql_status } => {
             let (code, message) = hasura_error(reason);
             let body = serde_json::json!({"errors": [{"extensions": {"path": "$", "code": code}, "message": message}]});
-            // Hasura answers GraphQL errors with 200; 503 stays 503 so clients retry.
-            if graphql_status && reason.http_status() != 503 {
+            // Hasura answers GraphQL errors with 200; 503 and 431 keep their status
+            // (retry later; the request itself is too large to be a GraphQL call).
+            if graphql_status && !matches!(reason.http_status(), 503 | 431) {
                 (200, body, None)
             } else {
                 (reason.http_status(), body, reason.challenge())
@@ -99,6 +100,7 @@ fn status_code(http_status: u16) -> StatusCode {
         503 => StatusCode::ServiceUnavailable,
         200 => StatusCode::Ok,
         400 => StatusCode::BadRequest,
+        431 => StatusCode::RequestHeaderFieldsTooLarge,
         _ => StatusCode::Forbidden,
     }
 }

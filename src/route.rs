@@ -2,7 +2,7 @@
 //! match is a 403, so anything not written down is denied.
 
 use crate::config::{Action, ErrorStatus, RouteConfig};
-use crate::request::HttpRequest;
+use crate::request::{HttpRequest, canonical_path};
 
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -12,6 +12,8 @@ pub struct Route {
     pub issuers: Vec<usize>,
     pub backend: Option<String>,
     pub error_status: Option<ErrorStatus>,
+    /// Requests with `;` path parameters may use this route.
+    pub allow_path_parameters: bool,
     path: PathMatch,
     hosts: Vec<String>,
     methods: Vec<String>,
@@ -28,9 +30,11 @@ impl Route {
     /// Compiles a validated route; `issuer_index` resolves names (validated to exist).
     pub fn compile(index: usize, config: &RouteConfig, issuer_names: &[String]) -> Route {
         let matcher = &config.matcher;
+        // Patterns are canonicalised like request paths (`/odata/%24batch` is `/odata/$batch`).
+        let canonical = |pattern: &String| canonical_path(pattern).map_or_else(|_| pattern.clone(), |c| c.path);
         let path = match (&matcher.prefix, &matcher.path) {
-            (_, Some(exact)) => PathMatch::Exact(exact.clone()),
-            (Some(prefix), None) => PathMatch::Prefix(prefix.clone()),
+            (_, Some(exact)) => PathMatch::Exact(canonical(exact)),
+            (Some(prefix), None) => PathMatch::Prefix(canonical(prefix)),
             (None, None) => PathMatch::Any,
         };
         let issuers = match &config.issuers {
@@ -45,6 +49,7 @@ impl Route {
             issuers,
             backend: config.backend.clone(),
             error_status: config.error_status,
+            allow_path_parameters: config.allow_path_parameters,
             path,
             hosts: matcher.hosts.iter().flatten().map(|host| host.to_ascii_lowercase()).collect(),
             methods: matcher.methods.iter().flatten().map(|method| method.to_ascii_uppercase()).collect(),
@@ -114,6 +119,7 @@ mod tests {
             backend: None,
             action: Action::Authenticate,
             error_status: None,
+            allow_path_parameters: false,
         };
         Route::compile(0, &config, &[])
     }

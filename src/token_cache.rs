@@ -1,7 +1,7 @@
 //! Verified tokens, remembered until they expire, so a busy client costs one
 //! signature check per token rather than one per request.
 //!
-//! Keyed by the SHA-256 of the token (a collision would need a SHA-256 break,
+//! Keyed by the SHA-256 of the token and the issuer that verified it (a collision would need a SHA-256 break,
 //! unlike a fast hash an attacker could aim at). A hit is re-checked against the
 //! live key set, so a token signed by a key that has left the JWKS stops
 //! working at once, and against the route's issuers and the clock.
@@ -17,6 +17,10 @@ use crate::verify::VerifiedToken;
 
 pub type TokenDigest = [u8; 32];
 
+/// A token as verified by one issuer (its position in the policy): the same
+/// token can mean different things to two issuers (Hasura claims, Supabase provider).
+pub type CacheKey = (TokenDigest, usize);
+
 pub fn digest(token: &str) -> TokenDigest {
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
     hash.as_ref().try_into().expect("SHA-256 is 32 bytes")
@@ -28,7 +32,7 @@ pub fn fingerprint(digest: &TokenDigest) -> String {
 }
 
 pub struct TokenCache {
-    cache: Option<Cache<TokenDigest, Arc<VerifiedToken>>>,
+    cache: Option<Cache<CacheKey, Arc<VerifiedToken>>>,
     capacity: u64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -45,13 +49,8 @@ pub struct CacheStats {
 
 struct UntilExpiry;
 
-impl moka::Expiry<TokenDigest, Arc<VerifiedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenDigest,
-        token: &Arc<VerifiedToken>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
+impl moka::Expiry<CacheKey, Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(&self, _: &CacheKey, token: &Arc<VerifiedToken>, _: std::time::Instant) -> Option<Duration> {
         // Plain seconds arithmetic, capped: an absurd exp (2^63 and up) overflows
         // neither a SystemTime here nor an Instant inside the cache.
         const LONGEST: u64 = 365 * 24 * 3600;
@@ -66,8 +65,8 @@ impl TokenCache {
         TokenCache { cache, capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
-    pub fn get(&self, digest: &TokenDigest) -> Option<Arc<VerifiedToken>> {
-        let found = self.cache.as_ref()?.get(digest);
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<VerifiedToken>> {
+        let found = self.cache.as_ref()?.get(key);
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -77,13 +76,13 @@ impl TokenCache {
     /// (after a refresh removed keys). Lookups re-check too; this frees the memory.
     pub fn purge_removed_keys(&self, issuer: &str, keys: &KeySet) {
         let Some(cache) = &self.cache else { return };
-        let gone: Vec<TokenDigest> = cache
+        let gone: Vec<CacheKey> = cache
             .iter()
             .filter(|(_, token)| &*token.issuer == issuer && !keys.contains_id(&token.key_id))
-            .map(|(digest, _)| *digest)
+            .map(|(key, _)| *key)
             .collect();
-        for digest in &gone {
-            cache.invalidate(digest);
+        for key in &gone {
+            cache.invalidate(key);
         }
     }
 
@@ -96,15 +95,15 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>) {
+    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>) {
         if let Some(cache) = &self.cache {
-            cache.insert(digest, token);
+            cache.insert(key, token);
         }
     }
 
-    pub fn remove(&self, digest: &TokenDigest) {
+    pub fn remove(&self, key: &CacheKey) {
         if let Some(cache) = &self.cache {
-            cache.invalidate(digest);
+            cache.invalidate(key);
         }
     }
 

@@ -14,9 +14,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, TokenData, Validation};
 use serde_json::{Map, Value};
 
+use crate::escape::escape;
 use crate::issuer::Issuer;
 use crate::keys::{KeySet, VerificationKey};
 use crate::token_cache::{TokenCache, TokenDigest};
+
+/// A token without `kid` is tried against at most this many keys of its type.
+pub const MAX_KIDLESS_CANDIDATES: usize = 10;
 
 /// Claims of a token that passed every check.
 #[derive(Debug, Clone)]
@@ -46,6 +50,9 @@ pub enum TokenError {
     AlgNone,
     #[error("algorithm {0} is not accepted for this issuer")]
     DisallowedAlgorithm(String),
+    /// RFC 7515 section 4.1.11: extensions a recipient does not understand must be refused.
+    #[error("the token header lists critical extensions (crit), which are not supported")]
+    CriticalHeader,
     #[error("tokens from issuer {0:?} are not accepted here")]
     UntrustedIssuer(String),
     #[error("the token has no iss claim")]
@@ -78,7 +85,7 @@ impl TokenError {
     /// A short label for metrics (`reason` of portcullis_checks_total).
     pub fn kind(&self) -> &'static str {
         match self {
-            TokenError::Malformed(_) | TokenError::WrongPartCount(_) => "malformed",
+            TokenError::Malformed(_) | TokenError::WrongPartCount(_) | TokenError::CriticalHeader => "malformed",
             TokenError::AlgNone | TokenError::DisallowedAlgorithm(_) => "algorithm_not_allowed",
             TokenError::UntrustedIssuer(_) | TokenError::MissingIssuer | TokenError::WrongIssuer => "wrong_issuer",
             TokenError::UnknownKid(_) => "unknown_kid",
@@ -111,61 +118,86 @@ pub fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
-/// Verifies `token` for one of `candidates`, consulting and filling `cache`.
+/// Verifies `token` for the first of `candidates` (in route order) that
+/// accepts it, consulting and filling `cache`. A cache hit gives the answer a
+/// fresh check would: entries are per issuer, and earlier issuers come first.
 pub async fn verify(
     token: &str,
     digest: &TokenDigest,
     candidates: &[&Arc<Issuer>],
     cache: &TokenCache,
 ) -> Result<Arc<VerifiedToken>, VerifyFailure> {
-    if let Some(hit) = cache.get(digest) {
-        if still_valid(&hit, candidates) {
-            return Ok(hit);
-        }
-        // Expired, key rotated out, or not for this route: verify from scratch.
-        cache.remove(digest);
+    // The common case: the route's first issuer verified this token before.
+    let first = candidates.first().copied();
+    if let Some(hit) = first.and_then(|first| cached(cache, digest, first)) {
+        return Ok(hit);
     }
-    let verified = Arc::new(verify_uncached(token, candidates).await?);
-    cache.insert(*digest, Arc::clone(&verified));
-    Ok(verified)
-}
-
-fn still_valid(hit: &VerifiedToken, candidates: &[&Arc<Issuer>]) -> bool {
-    let Some(issuer) = candidates.iter().find(|issuer| issuer.name == hit.issuer) else {
-        return false;
-    };
-    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&hit.key_id));
-    key_present && hit.exp.saturating_add(issuer.leeway_seconds) >= now_seconds()
-}
-
-async fn verify_uncached(token: &str, candidates: &[&Arc<Issuer>]) -> Result<VerifiedToken, VerifyFailure> {
-    let (header, payload) = split(token)?;
-    let alg = parse_alg(&header)?;
-    let kid = header.get("kid").and_then(Value::as_str);
-    let iss = payload.get("iss").and_then(Value::as_str);
+    let parsed = Parsed::new(token)?;
     // An issuer without `issuer` (a Hasura import) accepts any iss, as Hasura does.
     let matching: Vec<&Arc<Issuer>> = candidates
         .iter()
         .copied()
-        .filter(|issuer| issuer.issuer.as_deref().is_none_or(|expected| Some(expected) == iss))
+        .filter(|issuer| issuer.issuer.as_deref().is_none_or(|expected| Some(expected) == parsed.iss.as_deref()))
         .collect();
     if matching.is_empty() {
-        return Err(match iss {
-            Some(iss) => TokenError::UntrustedIssuer(iss.to_string()),
+        return Err(match &parsed.iss {
+            Some(iss) => TokenError::UntrustedIssuer(escape(iss)),
             None => TokenError::MissingIssuer,
         }
         .into());
     }
     let mut first_failure = None;
     for issuer in matching {
-        match verify_with_issuer(token, alg, kid, issuer).await {
-            Ok(verified) => return Ok(verified),
+        let looked_up = first.is_some_and(|first| Arc::ptr_eq(first, issuer));
+        if !looked_up && let Some(hit) = cached(cache, digest, issuer) {
+            return Ok(hit);
+        }
+        match verify_with_issuer(token, &parsed, issuer).await {
+            Ok(verified) => {
+                let verified = Arc::new(verified);
+                cache.insert((*digest, issuer.id), Arc::clone(&verified));
+                return Ok(verified);
+            }
             Err(failure) => {
                 first_failure.get_or_insert(failure);
             }
         }
     }
     Err(first_failure.expect("at least one matching issuer"))
+}
+
+/// `issuer`'s cached verification of the token, if it still holds: the key is
+/// still in the live set and the token has not expired since.
+fn cached(cache: &TokenCache, digest: &TokenDigest, issuer: &Issuer) -> Option<Arc<VerifiedToken>> {
+    let key = (*digest, issuer.id);
+    let hit = cache.get(&key)?;
+    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&hit.key_id));
+    if key_present && hit.exp.saturating_add(issuer.leeway_seconds) >= now_seconds() {
+        return Some(hit);
+    }
+    cache.remove(&key);
+    None
+}
+
+/// What the unverified header and payload say, enough to pick issuer and key.
+struct Parsed {
+    alg: Algorithm,
+    kid: Option<String>,
+    iss: Option<String>,
+}
+
+impl Parsed {
+    fn new(token: &str) -> Result<Self, TokenError> {
+        let (header, payload) = split(token)?;
+        if header.contains_key("crit") {
+            return Err(TokenError::CriticalHeader);
+        }
+        Ok(Parsed {
+            alg: parse_alg(&header)?,
+            kid: header.get("kid").and_then(Value::as_str).map(str::to_string),
+            iss: payload.get("iss").and_then(Value::as_str).map(str::to_string),
+        })
+    }
 }
 
 type JsonObject = Map<String, Value>;
@@ -193,15 +225,15 @@ fn parse_alg(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
     if name.eq_ignore_ascii_case("none") {
         return Err(TokenError::AlgNone);
     }
-    name.parse().map_err(|_| TokenError::DisallowedAlgorithm(name.to_string()))
+    name.parse().map_err(|_| TokenError::DisallowedAlgorithm(escape(name)))
 }
 
 async fn verify_with_issuer(
     token: &str,
-    alg: Algorithm,
-    kid: Option<&str>,
+    parsed: &Parsed,
     issuer: &Arc<Issuer>,
 ) -> Result<VerifiedToken, VerifyFailure> {
+    let alg = parsed.alg;
     let Some(validation) = issuer.validation(alg) else {
         return Err(TokenError::DisallowedAlgorithm(format!("{alg:?}")).into());
     };
@@ -211,7 +243,7 @@ async fn verify_with_issuer(
     };
     // Keys without any kid (a shared secret, a PEM key, a kid-less JWKS) cannot be
     // selected by kid: the token's kid is then ignored, as Hasura ignores it.
-    let kid = kid.filter(|_| keys.has_kids());
+    let kid = parsed.kid.as_deref().filter(|_| keys.has_kids());
     if let Some(kid) = kid
         && keys.by_kid(kid).is_none()
         && issuer.keys.refetch_for_kid(kid).await
@@ -242,14 +274,21 @@ fn select_keys<'k>(
     let alg_name = || format!("{alg:?}");
     match kid {
         Some(kid) => {
-            let key = keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.to_string()))?;
+            let key = keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(escape(kid)))?;
             if !key.accepts(alg) {
-                return Err(TokenError::KeyAlgorithmMismatch { kid: kid.to_string(), alg: alg_name() });
+                return Err(TokenError::KeyAlgorithmMismatch { kid: escape(kid), alg: alg_name() });
             }
             Ok(vec![key.as_ref()])
         }
         None => {
-            let fitting: Vec<_> = keys.iter().filter(|key| key.accepts(alg)).map(|key| key.as_ref()).collect();
+            // Each candidate costs a signature check: a hostile JWKS must not make
+            // a garbage kid-less token expensive.
+            let fitting: Vec<_> = keys
+                .iter()
+                .filter(|key| key.accepts(alg))
+                .map(|key| key.as_ref())
+                .take(MAX_KIDLESS_CANDIDATES)
+                .collect();
             if fitting.is_empty() {
                 return Err(TokenError::NoKeyForAlgorithm(alg_name()));
             }

@@ -62,7 +62,7 @@ colour: blue
         "issuers.supa.secret: environment variable PORTCULLIS_TEST_UNSET_SECRET is not set",
         "routes[0].match.prefix: must start with '/'",
         "routes[0].issuers[1]: unknown issuer \"typo\"",
-        "routes[1].action: unknown variant `alow`",
+        "routes[1].action: unknown value, expected one of: allow, deny, authenticate",
         "routes[2].backend: unknown backend \"nowhere\"",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
@@ -95,7 +95,7 @@ fn check_config_summarises_a_valid_config_and_interpolates_files() {
     let (code, stdout, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("config OK"), "{stdout}");
-    assert!(stdout.contains("supa: iss https://x.supabase.co/auth/v1 | keys: shared secret (HS*)"), "{stdout}");
+    assert!(stdout.contains("supa: iss https://x.supabase.co/auth/v1 | keys: shared secret of 32 bytes: HS256 (HS384 needs 48 bytes, HS512 needs 64 bytes)"), "{stdout}");
     assert!(stdout.contains("routes[1]: path /healthz => allow"), "{stdout}");
     assert!(!stdout.contains("0123456789abcdef"), "secrets are never printed");
 }

@@ -578,7 +578,7 @@ fn hasura_config_errors_name_their_path() {
         "issuers.idp.hasura_jwt_secret.jwk_url: key, jwk_url both cannot be present",
         "issuers.two.hasura_jwt_secret.claims_map: x-hasura-allowed-roles is expected but not found",
         "backends.hasura.claims_namespace_path: claims_namespace and claims_namespace_path both cannot be set",
-        "routes[0].error_status: unknown variant `sometimes`",
+        "routes[0].error_status: unknown value, expected one of: graphql, http",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in {err}");
     }

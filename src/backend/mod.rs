@@ -5,6 +5,8 @@
 pub mod hasura;
 pub mod supabase;
 
+use std::collections::HashSet;
+
 use crate::config::{ErrorStatus, TokenFrom};
 use crate::issuer::Issuer;
 use crate::request::HttpRequest;
@@ -25,19 +27,21 @@ impl Mutations {
         let mut names: Vec<String> = request
             .headers()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(prefix) && !self.set_headers.iter().any(|(set, _)| set == name))
+            .filter(|name| name.starts_with(prefix))
             .map(str::to_string)
             .collect();
-        names.sort();
+        names.sort_unstable();
         self.remove(names);
     }
 
     /// Adds headers to remove. A header that is being set is never removed too:
-    /// Envoy applies removals after sets, which would undo the set.
+    /// Envoy applies removals after sets, which would undo the set. Linear in
+    /// the number of names: a client can send thousands of headers.
     pub fn remove(&mut self, names: impl IntoIterator<Item = String>) {
+        let mut known: HashSet<String> = self.set_headers.iter().map(|(name, _)| name.clone()).collect();
+        known.extend(self.remove_headers.iter().cloned());
         for name in names {
-            let being_set = self.set_headers.iter().any(|(set, _)| *set == name);
-            if !being_set && !self.remove_headers.contains(&name) {
+            if known.insert(name.clone()) {
                 self.remove_headers.push(name);
             }
         }

@@ -39,7 +39,8 @@ fn expand(text: &str) -> Result<Option<String>, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unterminated placeholder in {text:?}: expected '}}'"))?;
+        // The text itself is not quoted back: it may be a secret.
+        let end = after.find('}').ok_or("unterminated placeholder: expected '}' after '${'")?;
         out.push_str(&resolve(&after[..end])?);
         rest = &after[end + 1..];
     }

@@ -12,17 +12,18 @@ use serde_json::Value;
 
 use super::interpolate::interpolate;
 use super::{
-    Action, AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, IssuerConfig, Listen, Problems, RouteConfig,
-    join_path,
+    Action, AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, IssuerConfig, LimitsConfig, Listen, Problems,
+    RouteConfig, join_path,
 };
 use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
 use crate::backend::supabase::SupabaseBackendConfig;
 use crate::keys::{algorithms_for, is_loopback_url};
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "admin", "cache", "issuers", "backends", "routes"];
+const TOP_LEVEL_KEYS: [&str; 7] = ["listen", "admin", "cache", "limits", "issuers", "backends", "routes"];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 const MIN_HMAC_SECRET_BYTES: usize = 32;
 const MAX_LEEWAY_SECONDS: u64 = 86_400;
+const MAX_UNKNOWN_KID_WAIT_MS: u64 = 1_000;
 
 /// Loads and validates the config at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -45,7 +46,9 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
-    let mut doc: Value = match serde_saphyr::from_str(text) {
+    // Without the source snippet: the offending line may hold a secret.
+    let mut doc: Value = match serde_saphyr::from_str_with_options(text, serde_saphyr::options! { with_snippet: false })
+    {
         Ok(doc) => doc,
         Err(err) => {
             problems.push("", format!("not valid YAML: {err}"));
@@ -65,6 +68,12 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let listen = section::<Listen>(top.get("listen"), "listen", problems).unwrap_or_default();
     let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
     let cache = section::<CacheConfig>(top.get("cache"), "cache", problems).unwrap_or_default();
+    let limits = section::<LimitsConfig>(top.get("limits"), "limits", problems).unwrap_or_default();
+    for (key, value) in [("max_headers", limits.max_headers), ("max_header_bytes", limits.max_header_bytes)] {
+        if value == 0 {
+            problems.push(join_path("limits", key), "must be greater than 0");
+        }
+    }
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     // References are checked against every declared name, parsed or not, so one
@@ -87,7 +96,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     if admin.token.as_ref().is_some_and(|token| token.len() < 16) {
         problems.push("admin.token", "use at least 16 characters");
     }
-    Some(Config { listen, admin, cache, issuers, backends, routes })
+    Some(Config { listen, admin, cache, limits, issuers, backends, routes })
 }
 
 struct Declared {
@@ -109,7 +118,7 @@ fn section<T: DeserializeOwned>(value: Option<&Value>, path: &str, problems: &mu
 }
 
 fn parse_at<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Problems) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+    match super::value_de::from_value::<T>(value) {
         Ok(parsed) => Some(parsed),
         Err(err) => {
             let inner = err.path().to_string();
@@ -197,7 +206,6 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
     if issuer.issuer.as_ref().is_some_and(String::is_empty) {
         problems.push(join_path(path, "issuer"), "must not be empty");
     }
-    let hmac = issuer.secret.is_some();
     match (&issuer.jwks_uri, &issuer.secret) {
         (Some(_), Some(_)) => {
             problems.push(join_path(path, "secret"), "use either jwks_uri (public keys) or secret (HS*), not both")
@@ -220,7 +228,7 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
         if names.is_empty() {
             problems.push(&algs_path, "must list at least one algorithm");
         }
-        if let Err(message) = algorithms_for(Some(names), hmac) {
+        if let Err(message) = algorithms_for(Some(names), issuer.secret.as_ref().map(String::len)) {
             problems.push(algs_path, message);
         }
     }
@@ -240,15 +248,23 @@ fn check_issuer(issuer: &IssuerConfig, path: &str, problems: &mut Problems) {
     if refresh.fetch_timeout_ms == 0 {
         problems.push(join_path(&refresh_path, "fetch_timeout_ms"), "must be greater than 0");
     }
+    // A Check waits at most this long on the network: it must stay well below Envoy's timeout.
+    if refresh.unknown_kid_wait_ms > MAX_UNKNOWN_KID_WAIT_MS {
+        problems.push(
+            join_path(&refresh_path, "unknown_kid_wait_ms"),
+            format!("at most {MAX_UNKNOWN_KID_WAIT_MS} (a Check must answer within Envoy's ext_authz timeout)"),
+        );
+    }
 }
 
 /// Key material must come over TLS: anyone on the path could otherwise mint tokens.
 fn check_key_url(url: &str, path: &str, problems: &mut Problems) {
+    // The URL itself is not repeated: it may carry credentials.
     match url::Url::parse(url) {
-        Err(err) => problems.push(path, format!("not a valid URL ({err}): {url:?}")),
+        Err(err) => problems.push(path, format!("not a valid URL ({err})")),
         Ok(parsed) if parsed.scheme() == "https" => {}
         Ok(parsed) if parsed.scheme() == "http" && is_loopback_url(&parsed) => {}
-        Ok(_) => problems.push(path, format!("keys must be fetched over https (http only for loopback): {url:?}")),
+        Ok(_) => problems.push(path, "keys must be fetched over https (http only for loopback)"),
     }
 }
 
@@ -338,14 +354,27 @@ fn check_route(route: &RouteConfig, path: &str, problems: &mut Problems) {
         problems.push(&match_path, "use either prefix or path, not both");
     }
     for (key, value) in [("prefix", &matcher.prefix), ("path", &matcher.path)] {
-        if value.as_ref().is_some_and(|value| !value.starts_with('/')) {
+        let Some(value) = value else { continue };
+        if !value.starts_with('/') {
             problems.push(join_path(&match_path, key), "must start with '/'");
+        }
+        // Requests are matched in canonical form; a pattern that has none could never match.
+        match crate::request::canonical_path(value) {
+            Err(_) => problems.push(
+                join_path(&match_path, key),
+                "has dot-segments, repeated slashes, encoded slashes or broken escapes: requests like it are refused",
+            ),
+            Ok(canonical) if canonical.had_parameters => problems.push(
+                join_path(&match_path, key),
+                "';' path parameters are removed before matching: write the path without them",
+            ),
+            Ok(_) => {}
         }
     }
     if let Some(methods) = &matcher.methods {
         for (index, method) in methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                problems.push(format!("{match_path}.methods[{index}]"), format!("not an HTTP method: {method:?}"));
+                problems.push(format!("{match_path}.methods[{index}]"), "not an HTTP method");
             }
         }
     }

@@ -7,6 +7,7 @@ mod interpolate;
 mod load;
 mod schema;
 mod summary;
+pub mod value_de;
 
 use std::fmt;
 

@@ -16,6 +16,7 @@ pub struct Config {
     pub listen: Listen,
     pub admin: AdminConfig,
     pub cache: CacheConfig,
+    pub limits: LimitsConfig,
     /// Issuers in the order they were written, by name.
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -70,6 +71,33 @@ impl Default for CacheConfig {
 
 fn default_token_cache() -> u64 {
     100_000
+}
+
+/// How much of a request portcullis reads. Envoy's own defaults (100 headers,
+/// 60 KiB) fit inside these, with room for the headers Envoy adds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// More request headers than this (pseudo-headers included) is a 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// More bytes of header names, values and path than this is a 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_headers: default_max_headers(), max_header_bytes: default_max_header_bytes() }
+    }
+}
+
+fn default_max_headers() -> usize {
+    200
+}
+
+fn default_max_header_bytes() -> usize {
+    96 * 1024
 }
 
 /// A backend as configured (`backends.<name>`).
@@ -178,8 +206,26 @@ pub struct RefreshConfig {
     /// At most one unknown-`kid` refetch per issuer per this many seconds.
     #[serde(default = "default_unknown_kid_interval")]
     pub unknown_kid_interval_seconds: u64,
+    /// How long a Check waits for that refetch before answering 401; the
+    /// fetch itself goes on in the background. Keeps every Check within Envoy's timeout.
+    #[serde(default = "default_unknown_kid_wait")]
+    pub unknown_kid_wait_ms: u64,
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_ms: u64,
+    /// What an empty JWKS (`{"keys": []}`) means.
+    #[serde(default)]
+    pub empty_jwks: EmptyJwks,
+}
+
+/// An IdP that publishes no keys at all is either broken or revoking everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyJwks {
+    /// A failed refresh: the last good keys stay.
+    #[default]
+    Keep,
+    /// No key is valid any more: every token of the issuer is refused.
+    Revoke,
 }
 
 impl Default for RefreshConfig {
@@ -189,7 +235,9 @@ impl Default for RefreshConfig {
             max_seconds: default_max_ttl(),
             default_seconds: default_ttl(),
             unknown_kid_interval_seconds: default_unknown_kid_interval(),
+            unknown_kid_wait_ms: default_unknown_kid_wait(),
             fetch_timeout_ms: default_fetch_timeout(),
+            empty_jwks: EmptyJwks::default(),
         }
     }
 }
@@ -205,6 +253,9 @@ fn default_ttl() -> u64 {
 }
 fn default_unknown_kid_interval() -> u64 {
     30
+}
+fn default_unknown_kid_wait() -> u64 {
+    100
 }
 fn default_fetch_timeout() -> u64 {
     5000
@@ -225,6 +276,11 @@ pub struct RouteConfig {
     /// Hasura routes: `graphql` answers denies with HTTP 200 as Hasura does,
     /// `http` with 401/403. Default: `graphql` for paths ending in `/graphql`.
     pub error_status: Option<ErrorStatus>,
+    /// Accept `;` path parameters (`/app;jsessionid=1/x`) on this route. Off by
+    /// default: servlet containers drop them, other servers do not, so the route
+    /// a request matches could differ from what the upstream serves.
+    #[serde(default)]
+    pub allow_path_parameters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{Action, Config, TokenFrom};
+use crate::keys::{HMAC_ALGORITHMS, hmac_algorithms_for, hmac_min_secret_bytes, redact_url};
 
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
@@ -17,8 +18,8 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "issuers ({}):", config.issuers.len());
     for (name, issuer) in &config.issuers {
         let keys = match (&issuer.secret, &issuer.jwks_uri, &issuer.public_key) {
-            (Some(_), _, _) => "shared secret (HS*)".to_string(),
-            (None, Some(uri), _) => format!("JWKS {uri}"),
+            (Some(secret), _, _) => secret_summary(secret.len()),
+            (None, Some(uri), _) => format!("JWKS {}", redact_url(uri)),
             (None, None, Some((kind, _))) => format!("PEM public key ({kind:?})"),
             (None, None, None) => "JWKS via OIDC discovery".to_string(),
         };
@@ -59,6 +60,21 @@ pub fn summary(config: &Config) -> String {
         let _ = writeln!(out, "  {name}: {path}{} => {action}{backend}", hosts_methods(route));
     }
     out
+}
+
+/// Which HS algorithms the secret may verify, and what the others would need.
+fn secret_summary(len: usize) -> String {
+    let fits: Vec<String> = hmac_algorithms_for(len).iter().map(|alg| format!("{alg:?}")).collect();
+    let short: Vec<String> = HMAC_ALGORITHMS
+        .iter()
+        .filter(|alg| len < hmac_min_secret_bytes(**alg))
+        .map(|alg| format!("{alg:?} needs {} bytes", hmac_min_secret_bytes(*alg)))
+        .collect();
+    let mut text = format!("shared secret of {len} bytes: {}", fits.join(" "));
+    if !short.is_empty() {
+        text.push_str(&format!(" ({})", short.join(", ")));
+    }
+    text
 }
 
 fn hosts_methods(route: &super::RouteConfig) -> String {

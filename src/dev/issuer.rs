@@ -93,6 +93,12 @@ impl SigningKey {
     pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
         jsonwebtoken::encode(header, claims, &self.encoding).expect("signing a JSON object")
     }
+
+    /// The base64url signature of `message` (a JWS signing input), for tokens
+    /// whose header `Header` cannot express.
+    pub fn sign_raw(&self, message: &[u8]) -> String {
+        jsonwebtoken::crypto::sign(message, &self.encoding, self.alg).expect("signing bytes")
+    }
 }
 
 /// DER wrapped as PEM with `label` (e.g. `PRIVATE KEY`), 64 columns.
@@ -114,6 +120,8 @@ struct IssuerState {
     jwks: RwLock<Value>,
     cache_control: RwLock<Option<String>>,
     up: AtomicBool,
+    /// Milliseconds every JWKS answer waits (a slow IdP).
+    jwks_delay_ms: AtomicU64,
     jwks_fetches: AtomicU64,
     discovery_fetches: AtomicU64,
 }
@@ -139,6 +147,7 @@ impl DevIssuer {
             jwks: RwLock::new(jwks(keys)),
             cache_control: RwLock::new(None),
             up: AtomicBool::new(true),
+            jwks_delay_ms: AtomicU64::new(0),
             jwks_fetches: AtomicU64::new(0),
             discovery_fetches: AtomicU64::new(0),
         });
@@ -180,6 +189,12 @@ impl DevIssuer {
         self.state.up.store(up, Ordering::SeqCst);
     }
 
+    /// Every JWKS answer from now on waits this long (a slow IdP).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        self.state.jwks_delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// JWKS requests received (counted on arrival, before any delay).
     pub fn jwks_fetches(&self) -> u64 {
         self.state.jwks_fetches.load(Ordering::SeqCst)
     }
@@ -224,6 +239,10 @@ async fn serve_jwks(State(state): State<Arc<IssuerState>>) -> Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = state.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let body = state.jwks.read().expect("jwks lock").clone();
     let mut headers = HeaderMap::new();
     if let Some(value) = state.cache_control.read().expect("cache-control lock").as_deref()

@@ -7,13 +7,20 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CACHE_CONTROL, EXPIRES, HeaderMap};
 use serde_json::Value;
 
-use super::KeySet;
 use super::is_loopback_url;
+use super::jwks::JwksError;
+use super::{KeySet, redact_url};
 use crate::config::RefreshConfig;
+use crate::escape::escape;
+
+/// Redirects followed per request; every hop must be https (or loopback http).
+const MAX_REDIRECTS: usize = 3;
 
 /// A JWKS larger than this is not a key set; refusing it bounds memory.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Every `url` below is redacted (no userinfo, no query string): key URLs may
+/// carry credentials, and these errors reach logs and the Admin API.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("request to {url} failed: {reason}")]
@@ -27,7 +34,7 @@ pub enum FetchError {
     #[error("OIDC discovery at {url}: {reason}")]
     Discovery { url: String, reason: String },
     #[error("JWKS at {url}: {reason}")]
-    Jwks { url: String, reason: String },
+    Jwks { url: String, reason: JwksError },
 }
 
 /// A successful download: the keys and how long they may be trusted.
@@ -53,7 +60,16 @@ impl Fetcher {
     pub fn new() -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                } else if ensure_secure(attempt.url().as_str()).is_err() {
+                    // A man in the middle on one plain-http hop could serve any keys.
+                    attempt.error("redirected to a URL that is neither https nor loopback")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("static HTTP client configuration");
@@ -73,7 +89,8 @@ impl Fetcher {
             None => self.discover(issuer, timeout).await?,
         };
         let (headers, body) = self.get(&jwks_uri, timeout).await?;
-        let keys = KeySet::parse(&body).map_err(|reason| FetchError::Jwks { url: jwks_uri.clone(), reason })?;
+        let keys = KeySet::parse(&body, refresh.empty_jwks)
+            .map_err(|reason| FetchError::Jwks { url: redact_url(&jwks_uri), reason })?;
         let ttl = cache_ttl(&headers, refresh);
         Ok(Fetched { keys, ttl, jwks_uri })
     }
@@ -81,12 +98,12 @@ impl Fetcher {
     async fn discover(&self, issuer: &str, timeout: Duration) -> Result<String, FetchError> {
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let (_, body) = self.get(&url, timeout).await?;
-        let discovery_error = |reason: String| FetchError::Discovery { url: url.clone(), reason };
-        let doc: Value = serde_json::from_slice(&body).map_err(|err| discovery_error(format!("not JSON: {err}")))?;
+        let discovery_error = |reason: String| FetchError::Discovery { url: redact_url(&url), reason };
+        let doc: Value = serde_json::from_slice(&body).map_err(|_| discovery_error("not JSON".into()))?;
         let advertised = doc.get("issuer").and_then(Value::as_str).unwrap_or_default();
         if advertised != issuer {
             // OIDC Discovery 1.0 section 4.3: a mismatch means this is not the issuer we trust.
-            return Err(discovery_error(format!("advertises issuer {advertised:?}, expected {issuer:?}")));
+            return Err(discovery_error(format!("advertises issuer \"{}\", expected {issuer:?}", escape(advertised))));
         }
         let jwks_uri =
             doc.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| discovery_error("no jwks_uri".into()))?;
@@ -95,20 +112,21 @@ impl Fetcher {
 
     async fn get(&self, url: &str, timeout: Duration) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         ensure_secure(url)?;
-        let request_error = |err: reqwest::Error| FetchError::Request { url: url.to_string(), reason: describe(&err) };
+        let shown = redact_url(url);
+        let request_error = |err: reqwest::Error| FetchError::Request { url: shown.clone(), reason: describe(err) };
         let mut response = self.client.get(url).timeout(timeout).send().await.map_err(request_error)?;
         ensure_secure(response.url().as_str())?;
         if !response.status().is_success() {
-            return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
+            return Err(FetchError::Status { url: shown, status: response.status().as_u16() });
         }
         if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-            return Err(FetchError::TooLarge { url: url.to_string() });
+            return Err(FetchError::TooLarge { url: shown });
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(FetchError::TooLarge { url: url.to_string() });
+                return Err(FetchError::TooLarge { url: shown });
             }
             body.extend_from_slice(&chunk);
         }
@@ -117,7 +135,7 @@ impl Fetcher {
 }
 
 fn ensure_secure(url: &str) -> Result<(), FetchError> {
-    let insecure = || FetchError::Insecure { url: url.to_string() };
+    let insecure = || FetchError::Insecure { url: redact_url(url) };
     let parsed = url::Url::parse(url).map_err(|_| insecure())?;
     match parsed.scheme() {
         "https" => Ok(()),
@@ -126,10 +144,12 @@ fn ensure_secure(url: &str) -> Result<(), FetchError> {
     }
 }
 
-/// reqwest's Display hides the cause (connection refused, timeout); show it.
-fn describe(err: &reqwest::Error) -> String {
+/// reqwest's Display hides the cause (connection refused, timeout); show it,
+/// without the URL (it is shown redacted beside this).
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
     let mut text = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
-    let mut source = std::error::Error::source(err);
+    let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

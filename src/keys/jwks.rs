@@ -7,9 +7,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+
+use crate::config::EmptyJwks;
+use crate::escape::escape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -72,13 +77,13 @@ impl KeySet {
         KeySet { keys, by_kid, skipped }
     }
 
-    /// A shared-secret issuer's single key.
+    /// A shared-secret issuer's single key, for the HS algorithms it is long enough for.
     pub fn from_secret(secret: &[u8]) -> Self {
         let key = VerificationKey {
             id: "secret".into(),
             kid: None,
             kind: KeyKind::Hmac,
-            algorithms: KeyKind::Hmac.algorithms().to_vec(),
+            algorithms: super::hmac_algorithms_for(secret.len()),
             key: DecodingKey::from_secret(secret),
         };
         Self::from_keys(vec![key], Vec::new())
@@ -98,21 +103,32 @@ impl KeySet {
         Ok(Self::from_keys(vec![key], Vec::new()))
     }
 
-    /// Parses a JWKS body. Unusable entries (encryption keys, unknown curves)
-    /// are skipped rather than failing the set: one odd key must not lock users out.
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let doc: Value = serde_json::from_slice(body).map_err(|err| format!("JWKS is not JSON: {err}"))?;
-        let entries = doc.get("keys").and_then(Value::as_array).ok_or("JWKS has no \"keys\" array")?;
+    /// Parses a JWKS body. Unusable entries (encryption keys, unknown curves,
+    /// oversized RSA keys) are skipped rather than failing the set: one odd key
+    /// must not lock users out. An empty `keys` array is a set of no keys only
+    /// when `empty` says so; otherwise it is an error (and the last good keys stay).
+    pub fn parse(body: &[u8], empty: EmptyJwks) -> Result<Self, JwksError> {
+        let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotJson)?;
+        let entries = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeysArray)?;
+        if entries.len() > MAX_KEYS {
+            return Err(JwksError::TooManyKeys(entries.len()));
+        }
+        if entries.is_empty() {
+            return match empty {
+                EmptyJwks::Revoke => Ok(Self::default()),
+                EmptyJwks::Keep => Err(JwksError::Empty),
+            };
+        }
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
             match parse_key(entry, index) {
                 Ok(key) => keys.push(key),
-                Err(why) => skipped.push(why),
+                Err(why) => skipped.push(escape(&why)),
             }
         }
         if keys.is_empty() {
-            return Err(format!("JWKS holds no usable signing key ({})", skipped.join("; ")));
+            return Err(JwksError::NoUsableKey(skipped.join("; ")));
         }
         Ok(Self::from_keys(keys, skipped))
     }
@@ -143,6 +159,29 @@ impl KeySet {
     }
 }
 
+/// Why a JWKS document gives no key set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("the JWKS is not JSON")]
+    NotJson,
+    #[error("the JWKS has no \"keys\" array")]
+    NoKeysArray,
+    #[error("the JWKS holds {0} keys; at most {MAX_KEYS} are accepted")]
+    TooManyKeys(usize),
+    #[error("the JWKS is empty (refresh.empty_jwks: keep keeps the last good keys)")]
+    Empty,
+    #[error("the JWKS holds no usable signing key ({0})")]
+    NoUsableKey(String),
+}
+
+/// More keys than any IdP publishes; each one is parsed and may be tried.
+pub const MAX_KEYS: usize = 100;
+/// RSA moduli outside this range are skipped: below is weak, above only makes
+/// every signature check (and a flood of garbage tokens) expensive.
+pub const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+/// The only RSA public exponent accepted (F4; every IdP uses it).
+const RSA_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
+
 fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
     let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|err| format!("key {index}: {err}"))?;
     let kid = jwk.common.key_id.clone();
@@ -151,7 +190,10 @@ fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
         return Err(format!("key {label}: use=enc"));
     }
     let kind = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+        AlgorithmParameters::RSA(params) => {
+            check_rsa(&params.n, &params.e).map_err(|why| format!("key {label}: {why}"))?;
+            KeyKind::Rsa
+        }
         AlgorithmParameters::EllipticCurve(params) => match params.curve {
             EllipticCurve::P256 => KeyKind::EcP256,
             EllipticCurve::P384 => KeyKind::EcP384,
@@ -182,6 +224,24 @@ fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
     Ok(VerificationKey { id, kid, kind, algorithms, key })
 }
 
+/// Modulus size and exponent of an RSA JWK (base64url big-endian integers).
+fn check_rsa(modulus: &str, exponent: &str) -> Result<(), String> {
+    let integer = |text: &str| -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()?;
+        let first = bytes.iter().position(|byte| *byte != 0).unwrap_or(bytes.len());
+        Some(bytes[first..].to_vec())
+    };
+    let n = integer(modulus).ok_or("RSA modulus is not base64url")?;
+    let bits = n.first().map_or(0, |top| (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize));
+    if !RSA_BITS.contains(&bits) {
+        return Err(format!("RSA modulus of {bits} bits (accepted: {} to {})", RSA_BITS.start(), RSA_BITS.end()));
+    }
+    if integer(exponent).as_deref() != Some(&RSA_EXPONENT[..]) {
+        return Err("RSA exponent other than 65537".into());
+    }
+    Ok(())
+}
+
 fn same_algorithm(alg: Algorithm, declared: KeyAlgorithm) -> bool {
     format!("{alg:?}") == format!("{declared:?}")
 }
@@ -201,7 +261,7 @@ mod tests {
              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
              "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
         ]});
-        let set = KeySet::parse(body.to_string().as_bytes()).unwrap();
+        let set = KeySet::parse(body.to_string().as_bytes(), EmptyJwks::Keep).unwrap();
         assert_eq!(set.ids(), vec!["ec".to_string()]);
         assert_eq!(set.skipped.len(), 2);
         assert!(set.by_kid("ec").unwrap().accepts(Algorithm::ES256));
@@ -210,8 +270,36 @@ mod tests {
 
     #[test]
     fn rejects_documents_without_keys() {
-        assert!(KeySet::parse(b"{}").is_err());
-        assert!(KeySet::parse(b"not json").is_err());
-        assert!(KeySet::parse(br#"{"keys":[]}"#).is_err());
+        assert_eq!(KeySet::parse(b"{}", EmptyJwks::Keep).unwrap_err(), JwksError::NoKeysArray);
+        assert_eq!(KeySet::parse(b"not json", EmptyJwks::Keep).unwrap_err(), JwksError::NotJson);
+        assert_eq!(KeySet::parse(br#"{"keys":[]}"#, EmptyJwks::Keep).unwrap_err(), JwksError::Empty);
+        let revoked = KeySet::parse(br#"{"keys":[]}"#, EmptyJwks::Revoke).unwrap();
+        assert_eq!(revoked.iter().count(), 0);
+    }
+
+    fn rsa_jwk(kid: &str, modulus_bytes: usize, exponent: &[u8]) -> Value {
+        let mut modulus = vec![0xC5; modulus_bytes];
+        modulus[modulus_bytes - 1] |= 1;
+        serde_json::json!({"kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(&modulus), "e": URL_SAFE_NO_PAD.encode(exponent)})
+    }
+
+    #[test]
+    fn hostile_key_sets_are_bounded() {
+        let keys: Vec<Value> = (0..=MAX_KEYS).map(|i| rsa_jwk(&format!("k{i}"), 256, &RSA_EXPONENT)).collect();
+        let body = serde_json::json!({ "keys": keys }).to_string();
+        assert_eq!(KeySet::parse(body.as_bytes(), EmptyJwks::Keep).unwrap_err(), JwksError::TooManyKeys(MAX_KEYS + 1));
+        let body = serde_json::json!({"keys": [
+            rsa_jwk("huge", 1024, &RSA_EXPONENT),
+            rsa_jwk("odd-exponent", 256, &[0x01, 0x00, 0x00, 0x00, 0x01]),
+            rsa_jwk("small", 128, &RSA_EXPONENT),
+            rsa_jwk("ok", 256, &RSA_EXPONENT),
+            rsa_jwk("ok-4096", 512, &RSA_EXPONENT),
+        ]})
+        .to_string();
+        let set = KeySet::parse(body.as_bytes(), EmptyJwks::Keep).unwrap();
+        assert_eq!(set.ids(), vec!["ok".to_string(), "ok-4096".to_string()]);
+        assert!(set.skipped[0].contains("8192 bits"), "{:?}", set.skipped);
+        assert!(set.skipped[1].contains("exponent"), "{:?}", set.skipped);
+        assert!(set.skipped[2].contains("1024 bits"), "{:?}", set.skipped);
     }
 }

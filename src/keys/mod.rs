@@ -9,7 +9,7 @@ mod store;
 use jsonwebtoken::Algorithm;
 
 pub use fetch::{FetchError, Fetcher};
-pub use jwks::{KeyKind, KeySet, VerificationKey};
+pub use jwks::{JwksError, KeyKind, KeySet, VerificationKey};
 pub use store::{IssuerKeys, KeySource, KeyStatus};
 
 /// Public-key algorithms accepted when an issuer lists none.
@@ -25,26 +25,67 @@ pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+pub const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
-/// The allow-list for an issuer. HS* only for shared-secret issuers and public-key
-/// algorithms only for JWKS issuers, so HS-with-a-public-key cannot be configured.
-pub fn algorithms_for(names: Option<&Vec<String>>, hmac: bool) -> Result<Vec<Algorithm>, String> {
+/// The shortest secret an HS algorithm may use: as long as its hash (RFC 7518
+/// section 3.2); a shorter key gives HS512 no more strength than its length.
+pub fn hmac_min_secret_bytes(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    }
+}
+
+/// The HS algorithms a secret of `len` bytes is long enough for.
+pub fn hmac_algorithms_for(len: usize) -> Vec<Algorithm> {
+    HMAC_ALGORITHMS.into_iter().filter(|alg| len >= hmac_min_secret_bytes(*alg)).collect()
+}
+
+/// The allow-list for an issuer with a shared secret of `secret_len` bytes, or
+/// public keys (`None`). HS* only for shared-secret issuers, and only those the
+/// secret is long enough for; public-key algorithms only for JWKS/PEM issuers,
+/// so HS-with-a-public-key cannot be configured.
+pub fn algorithms_for(names: Option<&Vec<String>>, secret_len: Option<usize>) -> Result<Vec<Algorithm>, String> {
     let Some(names) = names else {
-        return Ok(if hmac { HMAC_ALGORITHMS.to_vec() } else { DEFAULT_ALGORITHMS.to_vec() });
+        return Ok(match secret_len {
+            Some(len) => hmac_algorithms_for(len),
+            None => DEFAULT_ALGORITHMS.to_vec(),
+        });
     };
     names
         .iter()
         .map(|name| {
             let alg: Algorithm =
                 name.parse().map_err(|_| format!("unknown algorithm {name:?} (none is never accepted)"))?;
-            match (HMAC_ALGORITHMS.contains(&alg), hmac) {
-                (true, false) => Err(format!("{name} needs a shared `secret`; this issuer uses public keys")),
-                (false, true) => Err(format!("{name} needs public keys; this issuer has a shared `secret`")),
+            match (HMAC_ALGORITHMS.contains(&alg), secret_len) {
+                (true, None) => Err(format!("{name} needs a shared `secret`; this issuer uses public keys")),
+                (false, Some(_)) => Err(format!("{name} needs public keys; this issuer has a shared `secret`")),
+                (true, Some(len)) if len < hmac_min_secret_bytes(alg) => Err(format!(
+                    "{name} needs a secret of at least {} bytes (RFC 7518 section 3.2); this one has {len}",
+                    hmac_min_secret_bytes(alg)
+                )),
                 _ => Ok(alg),
             }
         })
         .collect()
+}
+
+/// A URL fit to show: userinfo and query string replaced, since key URLs may
+/// carry credentials (`https://user:pass@...`, `?token=...`).
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "(not a valid URL)".into();
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("redacted");
+        let _ = url.set_password(None);
+    }
+    if url.query().is_some() {
+        url.set_query(Some("redacted"));
+    }
+    url.set_fragment(None);
+    url.to_string()
 }
 
 /// True for http URLs that cannot leave the machine (dev issuers, sidecars).

@@ -1,7 +1,11 @@
 //! The live key set of one issuer and the two ways it changes: a background
 //! refresher paced by the IdP's cache headers, and an on-demand refetch when a
-//! token names an unknown `kid` (single-flight, at most once per interval, so a
-//! flood of random kids cannot turn portcullis into a load generator against the IdP).
+//! token names an unknown `kid`. That refetch is single-flight (every waiting
+//! Check shares the one fetch in flight) and happens at most once per interval
+//! counted from the end of the last fetch, so a flood of random kids cannot
+//! turn portcullis into a load generator against the IdP. A Check waits for it
+//! only `unknown_kid_wait_ms`: a slow IdP never holds a Check past Envoy's
+//! timeout, where `failure_mode_allow` could let it through.
 //! A failed fetch never discards the last good keys.
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +40,14 @@ pub struct KeyStatus {
     pub errors: u64,
 }
 
+/// The on-demand fetch shared by every Check that waits for it, and when the
+/// last fetch of any kind ended (the unknown-kid rate limit counts from there).
+#[derive(Default)]
+struct Refetch {
+    in_flight: Option<watch::Receiver<bool>>,
+    last_finished: Option<Instant>,
+}
+
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -48,8 +60,7 @@ pub struct IssuerKeys {
     fetcher: Fetcher,
     current: RwLock<Option<Arc<KeySet>>>,
     status: Mutex<KeyStatus>,
-    last_attempt: Mutex<Option<Instant>>,
-    refetch: tokio::sync::Mutex<()>,
+    refetch: Mutex<Refetch>,
     changed: watch::Sender<u64>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -71,8 +82,7 @@ impl IssuerKeys {
             fetcher,
             current: RwLock::new(None),
             status: Mutex::new(KeyStatus::default()),
-            last_attempt: Mutex::new(None),
-            refetch: tokio::sync::Mutex::new(()),
+            refetch: Mutex::new(Refetch::default()),
             changed,
             refresher: Mutex::new(None),
         });
@@ -112,11 +122,13 @@ impl IssuerKeys {
         let KeySource::Jwks(jwks_uri) = &self.source else {
             return Ok(self.refresh.max_duration());
         };
-        *self.last_attempt.lock().expect("attempt lock poisoned") = Some(Instant::now());
-        match self.fetcher.fetch(self.issuer.as_deref().unwrap_or_default(), jwks_uri.as_deref(), &self.refresh).await {
+        let fetched =
+            self.fetcher.fetch(self.issuer.as_deref().unwrap_or_default(), jwks_uri.as_deref(), &self.refresh).await;
+        self.refetch.lock().expect("refetch lock poisoned").last_finished = Some(Instant::now());
+        match fetched {
             Ok(fetched) => {
                 for why in &fetched.keys.skipped {
-                    tracing::warn!(issuer = %self.name, "skipped JWKS entry: {why}");
+                    tracing::warn!(issuer = %self.name, reason = %why, "skipped JWKS entry");
                 }
                 tracing::info!(issuer = %self.name, keys = ?fetched.keys.ids(), ttl_s = fetched.ttl.as_secs(), "keys refreshed");
                 self.install(fetched.keys, Some(fetched.jwks_uri));
@@ -140,59 +152,60 @@ impl IssuerKeys {
             status.last_refresh = Some(SystemTime::now());
             status.last_error = None;
             status.fetches += u64::from(jwks_uri.is_some());
-            status.jwks_uri = jwks_uri;
+            status.jwks_uri = jwks_uri.as_deref().map(super::redact_url);
         }
         *self.current.write().expect("key lock poisoned") = Some(Arc::new(keys));
         self.changed.send_modify(|generation| *generation += 1);
     }
 
-    /// A token named `kid`, which the current set lacks: refetch once if the
-    /// rate limit allows, sharing one fetch among concurrent callers.
+    /// A token named `kid`, which the current set lacks: join the refetch in
+    /// flight, or start one if the rate limit allows, and wait for it at most
+    /// `unknown_kid_wait_ms`. The fetch runs in its own task, so it completes
+    /// (and serves later requests) whether or not anyone still waits.
     /// Returns whether `kid` is known afterwards.
     pub async fn refetch_for_kid(self: &Arc<Self>, kid: &str) -> bool {
         if !self.fetches_remote() {
             return false;
         }
-        let _single_flight = self.refetch.lock().await;
-        if self.knows(kid) {
-            return true;
-        }
-        if !self.rate_limit_allows() {
-            return false;
-        }
-        // Run the fetch in its own task so it completes (and benefits later
-        // requests) even if this Check is cancelled by Envoy's timeout.
-        let this = Arc::clone(self);
-        let _ = tokio::spawn(async move { this.refresh().await }).await;
+        let Some(mut finished) = self.start_or_join_refetch() else {
+            return self.knows(kid);
+        };
+        let wait = Duration::from_millis(self.refresh.unknown_kid_wait_ms);
+        let _ = tokio::time::timeout(wait, finished.wait_for(|done| *done)).await;
         self.knows(kid)
     }
 
     /// No keys at all yet: ask for a fetch without making the Check wait.
     pub fn nudge(self: &Arc<Self>) {
-        if !self.fetches_remote() || !self.rate_limit_allows() {
-            return;
+        if self.fetches_remote() {
+            let _ = self.start_or_join_refetch();
         }
+    }
+
+    /// The receiver of the on-demand fetch in flight (started now if none is
+    /// and the rate limit allows); `None` when rate-limited.
+    fn start_or_join_refetch(self: &Arc<Self>) -> Option<watch::Receiver<bool>> {
+        let mut state = self.refetch.lock().expect("refetch lock poisoned");
+        if let Some(in_flight) = &state.in_flight {
+            return Some(in_flight.clone());
+        }
+        let interval = Duration::from_secs(self.refresh.unknown_kid_interval_seconds);
+        if state.last_finished.is_some_and(|at| at.elapsed() < interval) {
+            return None;
+        }
+        let (done, finished) = watch::channel(false);
+        state.in_flight = Some(finished.clone());
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let Ok(_single_flight) = this.refetch.try_lock() else {
-                return;
-            };
-            if this.current().is_none() && this.rate_limit_allows() {
-                let _ = this.refresh().await;
-            }
+            let _ = this.refresh().await;
+            this.refetch.lock().expect("refetch lock poisoned").in_flight = None;
+            done.send_replace(true);
         });
+        Some(finished)
     }
 
     fn knows(&self, kid: &str) -> bool {
         self.current().is_some_and(|keys| keys.by_kid(kid).is_some())
-    }
-
-    fn rate_limit_allows(&self) -> bool {
-        let interval = Duration::from_secs(self.refresh.unknown_kid_interval_seconds);
-        match *self.last_attempt.lock().expect("attempt lock poisoned") {
-            Some(at) => at.elapsed() >= interval,
-            None => true,
-        }
     }
 
     /// Starts keeping the keys fresh (once; later calls do nothing). The first

@@ -106,7 +106,16 @@ impl Python {
         let packages = pinned(pin);
         eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
         let status = Command::new(&local.exe)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--upgrade", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--upgrade",
+                "--target",
+            ])
             .arg(&site)
             .args(&packages)
             .status()

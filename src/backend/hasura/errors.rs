@@ -3,6 +3,7 @@
 
 use crate::decision::DenyReason;
 use crate::extract::ExtractError;
+use crate::request::RequestProblem;
 use crate::verify::TokenError;
 
 /// Hasura's error `code` and `message` for a deny.
@@ -12,6 +13,9 @@ pub fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
             ("invalid-headers", "Missing 'Authorization' or 'Cookie' header in JWT authentication mode".into())
         }
         DenyReason::Unreadable(ExtractError::Empty) => ("invalid-headers", "Malformed Authorization header".into()),
+        DenyReason::Unreadable(err @ (ExtractError::Repeated | ExtractError::Conflicting)) => {
+            ("invalid-headers", err.to_string())
+        }
         DenyReason::Unreadable(ExtractError::TooLarge) => {
             ("invalid-jwt", "Could not verify JWT: JWTClaimsSetDecodeError \"token too large\"".into())
         }
@@ -20,7 +24,10 @@ pub fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
         DenyReason::KeysUnavailable(_) => ("invalid-jwt", "Could not verify JWT: JWSError NoUsableKeys".into()),
         DenyReason::Refused(refusal) => (refusal.code, refusal.message.clone()),
         DenyReason::NoRoute | DenyReason::RouteDenies => ("access-denied", reason.description()),
-        DenyReason::AmbiguousPath => ("invalid-params", reason.description()),
+        DenyReason::InvalidRequest(RequestProblem::AmbiguousPath | RequestProblem::PathParameters) => {
+            ("invalid-params", reason.description())
+        }
+        DenyReason::InvalidRequest(_) => ("invalid-headers", reason.description()),
     }
 }
 
@@ -33,6 +40,7 @@ fn jose_error(err: &TokenError) -> String {
         TokenError::WrongAudience => "JWTNotInAudience".into(),
         TokenError::WrongIssuer | TokenError::UntrustedIssuer(_) | TokenError::MissingIssuer => "JWTNotInIssuer".into(),
         TokenError::AlgNone => "JWSError JWSNoSignatures".into(),
+        TokenError::CriticalHeader => "JWSError (JWSInvalidHeader \"crit\")".into(),
         TokenError::BadSignature
         | TokenError::UnknownKid(_)
         | TokenError::KeyAlgorithmMismatch { .. }

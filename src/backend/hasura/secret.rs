@@ -67,13 +67,14 @@ pub fn parse(value: &Value) -> Result<ImportedSecret, Vec<SecretProblem>> {
     let parsed;
     let object = match value {
         Value::String(text) => {
+            // serde_json's syntax errors give a position, never the text.
             parsed = serde_json::from_str::<Value>(text)
                 .map_err(|err| vec![(String::new(), format!("not a JSON object: {err}"))])?;
             &parsed
         }
         other => other,
     };
-    let fields: SecretFields = serde_path_to_error::deserialize(object).map_err(|err| {
+    let fields: SecretFields = crate::config::value_de::from_value(object).map_err(|err| {
         let path = err.path().to_string();
         vec![(if path == "." { String::new() } else { path }, err.into_inner().to_string())]
     })?;

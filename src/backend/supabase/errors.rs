@@ -33,6 +33,12 @@ pub fn postgrest_error(reason: &DenyReason) -> PostgrestError {
         DenyReason::Unreadable(ExtractError::TooLarge) => {
             invalid("PGRST301", "JWT cryptographic operation failed".into())
         }
+        DenyReason::Unreadable(err @ (ExtractError::Repeated | ExtractError::Conflicting)) => PostgrestError {
+            http_status: 400,
+            code: "PGRST301",
+            message: err.to_string(),
+            challenge: reason.challenge(),
+        },
         DenyReason::InvalidToken(err) => {
             let (code, message) = token_error(err);
             invalid(code, message)
@@ -46,7 +52,7 @@ pub fn postgrest_error(reason: &DenyReason) -> PostgrestError {
         DenyReason::Refused(refusal) => {
             PostgrestError { http_status: 403, code: refusal.code, message: refusal.message.clone(), challenge: None }
         }
-        DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::AmbiguousPath => PostgrestError {
+        DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::InvalidRequest(_) => PostgrestError {
             http_status: reason.http_status(),
             code: "42501",
             message: reason.description(),
@@ -59,7 +65,9 @@ fn token_error(err: &TokenError) -> (&'static str, String) {
     match err {
         TokenError::WrongPartCount(count) => ("PGRST301", format!("Expected 3 parts in JWT; got {count}")),
         TokenError::Malformed(why) if why.starts_with("payload") => ("PGRST303", "Parsing claims failed".into()),
-        TokenError::Malformed(_) => ("PGRST301", "JWT cryptographic operation failed".into()),
+        TokenError::Malformed(_) | TokenError::CriticalHeader => {
+            ("PGRST301", "JWT cryptographic operation failed".into())
+        }
         TokenError::AlgNone | TokenError::DisallowedAlgorithm(_) => {
             ("PGRST301", "Wrong or unsupported encoding algorithm".into())
         }

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moka::sync::Cache;
 use serde_json::{Map, Value, json};
 
-use crate::token_cache::TokenDigest;
+use crate::token_cache::{CacheKey, TokenDigest};
 use crate::verify::now_seconds;
 
 /// A key that signs minted tokens.
@@ -64,9 +64,10 @@ pub struct Minted {
     pub exp: u64,
 }
 
-/// Minted tokens by IdP token; entries leave shortly before they expire.
+/// Minted tokens by IdP token and the issuer that verified it (the minted
+/// `app_metadata.provider` names it); entries leave shortly before they expire.
 pub struct MintCache {
-    by_token: Option<Cache<TokenDigest, Arc<Minted>>>,
+    by_token: Option<Cache<CacheKey, Arc<Minted>>>,
     anonymous: Mutex<Option<Arc<Minted>>>,
     margin: u64,
 }
@@ -75,8 +76,8 @@ struct UntilRefresh {
     margin: u64,
 }
 
-impl moka::Expiry<TokenDigest, Arc<Minted>> for UntilRefresh {
-    fn expire_after_create(&self, _: &TokenDigest, minted: &Arc<Minted>, _: std::time::Instant) -> Option<Duration> {
+impl moka::Expiry<CacheKey, Arc<Minted>> for UntilRefresh {
+    fn expire_after_create(&self, _: &CacheKey, minted: &Arc<Minted>, _: std::time::Instant) -> Option<Duration> {
         Some(Duration::from_secs(minted.exp.saturating_sub(self.margin).saturating_sub(now_seconds())))
     }
 }
@@ -94,15 +95,15 @@ impl MintCache {
         minted.exp > now_seconds() + self.margin
     }
 
-    pub fn for_token(&self, digest: &TokenDigest, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {
+    pub fn for_token(&self, key: CacheKey, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {
         let Some(cache) = &self.by_token else {
             return mint().map(Arc::new);
         };
-        if let Some(hit) = cache.get(digest).filter(|hit| self.fresh(hit)) {
+        if let Some(hit) = cache.get(&key).filter(|hit| self.fresh(hit)) {
             return Some(hit);
         }
         let minted = Arc::new(mint()?);
-        cache.insert(*digest, Arc::clone(&minted));
+        cache.insert(key, Arc::clone(&minted));
         Some(minted)
     }
 

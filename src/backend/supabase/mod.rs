@@ -221,7 +221,7 @@ impl SupabaseBackend {
             message: "the token has no sub claim; Supabase row-level security needs a subject".into(),
         })?;
         let signer = self.signer.as_ref().expect("remint mode has a signer");
-        let minted = self.minted.for_token(auth.digest, || {
+        let minted = self.minted.for_token((*auth.digest, auth.issuer.id), || {
             let now = now_seconds();
             let user = UserClaims {
                 issuer: &self.minted_issuer,
