@@ -795,6 +795,22 @@ impl Child {
         let status = std::process::Command::new("kill").args([signal, &self.process.id().to_string()]).status();
         assert!(status.is_ok_and(|status| status.success()), "kill {signal}");
     }
+
+    /// SIGSTOP, then waits until every thread is stopped: kill(1) returns once the
+    /// signal is queued, and a thread still running could answer one more Check.
+    async fn freeze(&self) {
+        self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.process.id());
+        let stopped = || {
+            let Ok(entries) = std::fs::read_dir(&tasks) else { return false };
+            entries.flatten().all(|task| {
+                // Field 3 of /proc/PID/task/TID/stat is the state; `T` is stopped.
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        };
+        wait_until("portcullis to stop", stopped).await;
+    }
 }
 
 impl Drop for Child {
@@ -811,14 +827,16 @@ async fn portcullis_frozen_means_403_after_the_timeout_and_nothing_upstream() {
     let kinde = DevIssuer::start(&[&key]).await.unwrap();
     let portcullis = Child::serve(&basic_config(&kinde, "")).await;
     let upstream = Upstream::start().await;
-    let options = EnvoyOptions { timeout: std::time::Duration::from_millis(300), ..EnvoyOptions::default() };
+    // Short enough to keep the test quick, long enough that a loaded 2-core CI
+    // machine never times out a running portcullis.
+    let options = EnvoyOptions { timeout: std::time::Duration::from_secs(1), ..EnvoyOptions::default() };
     let envoy = Envoy::start(portcullis.authz, &upstream, &options).await;
     let token = bearer(&key.sign(&kinde_claims(&kinde, "kp_5a8e2c1d", "api", 300)));
     let request = [("host", "api.acme.com"), ("authorization", token.as_str())];
     assert_passed(&envoy.get("/orders", &request).await);
     upstream.clear();
 
-    portcullis.signal("-STOP");
+    portcullis.freeze().await;
     let reply = envoy.get("/orders", &request).await;
     portcullis.signal("-CONT");
     assert_eq!((reply.status, reply.body.as_str()), (403, ""), "{reply:?}");
