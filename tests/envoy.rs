@@ -1083,3 +1083,54 @@ async fn escaped_reserved_characters_cannot_dodge_a_path_rule() {
     assert!(matches!(reply.status, 400 | 403), "{reply:?}");
     stack.upstream_untouched();
 }
+
+// ---------------------------------------------------------------------------
+// Health checks and Envoy's panic threshold, for a single portcullis replica.
+
+#[tokio::test]
+async fn a_single_unhealthy_replica_still_gets_checks_unless_panic_mode_is_off() {
+    use portcullis::proto::admin::v1::RefreshKeysRequest;
+    use portcullis::proto::admin::v1::admin_client::AdminClient;
+
+    let key = SigningKey::generate(Algorithm::RS256, "kinde-1");
+    let kinde = DevIssuer::start(&[&key]).await.unwrap();
+    kinde.set_up(false);
+    // No keys yet: gRPC health says NOT_SERVING, so Envoy marks the one host unhealthy.
+    let portcullis = start(&basic_config(&kinde, "")).await;
+    let upstream = Upstream::start().await;
+    let checked = EnvoyOptions { health_check: true, ..Default::default() };
+    let panics = Envoy::start(portcullis.authz_addr, &upstream, &checked).await;
+    let strict = EnvoyOptions { healthy_panic_threshold: Some(0), ..checked };
+    let no_panic = Envoy::start(portcullis.authz_addr, &upstream, &strict).await;
+    for envoy in [&panics, &no_panic] {
+        envoy.wait_for_portcullis_health("/failed_active_hc").await;
+    }
+    let token = bearer(&key.sign(&kinde_claims(&kinde, "kp_5a8e2c1d", "api", 300)));
+    let request = [("host", "api.acme.com"), ("authorization", token.as_str())];
+
+    // Default threshold (50%): 0 of 1 healthy is panic, so Envoy asks portcullis
+    // anyway, which answers with its own 503 while it has no keys.
+    let reply = panics.get("/orders", &request).await;
+    assert_eq!((reply.status, &reply.json()["error"]), (503, &json!("temporarily_unavailable")), "{reply:?}");
+    assert_passed(&panics.get("/healthz", &[]).await);
+    // Panic mode off: no healthy host, so the check fails and status_on_error
+    // answers every request, the ones that need no token included.
+    for path in ["/orders", "/healthz"] {
+        let reply = no_panic.get(path, &request).await;
+        assert_eq!((reply.status, reply.body.as_str()), (403, ""), "{path}: {reply:?}");
+    }
+    assert!(no_panic.stat(EXT_AUTHZ_ERRORS).await >= 2);
+
+    // Keys arrive: healthy again, and both pass.
+    kinde.set_up(true);
+    // Fetch now rather than after the retry backoff (loopback admin needs no token here).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", portcullis.admin_addr)).unwrap();
+    let mut admin = AdminClient::new(channel.connect().await.expect("admin connects"));
+    admin.refresh_keys(RefreshKeysRequest { issuer: String::new() }).await.expect("refresh keys");
+    wait_until("portcullis ready", || portcullis.readiness.is_ready()).await;
+    for envoy in [&panics, &no_panic] {
+        envoy.wait_for_portcullis_health("healthy").await;
+        assert_passed(&envoy.get("/orders", &request).await);
+    }
+    assert_eq!(upstream.count(), 3, "/healthz once, then /orders through each Envoy");
+}

@@ -370,6 +370,11 @@ pub struct EnvoyOptions {
     /// Off by default: portcullis must refuse ambiguous paths on its own.
     pub normalize_path: bool,
     pub merge_slashes: bool,
+    /// Active gRPC health checks of the portcullis cluster (service
+    /// `envoy.service.auth.v3.Authorization`), every 100 ms.
+    pub health_check: bool,
+    /// `common_lb_config.healthy_panic_threshold` in percent; `None` keeps Envoy's 50%.
+    pub healthy_panic_threshold: Option<u32>,
 }
 
 impl Default for EnvoyOptions {
@@ -381,6 +386,8 @@ impl Default for EnvoyOptions {
             encode_raw_headers: false,
             normalize_path: false,
             merge_slashes: false,
+            health_check: false,
+            healthy_panic_threshold: None,
         }
     }
 }
@@ -396,8 +403,20 @@ pub fn bootstrap(options: &EnvoyOptions, authz: SocketAddr, upstream: SocketAddr
         encode_raw_headers,
         normalize_path,
         merge_slashes,
+        health_check,
+        healthy_panic_threshold,
     } = options;
     let timeout = timeout.as_secs_f64();
+    // no_traffic_interval too: its 60 s default applies until the cluster has carried traffic.
+    let health_checks = match health_check {
+        true => {
+            "\n      health_checks:\n        - { timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: { service_name: envoy.service.auth.v3.Authorization } }"
+        }
+        false => "",
+    };
+    let panic_threshold = healthy_panic_threshold
+        .map(|percent| format!("\n      common_lb_config: {{ healthy_panic_threshold: {{ value: {percent} }} }}"))
+        .unwrap_or_default();
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -444,7 +463,7 @@ static_resources:
           explicit_http_config: {{ http2_protocol_options: {{}} }}
       load_assignment:
         cluster_name: portcullis
-        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {authz_ip}, port_value: {authz_port} }} }} }} }}] }}]
+        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {authz_ip}, port_value: {authz_port} }} }} }} }}] }}]{health_checks}{panic_threshold}
     - name: upstream
       type: STATIC
       connect_timeout: 1s
@@ -589,6 +608,31 @@ impl Envoy {
     async fn admin_json(&self, url: &str) -> serde_json::Value {
         let text = self.http.get(url).send().await.expect("admin API").text().await.expect("admin API body");
         serde_json::from_str(&text).unwrap_or_else(|err| panic!("{url}: {err}: {text}"))
+    }
+
+    /// The `health_flags` Envoy reports for the portcullis host (`healthy`, or
+    /// e.g. `/failed_active_hc`).
+    pub async fn portcullis_health(&self) -> String {
+        let url = format!("http://{}/clusters", self.admin);
+        let text = self.http.get(url).send().await.expect("admin /clusters").text().await.expect("clusters body");
+        text.lines()
+            .find(|line| line.starts_with("portcullis::") && line.contains("::health_flags::"))
+            .and_then(|line| line.rsplit("::").next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Polls (bounded) until the portcullis host's health flags are `flags`.
+    pub async fn wait_for_portcullis_health(&self, flags: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.portcullis_health().await;
+            if now == flags {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "portcullis health stayed {now:?}, not {flags:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
