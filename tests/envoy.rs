@@ -1134,3 +1134,28 @@ async fn a_single_unhealthy_replica_still_gets_checks_unless_panic_mode_is_off()
     }
     assert_eq!(upstream.count(), 3, "/healthz once, then /orders through each Envoy");
 }
+
+// ---------------------------------------------------------------------------
+// The examples' bootstraps are complete and valid for this Envoy.
+
+#[test]
+fn every_example_envoy_yaml_is_a_valid_bootstrap() {
+    let envoy = tools::envoy();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let config = entry.unwrap().path().join("envoy.yaml");
+        if !config.exists() {
+            continue;
+        }
+        // Validate mode parses and checks the whole bootstrap; it binds and resolves nothing.
+        let output = std::process::Command::new(&envoy)
+            .args(["--mode", "validate", "--disable-hot-restart", "-l", "warning", "-c"])
+            .arg(&config)
+            .output()
+            .expect("run envoy --mode validate");
+        let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && text.contains("OK"), "{}: {text}", config.display());
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} example bootstraps found");
+}
