@@ -719,6 +719,10 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
+        // A failed assertion in a test: Envoy's side of the story, before the temp dir goes.
+        if std::thread::panicking() {
+            eprintln!("--- Envoy log ({}) ---\n{}", self.addr, self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
