@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::Stdio;
 
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
@@ -55,22 +53,6 @@ async fn rest(client: &mut Client, token: Option<&str>, extra: &[(&str, &str)]) 
 
 type Client =
     envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<tonic::transport::Channel>;
-
-/// Verifies tokens with PyJWT; returns (header, claims) per token.
-fn pyjwt_verify(requests: &[Value]) -> Vec<Value> {
-    let python = tools::Python::with("import jwt, cryptography", "pyjwt");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/supabase/verify_jwt.py");
-    let mut child =
-        python.command().arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run verify_jwt.py");
-    let mut stdin = child.stdin.take().unwrap();
-    for request in requests {
-        writeln!(stdin, "{request}").unwrap();
-    }
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
-}
 
 fn kinde_claims(issuer: &DevIssuer, sub: &str, lifetime: i64) -> Value {
     let mut claims = issuer.claims(sub, "myapp:prod-api", lifetime);

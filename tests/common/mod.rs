@@ -3,6 +3,7 @@
 //! from envoy-types.
 #![allow(dead_code)]
 
+pub mod envoy;
 pub mod tools;
 
 use std::time::Duration;
@@ -150,4 +151,28 @@ pub fn config_for(issuer: &DevIssuer, audience: &str) -> String {
         issuer.issuer(),
         issuer.jwks_uri()
     )
+}
+
+/// Verifies tokens with PyJWT (tests/supabase/verify_jwt.py), a library portcullis
+/// does not use: one `{"token", "key", "alg", "audience"}` request per token,
+/// answered by `{"header", "claims"}` or `{"error"}`.
+pub fn pyjwt_verify(requests: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let python = tools::Python::with("import jwt, cryptography", "pyjwt");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/supabase/verify_jwt.py");
+    let mut child =
+        python.command().arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run verify_jwt.py");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for request in requests {
+        writeln!(stdin, "{request}").expect("write to verify_jwt.py");
+    }
+    drop(stdin);
+    let output = child.wait_with_output().expect("verify_jwt.py output");
+    assert!(output.status.success(), "verify_jwt.py failed");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
 }

