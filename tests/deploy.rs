@@ -644,14 +644,27 @@ fn validators_reject_typos() {
         ("deploy/envoy-gateway/referencegrant.yaml", "kind: SecurityPolicy", "kinds: SecurityPolicy", "kinds"),
         ("deploy/kubernetes/overlays/tls/certificate.yaml", "renewBefore:", "renewbefore:", "renewbefore"),
     ];
-    for (rel, needle, with, expect) in cases {
-        let file = mutated(rel, needle, with);
-        let (ok, output) = validate_custom(&[&file], &[]);
-        assert!(!ok && output.contains(expect), "{rel} with `{with}` was accepted:\n{output}");
-    }
+    // One run for all of them (loading the CRDs is the slow part); each mutated
+    // file must have its own INVALID line naming the problem.
+    let files: Vec<PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (rel, needle, with, _))| {
+            write(dir.path(), &format!("custom-{i}.yaml"), &replaced(&read(rel), needle, with))
+        })
+        .collect();
     let values = mutated("deploy/istio/helm-values.yaml", "statusOnError: \"503\"", "statusOnErorr: \"503\"");
-    let (ok, output) = validate_custom(&[], &[&values]);
-    assert!(!ok && output.contains("statusOnErorr"), "a typo in Istio's meshConfig was accepted:\n{output}");
+    let manifests: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (ok, output) = validate_custom(&manifests, &[&values]);
+    assert!(!ok, "every typo was accepted:\n{output}");
+    let rejected = |file: &Path, expect: &str| {
+        let prefix = format!("INVALID {}:", file.display());
+        output.lines().any(|line| line.starts_with(&prefix) && line.contains(expect))
+    };
+    for ((rel, _, with, expect), file) in cases.iter().zip(&files) {
+        assert!(rejected(file, expect), "{rel} with `{with}` was accepted:\n{output}");
+    }
+    assert!(rejected(&values, "statusOnErorr"), "a typo in Istio's meshConfig was accepted:\n{output}");
 }
 
 /// Every file under deploy/ is validated by one of the tests above.
