@@ -1,8 +1,10 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
+use portcullis::reload::Reloader;
 use portcullis::{admin, config, dev, explain, server, telemetry};
 
 fn main() -> ExitCode {
@@ -22,7 +24,7 @@ async fn run(command: Command) -> u8 {
     match command {
         Command::Serve(args) => serve(&args.config.config, args.watch).await,
         Command::CheckConfig(args) => check_config(&args.config),
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
     }
@@ -37,13 +39,14 @@ async fn serve(path: &std::path::Path, watch: bool) -> u8 {
         }
     };
     let options = server::ServeOptions { config_path: Some(path.to_path_buf()), watch, ..Default::default() };
-    let running = match server::start(config, options).await {
+    let running = match server::start(config, options, terminated()).await {
         Ok(running) => running,
         Err(err) => {
             tracing::error!("{err}");
             return EXIT_RUNTIME;
         }
     };
+    reload_on_hangup(Arc::clone(&running.reloader));
     match running.wait().await {
         Ok(()) => {
             tracing::info!("stopped");
@@ -66,5 +69,47 @@ fn check_config(path: &std::path::Path) -> u8 {
             eprint!("{err}");
             EXIT_INVALID
         }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT: stop accepting, drain, exit 0.
+async fn terminated() {
+    let name = wait_for_termination().await;
+    tracing::info!(signal = name, "shutting down: draining in-flight checks");
+}
+
+#[cfg(unix)]
+async fn wait_for_termination() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_termination() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "ctrl-c"
+}
+
+/// SIGHUP reloads the policy, exactly like the admin `ReloadPolicy`.
+fn reload_on_hangup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match reloader.reload().await {
+                    Ok(done) => tracing::info!(generation = done.generation, "reloaded on SIGHUP"),
+                    Err(err) => tracing::error!("SIGHUP reload failed, old policy kept: {err}"),
+                }
+            }
+        });
     }
 }

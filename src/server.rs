@@ -1,7 +1,7 @@
 //! Wires the pieces into running listeners: the authz gRPC port (Check +
 //! health), the admin port (Admin + health + reflection), the HTTP port
-//! (/healthz, /readyz), key refreshers, readiness, and reloads (admin, SIGHUP,
-//! `--watch`).
+//! (/healthz, /readyz), key refreshers, readiness, and reloads (admin and
+//! `--watch`; the binary adds SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +76,14 @@ impl Running {
     }
 }
 
-pub async fn start(config: Config, options: ServeOptions) -> Result<Running, ServeError> {
+/// Starts every listener. The service stops when `shutdown` resolves (or
+/// [`Running::stop`] is called): the binary passes its signal handling, tests
+/// pass whatever suits them; the library installs no signal handler.
+pub async fn start(
+    config: Config,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServeError> {
     let (keys_changed, keys_rx) = watch::channel(0u64);
     let fetcher = Fetcher::new();
     let policy = Policy::new(&config, &fetcher, &keys_changed, 1);
@@ -104,10 +111,10 @@ pub async fn start(config: Config, options: ServeOptions) -> Result<Running, Ser
         tracing::warn!(admin = %admin_addr, "admin API without a token: reachable from this machine only (loopback)");
     }
 
-    let shutdown = Shutdown::default();
+    let trigger = Shutdown::default();
+    trigger.when(shutdown);
+    let shutdown = trigger;
     announce_draining(&shutdown, reporter.clone());
-    shutdown.on_signals();
-    reload_on_sighup(&reloader);
     if options.watch {
         reloader.watch();
     }
@@ -163,24 +170,6 @@ fn announce_draining(shutdown: &Shutdown, reporter: HealthReporter) {
             reporter.set_service_status(service, ServingStatus::NotServing).await;
         }
     });
-}
-
-/// SIGHUP reloads the policy, exactly like the admin `ReloadPolicy`.
-fn reload_on_sighup(reloader: &Arc<Reloader>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
-        let reloader = Arc::clone(reloader);
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                match reloader.reload().await {
-                    Ok(done) => tracing::info!(generation = done.generation, "reloaded on SIGHUP"),
-                    Err(err) => tracing::error!("SIGHUP reload failed, old policy kept: {err}"),
-                }
-            }
-        });
-    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

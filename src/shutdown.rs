@@ -1,5 +1,6 @@
-//! Graceful shutdown: SIGTERM or SIGINT stop accepting, let in-flight checks
-//! finish, and exit 0. Kept apart so every server shares one trigger.
+//! Graceful shutdown: once triggered, every server stops accepting and lets
+//! in-flight checks finish. Kept apart so every server shares one trigger; what
+//! triggers it (signals, a test) is the caller's business.
 
 use tokio::sync::watch;
 
@@ -26,30 +27,12 @@ impl Shutdown {
         let _ = receiver.wait_for(|stop| *stop).await;
     }
 
-    /// Triggers on the first SIGTERM or SIGINT.
-    pub fn on_signals(&self) {
+    /// Triggers once `signal` resolves.
+    pub fn when(&self, signal: impl Future<Output = ()> + Send + 'static) {
         let this = self.clone();
         tokio::spawn(async move {
-            let name = wait_for_signal().await;
-            tracing::info!(signal = name, "shutting down: draining in-flight checks");
+            signal.await;
             this.trigger();
         });
     }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "ctrl-c"
 }

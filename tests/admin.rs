@@ -41,7 +41,7 @@ impl FromFile {
         let config = portcullis::config::load_file(file.path()).unwrap();
         let options =
             portcullis::server::ServeOptions { config_path: Some(file.path().to_path_buf()), ..Default::default() };
-        let running = portcullis::server::start(config, options).await.unwrap();
+        let running = portcullis::server::start(config, options, std::future::pending()).await.unwrap();
         wait_until("ready", || running.readiness.is_ready()).await;
         FromFile { file, running }
     }
@@ -325,7 +325,7 @@ async fn reloads_work_while_an_existing_issuer_is_down() {
     let loaded = portcullis::config::load_file(file.path()).unwrap();
     let options =
         portcullis::server::ServeOptions { config_path: Some(file.path().to_path_buf()), ..Default::default() };
-    let running = portcullis::server::start(loaded, options).await.unwrap();
+    let running = portcullis::server::start(loaded, options, std::future::pending()).await.unwrap();
     wait_until("the up issuer's keys", || running.readiness.is_ready()).await;
     std::fs::write(
         file.path(),

@@ -74,7 +74,8 @@ routes:
     )
 }
 
-pub async fn run(args: DevArgs) -> u8 {
+/// Runs until `shutdown` resolves (the binary passes SIGTERM/SIGINT).
+pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> u8 {
     let key = SigningKey::generate(Algorithm::RS256, "dev-rs256-1");
     let issuer = match DevIssuer::start(&[&key]).await {
         Ok(issuer) => issuer,
@@ -90,7 +91,7 @@ pub async fn run(args: DevArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let running = match server::start(config, ServeOptions { reflection: true, ..Default::default() }).await {
+    let running = match server::start(config, ServeOptions { reflection: true, ..Default::default() }, shutdown).await {
         Ok(running) => running,
         Err(err) => {
             eprintln!("{err}");

@@ -24,7 +24,7 @@ pub const LISTEN_ANY: &str = "listen: { authz: 127.0.0.1:0, admin: 127.0.0.1:0, 
 
 pub async fn start(config_yaml: &str) -> Running {
     let config = portcullis::config::parse_str(config_yaml, "test config").unwrap_or_else(|err| panic!("{err}"));
-    portcullis::server::start(config, ServeOptions::default()).await.expect("server starts")
+    portcullis::server::start(config, ServeOptions::default(), std::future::pending()).await.expect("server starts")
 }
 
 /// Starts the server and waits (bounded) until its issuers have keys.
