@@ -39,14 +39,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis::authz::Authorizer;
 use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
-use portcullis::keys::Fetcher;
-use portcullis::policy::Policy;
 use portcullis::request::HttpRequest;
 use portcullis::response::check_response;
 use prost::Message;
 use serde_json::{Map, Value};
 use tokio::runtime::Runtime;
-use tokio::sync::watch;
 
 const AUDIENCE: &str = "bench-api";
 const HOST: &str = "api.example.com";
@@ -82,10 +79,8 @@ fn config(issuer: &DevIssuer, cache_tokens: u64) -> String {
 
 /// A policy with its keys loaded (one fetch from the loopback issuer, no refresher).
 async fn authorizer(issuer: &DevIssuer, cache_tokens: u64) -> Authorizer {
-    let config = portcullis::config::parse_str(&config(issuer, cache_tokens), "bench config")
+    let policy = portcullis::policy::parse_str(&config(issuer, cache_tokens), "bench config")
         .unwrap_or_else(|err| panic!("{err}"));
-    let (keys_changed, _) = watch::channel(0u64);
-    let policy = Policy::new(&config, &Fetcher::new(), &keys_changed, 1);
     for issuer in &policy.issuers {
         issuer.keys.refresh().await.expect("JWKS fetch from the dev issuer");
     }

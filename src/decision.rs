@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::backend::{ErrorFormat, Refusal};
 use crate::extract::ExtractError;
 use crate::request::RequestProblem;
 use crate::verify::TokenError;
@@ -37,8 +36,25 @@ pub struct Identity {
 pub struct Denied {
     pub reason: DenyReason,
     pub route: Option<String>,
-    /// How the route's backend wants the body shaped.
-    pub format: ErrorFormat,
+    /// The answer as the route's backend (or the plain shape) renders it.
+    pub rendered: RenderedDeny,
+}
+
+/// A deny as the client will get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedDeny {
+    pub http_status: u16,
+    pub content_type: &'static str,
+    /// `WWW-Authenticate`, when the answer carries one.
+    pub challenge: Option<String>,
+    pub body: String,
+}
+
+/// A refusal by a backend's own rules, with the backend's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,19 +1,16 @@
 //! `portcullis token verify`: what would portcullis decide for this token on
 //! this request, and why, without Envoy. Uses the same pipeline as the service.
 
-use tokio::sync::watch;
-
 use crate::authz::Authorizer;
 use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, VerifyArgs};
-use crate::config::{self, Action, TokenFrom};
+use crate::config::{Action, TokenFrom};
 use crate::decision::{Decision, DenyReason};
-use crate::keys::Fetcher;
-use crate::policy::Policy;
+use crate::policy::{self, Policy};
 use crate::request::HttpRequest;
 
 pub async fn run(args: VerifyArgs) -> u8 {
-    let config = match config::load_file(&args.config.config) {
-        Ok(config) => config,
+    let policy = match policy::load_file(&args.config.config) {
+        Ok(policy) => policy,
         Err(err) => {
             eprint!("{err}");
             return EXIT_INVALID;
@@ -27,8 +24,6 @@ pub async fn run(args: VerifyArgs) -> u8 {
         };
         extra.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
-    let (changed, _) = watch::channel(0);
-    let policy = Policy::new(&config, &Fetcher::new(), &changed, 1);
     for problem in policy.fetch_missing_keys(None).await {
         eprintln!("{problem}");
     }
@@ -61,7 +56,7 @@ fn request_with_token(policy: &Policy, args: &VerifyArgs, extra: &[(String, Stri
         .route(&probe)
         .filter(|route| route.action == Action::Authenticate)
         .and_then(|route| route.issuers.first())
-        .map(|&index| policy.issuers[index].token_from.clone())
+        .map(|&id| policy.issuers[id].token_from.clone())
         .unwrap_or_default();
     let placed = match source {
         TokenFrom::Header { header, prefix: Some(prefix) } => (header, format!("{prefix}{}", args.token)),

@@ -1,7 +1,63 @@
-//! Where is the token? (SPEC `token_from`: Authorization Bearer, a custom header, a cookie.)
+//! Where is the token? (SPEC `token_from`: Authorization Bearer, a custom
+//! header, a cookie.) Each route compiles its [`Extractor`] once, like Envoy's
+//! `Extractor::create`: the distinct places its issuers read, and who reads where.
 
 use crate::config::TokenFrom;
 use crate::request::HttpRequest;
+
+/// The token locations of one route, in the order of its issuers.
+#[derive(Debug, Clone, Default)]
+pub struct Extractor {
+    locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone)]
+struct Location {
+    from: TokenFrom,
+    /// Positions, in the route's issuer list, of the issuers reading here.
+    readers: Vec<usize>,
+}
+
+/// The request's token and the issuers (by position in the route's list, in
+/// order) that read it where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'r> {
+    pub token: &'r str,
+    pub readers: Vec<usize>,
+}
+
+impl Extractor {
+    /// `sources` are the `token_from` of the route's issuers, in route order.
+    pub fn create<'a>(sources: impl IntoIterator<Item = &'a TokenFrom>) -> Self {
+        let mut locations: Vec<Location> = Vec::new();
+        for (position, from) in sources.into_iter().enumerate() {
+            match locations.iter_mut().find(|location| &location.from == from) {
+                Some(location) => location.readers.push(position),
+                None => locations.push(Location { from: from.clone(), readers: vec![position] }),
+            }
+        }
+        Extractor { locations }
+    }
+
+    /// The token, read from every location. The same token in two places is
+    /// one token; different ones are refused: verifying one and forwarding the
+    /// other would let the upstream read a token nobody checked.
+    pub fn extract<'r>(&self, request: &'r HttpRequest) -> Result<Option<Found<'r>>, ExtractError> {
+        let mut found: Option<Found<'r>> = None;
+        for location in &self.locations {
+            let Some(token) = extract(request, &location.from)? else { continue };
+            match &mut found {
+                None => found = Some(Found { token, readers: location.readers.clone() }),
+                Some(first) if first.token == token => first.readers.extend(&location.readers),
+                Some(_) => return Err(ExtractError::Conflicting),
+            }
+        }
+        if let Some(found) = &mut found {
+            found.readers.sort_unstable();
+        }
+        Ok(found)
+    }
+}
 
 /// Anything longer is not a token a real IdP issues; refuse before parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -29,7 +85,7 @@ impl ExtractError {
 }
 
 /// The token at `from`, `Ok(None)` when there is none.
-pub fn extract<'r>(request: &'r HttpRequest, from: &TokenFrom) -> Result<Option<&'r str>, ExtractError> {
+fn extract<'r>(request: &'r HttpRequest, from: &TokenFrom) -> Result<Option<&'r str>, ExtractError> {
     let raw = match from {
         TokenFrom::Header { header, prefix } => {
             let Some(value) = request.header(header) else {
@@ -116,6 +172,19 @@ mod tests {
         assert_eq!(extract(&request(&[("authorization", "Digest a=b, c=d")]), &bearer_from()), Ok(None));
         let custom = TokenFrom::Header { header: "x-token".into(), prefix: None };
         assert_eq!(extract(&request(&[("x-token", "a,b")]), &custom), Err(ExtractError::Repeated));
+    }
+
+    #[test]
+    fn an_extractor_reads_each_place_once_and_refuses_two_different_tokens() {
+        let cookie = TokenFrom::Cookie { cookie: "session".into() };
+        let extractor = Extractor::create([&bearer_from(), &cookie, &bearer_from()]);
+        let both = request(&[("authorization", "Bearer t"), ("cookie", "session=t")]);
+        assert_eq!(extractor.extract(&both), Ok(Some(Found { token: "t", readers: vec![0, 1, 2] })));
+        let cookie_only = request(&[("cookie", "session=t")]);
+        assert_eq!(extractor.extract(&cookie_only), Ok(Some(Found { token: "t", readers: vec![1] })));
+        let different = request(&[("authorization", "Bearer t"), ("cookie", "session=u")]);
+        assert_eq!(extractor.extract(&different), Err(ExtractError::Conflicting));
+        assert_eq!(extractor.extract(&request(&[])), Ok(None));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! portcullis: an Envoy ext_authz v3 service that verifies JWTs against cached
 //! JWKS and tells Envoy which headers the backend should get.
 //!
-//! Modules follow a Check from wire to wire:
-//! [`request`] (what Envoy sent) -> [`route`] (which rule) -> [`extract`] (where
-//! is the token) -> [`verify`] with [`issuer`], [`keys`] and [`token_cache`] ->
-//! [`backend`] (Hasura / Supabase header mutations) -> [`decision`] ->
-//! [`response`] (the CheckResponse). [`authz`] runs that
-//! pipeline; [`policy`] is one compiled [`config`]; [`server`], [`health`],
-//! [`http`] and [`shutdown`] run it as a service; [`dev`] and [`explain`] are
-//! the zero-setup demo and the offline `token verify`.
+//! Modules follow a Check from wire to wire: [`request`] (what Envoy sent) ->
+//! [`route`] (which rule) -> [`extract`] (where is the token) -> [`authenticate`]
+//! (which issuer vouches: [`token_cache`] lookup, [`verify`] with [`issuer`] and
+//! [`keys`], insert; [`token`] is the token's identity and the clock) ->
+//! [`backend`] (Hasura / Supabase header mutations, and how each renders a deny)
+//! -> [`decision`] -> [`response`] (the CheckResponse). [`authz`] runs that
+//! pipeline over a [`policy`], which is the one compiled form of a [`config`].
+//! [`server`], [`health`], [`http`], [`reload`] and [`shutdown`] run it as a
+//! service; [`admin`] is the control plane; [`dev`] and [`explain`] are the
+//! zero-setup demo and the offline `token verify`. See docs/architecture.md.
 
 pub mod admin;
+pub mod authenticate;
 pub mod authz;
 pub mod backend;
 pub mod cli;
@@ -20,6 +23,7 @@ pub mod dev;
 pub mod escape;
 pub mod explain;
 pub mod extract;
+pub mod header;
 pub mod health;
 pub mod http;
 pub mod issuer;
@@ -35,6 +39,7 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+pub mod token;
 pub mod token_cache;
 pub mod verify;
 

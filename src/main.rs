@@ -5,7 +5,7 @@ use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
 use portcullis::reload::Reloader;
-use portcullis::{admin, config, dev, explain, server, telemetry};
+use portcullis::{admin, dev, explain, policy, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,15 +31,15 @@ async fn run(command: Command) -> u8 {
 }
 
 async fn serve(path: &std::path::Path, watch: bool) -> u8 {
-    let config = match config::load_file(path) {
-        Ok(config) => config,
+    let policy = match policy::load_file(path) {
+        Ok(policy) => policy,
         Err(err) => {
             eprint!("{err}");
             return EXIT_INVALID;
         }
     };
     let options = server::ServeOptions { config_path: Some(path.to_path_buf()), watch, ..Default::default() };
-    let running = match server::start(config, options, terminated()).await {
+    let running = match server::start(policy, options, terminated()).await {
         Ok(running) => running,
         Err(err) => {
             tracing::error!("{err}");
@@ -60,9 +60,9 @@ async fn serve(path: &std::path::Path, watch: bool) -> u8 {
 }
 
 fn check_config(path: &std::path::Path) -> u8 {
-    match config::load_file(path) {
-        Ok(config) => {
-            print!("{}", config::summary(&config));
+    match policy::load_file(path) {
+        Ok(policy) => {
+            print!("{}", policy::summary(&policy));
             EXIT_OK
         }
         Err(err) => {

@@ -7,12 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-
 use crate::authz::Authorizer;
-use crate::config::{self, Config, Listen, Problem};
-use crate::keys::Fetcher;
-use crate::policy::Policy;
+use crate::config::{self, Listen, Problem};
+use crate::policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -33,8 +30,7 @@ pub struct Reloaded {
 pub struct Reloader {
     path: Option<PathBuf>,
     authorizer: Arc<Authorizer>,
-    fetcher: Fetcher,
-    keys_changed: watch::Sender<u64>,
+    /// The addresses actually bound (a reload cannot move them).
     listen: Listen,
     admin_token: Arc<RwLock<Option<String>>>,
     /// One reload at a time, so generations are never skipped or reordered.
@@ -42,20 +38,13 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        path: Option<PathBuf>,
-        authorizer: Arc<Authorizer>,
-        fetcher: Fetcher,
-        keys_changed: watch::Sender<u64>,
-        config: &Config,
-    ) -> Self {
+    pub fn new(path: Option<PathBuf>, authorizer: Arc<Authorizer>) -> Self {
+        let current = authorizer.policy();
         Reloader {
             path,
+            listen: current.listen.clone(),
+            admin_token: Arc::new(RwLock::new(current.admin_token.clone())),
             authorizer,
-            fetcher,
-            keys_changed,
-            listen: config.listen.clone(),
-            admin_token: Arc::new(RwLock::new(config.admin.token.clone())),
             serial: tokio::sync::Mutex::new(()),
         }
     }
@@ -68,31 +57,32 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.serial.lock().await;
         let path = self.path.as_ref().ok_or(ReloadError::NoConfigFile)?;
-        let config = config::load_file(path).map_err(ReloadError::Invalid)?;
+        let source_name = path.display().to_string();
         let invalid =
-            |problems| ReloadError::Invalid(config::ConfigError { source_name: path.display().to_string(), problems });
-        // The loader checked the token against the file's listen.admin, but the
-        // port actually bound is the one that counts until a restart.
-        if config.admin.token.is_none() && !self.listen.admin.ip().is_loopback() {
-            return Err(invalid(vec![Problem {
-                path: "admin.token".into(),
-                message: format!("required: this instance's admin port {} is not loopback", self.listen.admin),
-            }]));
-        }
+            |problems| ReloadError::Invalid(config::ConfigError { source_name: source_name.clone(), problems });
         let current = self.authorizer.policy();
-        let generation = current.generation + 1;
-        let policy = Policy::succeeding(Some(&current), &config, &self.fetcher, &self.keys_changed, generation);
-        let problems = policy.fetch_missing_keys(Some(&current)).await;
+        let next = policy::load_file_with(path, &current.runtime, Some(&current)).map_err(ReloadError::Invalid)?;
+        // The file's listen.admin was checked when compiling, but the port
+        // actually bound is the one that counts until a restart.
+        if next.admin_token.is_none() && !self.listen.admin.ip().is_loopback() {
+            return Err(invalid(vec![Problem::new(
+                "admin.token",
+                format!("required: this instance's admin port {} is not loopback", self.listen.admin),
+            )]));
+        }
+        let problems = next.fetch_missing_keys(Some(&current)).await;
         drop(current);
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        policy.start();
-        self.authorizer.swap(policy);
-        *self.admin_token.write().expect("admin token lock poisoned") = config.admin.token.clone();
+        let (generation, warnings) = (next.generation, self.listen_warnings(&next.listen));
+        let admin_token = next.admin_token.clone();
+        let keys_changed = next.runtime.keys.changed.clone();
+        next.start();
+        self.authorizer.swap(next);
+        *self.admin_token.write().expect("admin token lock poisoned") = admin_token;
         // Readiness is recomputed for the new policy's issuers.
-        self.keys_changed.send_modify(|count| *count += 1);
-        let warnings = self.listen_warnings(&config.listen);
+        keys_changed.send_modify(|count| *count += 1);
         tracing::info!(generation, warnings = warnings.len(), "policy reloaded");
         Ok(Reloaded { generation, warnings })
     }

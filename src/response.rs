@@ -14,9 +14,6 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::{Code, Status};
 
-use crate::backend::ErrorFormat;
-use crate::backend::hasura::errors::hasura_error;
-use crate::backend::supabase::errors::postgrest_error;
 use crate::decision::{Allowed, Decision, Denied};
 
 pub fn check_response(decision: &Decision) -> CheckResponse {
@@ -40,39 +37,15 @@ fn allow_response(allowed: &Allowed) -> CheckResponse {
 }
 
 fn deny_response(denied: &Denied) -> CheckResponse {
-    let reason = &denied.reason;
-    let (http_status, body, challenge) = match denied.format {
-        ErrorFormat::Plain => {
-            let body = serde_json::json!({ "error": reason.error_code(), "error_description": reason.description() });
-            (reason.http_status(), body, reason.challenge())
-        }
-        ErrorFormat::Hasura { graphql_status } => {
-            let (code, message) = hasura_error(reason);
-            let body = serde_json::json!({"errors": [{"extensions": {"path": "$", "code": code}, "message": message}]});
-            // Hasura answers GraphQL errors with 200; 503 and 431 keep their status
-            // (retry later; the request itself is too large to be a GraphQL call).
-            if graphql_status && !matches!(reason.http_status(), 503 | 431) {
-                (200, body, None)
-            } else {
-                (reason.http_status(), body, reason.challenge())
-            }
-        }
-        ErrorFormat::PostgRest => {
-            let error = postgrest_error(reason);
-            let body = serde_json::json!({"code": error.code, "details": null, "hint": null, "message": error.message});
-            (error.http_status, body, error.challenge)
-        }
-    };
-    let content_type =
-        if denied.format == ErrorFormat::PostgRest { "application/json; charset=utf-8" } else { "application/json" };
-    let mut headers = vec![header("content-type", content_type)];
-    if let Some(challenge) = challenge {
-        headers.push(header("www-authenticate", &challenge));
+    let (reason, rendered) = (&denied.reason, &denied.rendered);
+    let mut headers = vec![header("content-type", rendered.content_type)];
+    if let Some(challenge) = &rendered.challenge {
+        headers.push(header("www-authenticate", challenge));
     }
     let denied_response = DeniedHttpResponse {
-        status: Some(HttpStatus { code: status_code(http_status) as i32 }),
+        status: Some(HttpStatus { code: status_code(rendered.http_status) as i32 }),
         headers,
-        body: body.to_string(),
+        body: rendered.body.clone(),
     };
     CheckResponse {
         // The gRPC code reflects the decision, whatever HTTP status the client sees.

@@ -1,22 +1,37 @@
 //! Which rule applies? Routes are tried in order; the first match wins and no
-//! match is a 403, so anything not written down is denied.
+//! match is a 403, so anything not written down is denied. Each route is
+//! compiled once: its matcher, the issuers it accepts with the extractor for
+//! their token locations, and its backend.
 
-use crate::config::{Action, ErrorStatus, RouteConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::config::{Action, BackendConfig, Declared, ErrorStatus, Problem, RouteConfig};
+use crate::extract::Extractor;
+use crate::issuer::Issuer;
 use crate::request::{HttpRequest, canonical_path};
 
-#[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub action: Action,
-    /// Indices into the policy's issuers this route accepts.
+    /// Ids (positions in the policy) of the issuers this route accepts, in route order.
     pub issuers: Vec<usize>,
-    pub backend: Option<String>,
+    /// Where those issuers' tokens are read from.
+    pub extractor: Extractor,
+    pub backend: Option<RouteBackend>,
     pub error_status: Option<ErrorStatus>,
     /// Requests with `;` path parameters may use this route.
     pub allow_path_parameters: bool,
     path: PathMatch,
     hosts: Vec<String>,
     methods: Vec<String>,
+}
+
+/// A route's backend and the name it is reported under.
+pub struct RouteBackend {
+    pub name: String,
+    pub backend: Arc<Backend>,
 }
 
 #[derive(Debug, Clone)]
@@ -26,34 +41,65 @@ enum PathMatch {
     Exact(String),
 }
 
+/// What a route may name: the declared issuers and backends (also those whose
+/// own compile failed, so a broken issuer is one problem, not one per route),
+/// and the compiled ones.
+pub struct Names<'a> {
+    pub declared: &'a Declared,
+    pub issuers: &'a [Arc<Issuer>],
+    pub backend_configs: &'a BTreeMap<String, BackendConfig>,
+    pub backends: &'a BTreeMap<String, Arc<Backend>>,
+}
+
 impl Route {
-    /// Compiles a validated route; `issuer_index` resolves names (validated to exist).
-    pub fn compile(index: usize, config: &RouteConfig, issuer_names: &[String]) -> Route {
-        let matcher = &config.matcher;
-        // Patterns are canonicalised like request paths (`/odata/%24batch` is `/odata/$batch`).
-        let canonical = |pattern: &String| canonical_path(pattern).map_or_else(|_| pattern.clone(), |c| c.path);
-        let path = match (&matcher.prefix, &matcher.path) {
-            (_, Some(exact)) => PathMatch::Exact(canonical(exact)),
-            (Some(prefix), None) => PathMatch::Prefix(canonical(prefix)),
-            (None, None) => PathMatch::Any,
-        };
-        let issuers = match &config.issuers {
-            Some(names) => {
-                names.iter().filter_map(|name| issuer_names.iter().position(|known| known == name)).collect()
+    /// Compiles `routes[position]`; problems have paths relative to it.
+    pub fn compile(config: &RouteConfig, names: &Names<'_>) -> Result<Route, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let path = path_match(config, &mut problems);
+        check_action(config, &mut problems);
+        check_references(config, names, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let issuers: Vec<&Arc<Issuer>> = match &config.issuers {
+            Some(wanted) => {
+                wanted.iter().filter_map(|name| names.issuers.iter().find(|issuer| &*issuer.name == name)).collect()
             }
-            None => (0..issuer_names.len()).collect(),
+            None => names.issuers.iter().collect(),
         };
-        Route {
-            name: config.name.clone().unwrap_or_else(|| format!("routes[{index}]")),
+        let backend = config.backend.as_ref().and_then(|name| {
+            let backend = names.backends.get(name)?;
+            Some(RouteBackend { name: name.clone(), backend: Arc::clone(backend) })
+        });
+        let matcher = &config.matcher;
+        Ok(Route {
+            name: config.name.clone().unwrap_or_else(|| format!("routes[{}]", config.position)),
             action: config.action,
-            issuers,
-            backend: config.backend.clone(),
+            extractor: Extractor::create(issuers.iter().map(|issuer| &issuer.token_from)),
+            issuers: issuers.iter().map(|issuer| issuer.id).collect(),
+            backend,
             error_status: config.error_status,
             allow_path_parameters: config.allow_path_parameters,
             path,
             hosts: matcher.hosts.iter().flatten().map(|host| host.to_ascii_lowercase()).collect(),
             methods: matcher.methods.iter().flatten().map(|method| method.to_ascii_uppercase()).collect(),
+        })
+    }
+
+    /// The matcher in words: `prefix /api/, hosts a.example.com, methods GET`.
+    pub fn describe_match(&self) -> String {
+        let mut text = match &self.path {
+            PathMatch::Any => "any path".to_string(),
+            PathMatch::Prefix(prefix) => format!("prefix {prefix}"),
+            PathMatch::Exact(path) => format!("path {path}"),
+        };
+        if !self.hosts.is_empty() {
+            text.push_str(&format!(", hosts {}", self.hosts.join(" ")));
         }
+        if !self.methods.is_empty() {
+            text.push_str(&format!(", methods {}", self.methods.join(" ")));
+        }
+        text
     }
 
     pub fn matches(&self, request: &HttpRequest) -> bool {
@@ -86,8 +132,89 @@ impl Route {
     }
 }
 
+/// The path pattern, canonicalised like request paths (`/odata/%24batch` is
+/// `/odata/$batch`): a pattern that has no canonical form could never match.
+fn path_match(config: &RouteConfig, problems: &mut Vec<Problem>) -> PathMatch {
+    let matcher = &config.matcher;
+    if matcher.prefix.is_some() && matcher.path.is_some() {
+        problems.push(Problem::new("match", "use either prefix or path, not both"));
+    }
+    let mut canonical = |key: &str, pattern: &String| {
+        let at = format!("match.{key}");
+        if !pattern.starts_with('/') {
+            problems.push(Problem::new(&at, "must start with '/'"));
+        }
+        match canonical_path(pattern) {
+            Err(_) => problems.push(Problem::new(
+                at,
+                "has dot-segments, repeated slashes, encoded slashes or broken escapes: requests like it are refused",
+            )),
+            Ok(canonical) if canonical.had_parameters => problems
+                .push(Problem::new(at, "';' path parameters are removed before matching: write the path without them")),
+            Ok(canonical) => return canonical.path,
+        }
+        pattern.clone()
+    };
+    match (&matcher.prefix, &matcher.path) {
+        (prefix, Some(exact)) => {
+            if let Some(prefix) = prefix {
+                canonical("prefix", prefix);
+            }
+            PathMatch::Exact(canonical("path", exact))
+        }
+        (Some(prefix), None) => PathMatch::Prefix(canonical("prefix", prefix)),
+        (None, None) => PathMatch::Any,
+    }
+}
+
+fn check_action(config: &RouteConfig, problems: &mut Vec<Problem>) {
+    for (index, method) in config.matcher.methods.iter().flatten().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            problems.push(Problem::new(format!("match.methods[{index}]"), "not an HTTP method"));
+        }
+    }
+    if config.action != Action::Authenticate && config.issuers.is_some() {
+        problems.push(Problem::new("issuers", "only meaningful with action: authenticate"));
+    }
+    // An allow route would skip the backend's header hygiene (client x-hasura-*
+    // or apikey would pass untouched): use unauthorized_role / allow_anonymous.
+    if config.action != Action::Authenticate && config.backend.is_some() {
+        problems.push(Problem::new(
+            "backend",
+            "only used with action: authenticate (for token-less access use the backend's unauthorized_role or allow_anonymous)",
+        ));
+    }
+}
+
+/// Names used by a route must exist; a dangling name would otherwise deny or allow by accident.
+fn check_references(config: &RouteConfig, names: &Names<'_>, problems: &mut Vec<Problem>) {
+    for (position, name) in config.issuers.iter().flatten().enumerate() {
+        if !names.declared.issuers.contains(name) {
+            problems.push(Problem::new(
+                format!("issuers[{position}]"),
+                format!("unknown issuer {name:?} (declared: {})", names.declared.issuers.join(", ")),
+            ));
+        }
+    }
+    if config.issuers.as_ref().is_some_and(Vec::is_empty) {
+        problems.push(Problem::new("issuers", "an empty list accepts no token; omit it to accept every issuer"));
+    }
+    if let Some(backend) = &config.backend
+        && !names.declared.backends.contains(backend)
+    {
+        problems.push(Problem::new("backend", format!("unknown backend {backend:?}")));
+    }
+    let hasura = config.backend.as_ref().and_then(|name| names.backend_configs.get(name));
+    if config.error_status.is_some() && !matches!(hasura, Some(BackendConfig::Hasura(_))) {
+        problems.push(Problem::new("error_status", "only applies to routes with a hasura backend"));
+    }
+    if config.action == Action::Authenticate && config.issuers.is_none() && names.declared.issuers.is_empty() {
+        problems.push(Problem::new("", "authenticates tokens but no issuer is declared"));
+    }
+}
+
 /// The ordered routes of one policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
 }
@@ -113,15 +240,19 @@ mod tests {
 
     fn route(matcher: MatchConfig) -> Route {
         let config = RouteConfig {
+            position: 0,
             name: None,
             matcher,
             issuers: None,
             backend: None,
-            action: Action::Authenticate,
+            action: Action::Allow,
             error_status: None,
             allow_path_parameters: false,
         };
-        Route::compile(0, &config, &[])
+        let backends = BTreeMap::new();
+        let declared = Declared::default();
+        let names = Names { declared: &declared, issuers: &[], backend_configs: &BTreeMap::new(), backends: &backends };
+        Route::compile(&config, &names).unwrap()
     }
 
     fn request(method: &str, path: &str, host: &str) -> HttpRequest {

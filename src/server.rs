@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -18,9 +17,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
 use crate::authz::{Authorizer, AuthzService};
-use crate::config::Config;
 use crate::health::{AUTHZ_SERVICE, Readiness};
-use crate::keys::Fetcher;
 use crate::policy::Policy;
 use crate::proto::admin::v1::admin_server::AdminServer;
 use crate::reflection;
@@ -80,17 +77,16 @@ impl Running {
 /// [`Running::stop`] is called): the binary passes its signal handling, tests
 /// pass whatever suits them; the library installs no signal handler.
 pub async fn start(
-    config: Config,
+    policy: Policy,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
-    let (keys_changed, keys_rx) = watch::channel(0u64);
-    let fetcher = Fetcher::new();
-    let policy = Policy::new(&config, &fetcher, &keys_changed, 1);
+    let keys_rx = policy.runtime.keys.changed.subscribe();
+    let listen = policy.listen.clone();
+    let open_admin = policy.admin_token.is_none();
     policy.start();
     let authorizer = Arc::new(Authorizer::new(policy));
-    let reloader =
-        Arc::new(Reloader::new(options.config_path.clone(), Arc::clone(&authorizer), fetcher, keys_changed, &config));
+    let reloader = Arc::new(Reloader::new(options.config_path.clone(), Arc::clone(&authorizer)));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first keys arrive; the watcher flips it.
@@ -100,14 +96,14 @@ pub async fn start(
     let readiness = Readiness::default();
     let watcher = readiness.spawn_watch(Arc::clone(&authorizer), vec![reporter.clone()], keys_rx);
 
-    let authz_listener = bind("authz", config.listen.authz).await?;
-    let admin_listener = bind("admin", config.listen.admin).await?;
-    let http_listener = bind("http", config.listen.http).await?;
-    let authz_addr = local_addr("authz", &authz_listener, config.listen.authz)?;
-    let admin_addr = local_addr("admin", &admin_listener, config.listen.admin)?;
-    let http_addr = local_addr("http", &http_listener, config.listen.http)?;
+    let authz_listener = bind("authz", listen.authz).await?;
+    let admin_listener = bind("admin", listen.admin).await?;
+    let http_listener = bind("http", listen.http).await?;
+    let authz_addr = local_addr("authz", &authz_listener, listen.authz)?;
+    let admin_addr = local_addr("admin", &admin_listener, listen.admin)?;
+    let http_addr = local_addr("http", &http_listener, listen.http)?;
     tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening");
-    if config.admin.token.is_none() {
+    if open_admin {
         tracing::warn!(admin = %admin_addr, "admin API without a token: reachable from this machine only (loopback)");
     }
 

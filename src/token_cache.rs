@@ -1,10 +1,10 @@
 //! Verified tokens, remembered until they expire, so a busy client costs one
 //! signature check per token rather than one per request.
 //!
-//! Keyed by the SHA-256 of the token and the issuer that verified it (a collision would need a SHA-256 break,
-//! unlike a fast hash an attacker could aim at). A hit is re-checked against the
-//! live key set, so a token signed by a key that has left the JWKS stops
-//! working at once, and against the route's issuers and the clock.
+//! The cache knows only tokens: an entry is keyed by the token's digest and the
+//! issuer that verified it (the same token can mean different things to two
+//! issuers). Whether a remembered verification still holds (key still
+//! published, not expired since) is the verifier's call, made on every hit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,24 +12,10 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::keys::KeySet;
-use crate::verify::VerifiedToken;
+use crate::token::{Clock, TokenDigest, VerifiedToken};
 
-pub type TokenDigest = [u8; 32];
-
-/// A token as verified by one issuer (its position in the policy): the same
-/// token can mean different things to two issuers (Hasura claims, Supabase provider).
+/// A token as verified by one issuer (its position in the policy).
 pub type CacheKey = (TokenDigest, usize);
-
-pub fn digest(token: &str) -> TokenDigest {
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    hash.as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
-/// A short, non-reversible label for logs: never log the token itself.
-pub fn fingerprint(digest: &TokenDigest) -> String {
-    digest[..6].iter().map(|byte| format!("{byte:02x}")).collect()
-}
 
 pub struct TokenCache {
     cache: Option<Cache<CacheKey, Arc<VerifiedToken>>>,
@@ -38,7 +24,7 @@ pub struct TokenCache {
     misses: AtomicU64,
 }
 
-/// Counters for the admin API.
+/// Counters for the admin API and metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheStats {
     pub entries: u64,
@@ -47,21 +33,25 @@ pub struct CacheStats {
     pub capacity: u64,
 }
 
-struct UntilExpiry;
+/// Entries leave memory when their token expires (by the policy's clock).
+struct UntilExpiry {
+    clock: Clock,
+}
 
 impl moka::Expiry<CacheKey, Arc<VerifiedToken>> for UntilExpiry {
     fn expire_after_create(&self, _: &CacheKey, token: &Arc<VerifiedToken>, _: std::time::Instant) -> Option<Duration> {
         // Plain seconds arithmetic, capped: an absurd exp (2^63 and up) overflows
         // neither a SystemTime here nor an Instant inside the cache.
         const LONGEST: u64 = 365 * 24 * 3600;
-        Some(Duration::from_secs(token.exp.saturating_sub(crate::verify::now_seconds()).min(LONGEST)))
+        Some(Duration::from_secs(token.exp.saturating_sub(self.clock.now()).min(LONGEST)))
     }
 }
 
 impl TokenCache {
     /// `capacity` 0 disables caching.
-    pub fn new(capacity: u64) -> Self {
-        let cache = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(UntilExpiry).build());
+    pub fn new(capacity: u64, clock: Clock) -> Self {
+        let cache =
+            (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(UntilExpiry { clock }).build());
         TokenCache { cache, capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
@@ -70,29 +60,6 @@ impl TokenCache {
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
-    }
-
-    /// Drops `issuer`'s entries whose signing key is no longer in `keys`
-    /// (after a refresh removed keys). Lookups re-check too; this frees the memory.
-    pub fn purge_removed_keys(&self, issuer: &str, keys: &KeySet) {
-        let Some(cache) = &self.cache else { return };
-        let gone: Vec<CacheKey> = cache
-            .iter()
-            .filter(|(_, token)| &*token.issuer == issuer && !keys.contains_id(&token.key_id))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in &gone {
-            cache.invalidate(key);
-        }
-    }
-
-    pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            entries: self.entry_count(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            capacity: self.capacity,
-        }
     }
 
     pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>) {
@@ -107,11 +74,80 @@ impl TokenCache {
         }
     }
 
+    /// Drops the entries of `issuer` whose signing key `still_published` says
+    /// is gone (after a refresh removed keys). Lookups re-check too; this frees the memory.
+    pub fn purge(&self, issuer: usize, still_published: impl Fn(&str) -> bool) {
+        let Some(cache) = &self.cache else { return };
+        let gone: Vec<CacheKey> = cache
+            .iter()
+            .filter(|(_, token)| token.issuer == issuer && !still_published(&token.key_id))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &gone {
+            cache.invalidate(key);
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.entry_count(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            capacity: self.capacity,
+        }
+    }
+
     /// Exact count (settles moka's pending bookkeeping first; for status, not the hot path).
     pub fn entry_count(&self) -> u64 {
         self.cache.as_ref().map_or(0, |cache| {
             cache.run_pending_tasks();
             cache.entry_count()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(issuer: usize, key_id: &str, exp: u64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken { issuer, key_id: key_id.into(), exp, claims: Default::default() })
+    }
+
+    #[test]
+    fn entries_are_per_issuer_and_counted() {
+        let cache = TokenCache::new(10, Clock::fixed(1_000));
+        let digest = crate::token::digest("t");
+        cache.insert((digest, 0), token(0, "k", 2_000));
+        assert!(cache.get(&(digest, 0)).is_some());
+        assert!(cache.get(&(digest, 1)).is_none(), "another issuer's verification is not shared");
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.hits, stats.misses), (1, 1, 1));
+    }
+
+    #[test]
+    fn purge_drops_tokens_of_removed_keys_for_that_issuer_only() {
+        let cache = TokenCache::new(10, Clock::fixed(1_000));
+        let (a, b) = (crate::token::digest("a"), crate::token::digest("b"));
+        cache.insert((a, 0), token(0, "old", 2_000));
+        cache.insert((b, 0), token(0, "new", 2_000));
+        cache.insert((a, 1), token(1, "old", 2_000));
+        cache.purge(0, |id| id == "new");
+        assert!(cache.get(&(a, 0)).is_none());
+        assert!(cache.get(&(b, 0)).is_some());
+        assert!(cache.get(&(a, 1)).is_some());
+    }
+
+    #[test]
+    fn capacity_zero_remembers_nothing() {
+        let cache = TokenCache::new(0, Clock::system());
+        let key = (crate::token::digest("t"), 0);
+        cache.insert(key, token(0, "k", u64::MAX));
+        assert!(cache.get(&key).is_none());
+        assert_eq!(cache.entry_count(), 0);
     }
 }

@@ -1,12 +1,13 @@
-//! Is this token genuine, current and meant for us? (SPEC section 4)
+//! Is this token genuine, current and meant for this issuer? (SPEC section 4)
 //!
-//! The issuer is chosen by the token's own `iss` among the route's issuers, the
-//! key by `kid` (or by type when there is none), and only a key whose type fits
-//! the header's `alg` is ever used: `alg: none` cannot be expressed and HS* never
-//! meets a public key.
+//! [`Parsed`] reads the unverified header and payload just far enough to pick
+//! the issuer (by `iss`) and the key (by `kid`, or by type when there is none).
+//! [`verify`] then checks the signature with a key whose type fits the header's
+//! `alg` (so `alg: none` cannot be expressed and HS* never meets a public key),
+//! and the claims against the issuer's rules and an injected [`Clock`].
+//! Remembering verifications is the pipeline's business, not this module's.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,33 +18,17 @@ use serde_json::{Map, Value};
 use crate::escape::escape;
 use crate::issuer::Issuer;
 use crate::keys::{KeySet, VerificationKey};
-use crate::token_cache::{TokenCache, TokenDigest};
+use crate::token::{Clock, VerifiedToken};
 
 /// A token without `kid` is tried against at most this many keys of its type.
 pub const MAX_KIDLESS_CANDIDATES: usize = 10;
 
-/// Claims of a token that passed every check.
-#[derive(Debug, Clone)]
-pub struct VerifiedToken {
-    /// Name of the issuer (config key) that verified it.
-    pub issuer: Arc<str>,
-    /// Id of the key that verified it; the cache entry dies with the key.
-    pub key_id: String,
-    pub exp: u64,
-    pub claims: Map<String, Value>,
-}
-
-impl VerifiedToken {
-    pub fn claim_str(&self, name: &str) -> Option<&str> {
-        self.claims.get(name).and_then(Value::as_str)
-    }
-}
-
-/// Why a token is not acceptable (a 401 `invalid_token`).
+/// Why a token is not acceptable (a 401 `invalid_token`). Client-controlled
+/// text inside (`alg`, `kid`, `iss`) is escaped where it is captured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("the token is not a well-formed JWT: {0}")]
-    Malformed(String),
+    Malformed(Malformed),
     #[error("the token is not a well-formed JWT: expected 3 parts, got {0}")]
     WrongPartCount(usize),
     #[error("alg none is never accepted")]
@@ -76,9 +61,39 @@ pub enum TokenError {
     #[error("the token's issuer does not match")]
     WrongIssuer,
     #[error("the token lacks the required claim {0}")]
-    MissingClaim(String),
+    MissingClaim(&'static str),
     #[error("the token's {0} claim is malformed")]
-    InvalidClaim(String),
+    InvalidClaim(&'static str),
+}
+
+/// Which part of a token could not be read, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("header is not base64url")]
+    HeaderNotBase64,
+    #[error("header is not a JSON object")]
+    HeaderNotJson,
+    #[error("header has no alg")]
+    NoAlg,
+    #[error("payload is not base64url")]
+    PayloadNotBase64,
+    #[error("payload is not a JSON object")]
+    PayloadNotJson,
+    #[error("signature is not base64url")]
+    SignatureNotBase64,
+    #[error("the token cannot be decoded")]
+    Undecodable,
+}
+
+impl Malformed {
+    /// Whether the claims (payload) are what could not be read.
+    pub fn in_payload(self) -> bool {
+        matches!(self, Malformed::PayloadNotBase64 | Malformed::PayloadNotJson)
+    }
+
+    pub fn is_encoding(self) -> bool {
+        matches!(self, Malformed::HeaderNotBase64 | Malformed::PayloadNotBase64 | Malformed::SignatureNotBase64)
+    }
 }
 
 impl TokenError {
@@ -114,81 +129,24 @@ impl From<TokenError> for VerifyFailure {
     }
 }
 
-pub fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
-}
-
-/// Verifies `token` for the first of `candidates` (in route order) that
-/// accepts it, consulting and filling `cache`. A cache hit gives the answer a
-/// fresh check would: entries are per issuer, and earlier issuers come first.
-pub async fn verify(
-    token: &str,
-    digest: &TokenDigest,
-    candidates: &[&Arc<Issuer>],
-    cache: &TokenCache,
-) -> Result<Arc<VerifiedToken>, VerifyFailure> {
-    // The common case: the route's first issuer verified this token before.
-    let first = candidates.first().copied();
-    if let Some(hit) = first.and_then(|first| cached(cache, digest, first)) {
-        return Ok(hit);
-    }
-    let parsed = Parsed::new(token)?;
-    // An issuer without `issuer` (a Hasura import) accepts any iss, as Hasura does.
-    let matching: Vec<&Arc<Issuer>> = candidates
-        .iter()
-        .copied()
-        .filter(|issuer| issuer.issuer.as_deref().is_none_or(|expected| Some(expected) == parsed.iss.as_deref()))
-        .collect();
-    if matching.is_empty() {
-        return Err(match &parsed.iss {
-            Some(iss) => TokenError::UntrustedIssuer(escape(iss)),
-            None => TokenError::MissingIssuer,
-        }
-        .into());
-    }
-    let mut first_failure = None;
-    for issuer in matching {
-        let looked_up = first.is_some_and(|first| Arc::ptr_eq(first, issuer));
-        if !looked_up && let Some(hit) = cached(cache, digest, issuer) {
-            return Ok(hit);
-        }
-        match verify_with_issuer(token, &parsed, issuer).await {
-            Ok(verified) => {
-                let verified = Arc::new(verified);
-                cache.insert((*digest, issuer.id), Arc::clone(&verified));
-                return Ok(verified);
-            }
-            Err(failure) => {
-                first_failure.get_or_insert(failure);
-            }
-        }
-    }
-    Err(first_failure.expect("at least one matching issuer"))
-}
-
-/// `issuer`'s cached verification of the token, if it still holds: the key is
-/// still in the live set and the token has not expired since.
-fn cached(cache: &TokenCache, digest: &TokenDigest, issuer: &Issuer) -> Option<Arc<VerifiedToken>> {
-    let key = (*digest, issuer.id);
-    let hit = cache.get(&key)?;
-    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&hit.key_id));
-    if key_present && hit.exp.saturating_add(issuer.leeway_seconds) >= now_seconds() {
-        return Some(hit);
-    }
-    cache.remove(&key);
-    None
-}
+type JsonObject = Map<String, Value>;
 
 /// What the unverified header and payload say, enough to pick issuer and key.
-struct Parsed {
-    alg: Algorithm,
-    kid: Option<String>,
-    iss: Option<String>,
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub iss: Option<String>,
 }
 
 impl Parsed {
-    fn new(token: &str) -> Result<Self, TokenError> {
-        let (header, payload) = split(token)?;
+    pub fn new(token: &str) -> Result<Self, TokenError> {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header, payload, _signature] = parts[..] else {
+            return Err(TokenError::WrongPartCount(parts.len()));
+        };
+        let header = decode_part(header, Malformed::HeaderNotBase64, Malformed::HeaderNotJson)?;
+        let payload = decode_part(payload, Malformed::PayloadNotBase64, Malformed::PayloadNotJson)?;
         if header.contains_key("crit") {
             return Err(TokenError::CriticalHeader);
         }
@@ -198,40 +156,45 @@ impl Parsed {
             iss: payload.get("iss").and_then(Value::as_str).map(str::to_string),
         })
     }
-}
 
-type JsonObject = Map<String, Value>;
+    /// Whether `issuer` is the one this token claims to come from. An issuer
+    /// without `issuer` (a Hasura import) accepts any iss, as Hasura does.
+    pub fn names(&self, issuer: &Issuer) -> bool {
+        issuer.issuer.as_deref().is_none_or(|expected| Some(expected) == self.iss.as_deref())
+    }
 
-/// Decodes header and payload JSON (unverified) to route the token.
-fn split(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
-    let parts: Vec<&str> = token.split('.').collect();
-    let [header, payload, _signature] = parts[..] else {
-        return Err(TokenError::WrongPartCount(parts.len()));
-    };
-    Ok((decode_part(header, "header")?, decode_part(payload, "payload")?))
-}
-
-fn decode_part(part: &str, what: &str) -> Result<JsonObject, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(TokenError::Malformed(format!("{what} is not a JSON object"))),
+    /// The 401 for a token no candidate issuer claims.
+    pub fn untrusted(&self) -> TokenError {
+        match &self.iss {
+            Some(iss) => TokenError::UntrustedIssuer(escape(iss)),
+            None => TokenError::MissingIssuer,
+        }
     }
 }
 
-fn parse_alg(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
-    let name =
-        header.get("alg").and_then(Value::as_str).ok_or_else(|| TokenError::Malformed("header has no alg".into()))?;
+fn decode_part(part: &str, not_base64: Malformed, not_json: Malformed) -> Result<JsonObject, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed(not_base64))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed(not_json)),
+    }
+}
+
+fn parse_alg(header: &JsonObject) -> Result<Algorithm, TokenError> {
+    let name = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed(Malformed::NoAlg))?;
     if name.eq_ignore_ascii_case("none") {
         return Err(TokenError::AlgNone);
     }
     name.parse().map_err(|_| TokenError::DisallowedAlgorithm(escape(name)))
 }
 
-async fn verify_with_issuer(
+/// Verifies `token` (already [`Parsed`]) for `issuer` as of `clock`. May wait,
+/// at most the issuer's `unknown_kid_wait_ms`, for a refetch of its keys.
+pub async fn verify(
     token: &str,
     parsed: &Parsed,
     issuer: &Arc<Issuer>,
+    clock: &Clock,
 ) -> Result<VerifiedToken, VerifyFailure> {
     let alg = parsed.alg;
     let Some(validation) = issuer.validation(alg) else {
@@ -253,10 +216,12 @@ async fn verify_with_issuer(
     let candidates = select_keys(&keys, alg, kid)?;
     let mut last_error = TokenError::BadSignature;
     for key in candidates {
-        match check_signature_and_claims(token, key, validation, issuer.leeway_seconds) {
+        match check_signature(token, key, validation)
+            .and_then(|claims| check_claims(&claims, issuer, clock.now()).map(|()| claims))
+        {
             Ok(claims) => {
-                let exp = claims.get("exp").and_then(seconds).unwrap_or_default();
-                return Ok(VerifiedToken { issuer: Arc::clone(&issuer.name), key_id: key.id.clone(), exp, claims });
+                let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or_default();
+                return Ok(VerifiedToken { issuer: issuer.id, key_id: key.id.clone(), exp, claims });
             }
             // Without a kid several keys may fit; only a bad signature means "try the next".
             Err(TokenError::BadSignature) => {}
@@ -264,6 +229,13 @@ async fn verify_with_issuer(
         }
     }
     Err(last_error.into())
+}
+
+/// Whether a remembered verification by `issuer` still holds: its key is still
+/// published and the token has not expired since.
+pub fn still_valid(verified: &VerifiedToken, issuer: &Issuer, clock: &Clock) -> bool {
+    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&verified.key_id));
+    key_present && verified.exp.saturating_add(issuer.leeway_seconds) >= clock.now()
 }
 
 fn select_keys<'k>(
@@ -297,43 +269,71 @@ fn select_keys<'k>(
     }
 }
 
-fn check_signature_and_claims(
-    token: &str,
-    key: &VerificationKey,
-    validation: &Validation,
-    leeway: u64,
-) -> Result<Map<String, Value>, TokenError> {
-    let data: TokenData<Map<String, Value>> =
+/// The signature (and that `alg` fits the key); claims are checked afterwards.
+fn check_signature(token: &str, key: &VerificationKey, validation: &Validation) -> Result<JsonObject, TokenError> {
+    let data: TokenData<JsonObject> =
         jsonwebtoken::decode(token, &key.key, validation).map_err(|err| token_error(err.kind()))?;
-    check_issued_at(&data.claims, leeway)?;
     Ok(data.claims)
 }
 
-/// A NumericDate, integer or fractional (RFC 7519 section 2).
-fn seconds(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| value.as_f64().filter(|secs| *secs >= 0.0).map(|secs| secs as u64))
+/// The registered claims, in the order jsonwebtoken would check them (so the
+/// first failure reported is the same), with times read from the injected clock.
+fn check_claims(claims: &JsonObject, issuer: &Issuer, now: u64) -> Result<(), TokenError> {
+    let leeway = issuer.leeway_seconds;
+    let exp = claims.get("exp").and_then(Value::as_u64).ok_or(TokenError::MissingClaim("exp"))?;
+    let iss = claims.get("iss").and_then(strings);
+    let aud = claims.get("aud").and_then(strings);
+    if issuer.issuer.is_some() && iss.is_none() {
+        return Err(TokenError::MissingClaim("iss"));
+    }
+    if issuer.audiences.is_some() && aud.is_none() {
+        return Err(TokenError::MissingClaim("aud"));
+    }
+    if exp.saturating_add(leeway) < now {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        let nbf = nbf.as_u64().ok_or(TokenError::InvalidClaim("nbf"))?;
+        if nbf > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let (Some(expected), Some(iss)) = (&issuer.issuer, &iss)
+        && iss.iter().any(|value| value != expected)
+    {
+        return Err(TokenError::WrongIssuer);
+    }
+    if let (Some(accepted), Some(aud)) = (&issuer.audiences, &aud)
+        && !aud.iter().any(|value| accepted.iter().any(|ok| ok == value))
+    {
+        return Err(TokenError::WrongAudience);
+    }
+    check_issued_at(claims, leeway, now)
 }
 
-/// jsonwebtoken does not check `iat`; a token from the future means a broken or hostile clock.
-fn check_issued_at(claims: &Map<String, Value>, leeway: u64) -> Result<(), TokenError> {
+/// A claim that is a string or a list of strings (`iss`, `aud`); `None` otherwise.
+fn strings(value: &Value) -> Option<Vec<&str>> {
+    match value {
+        Value::String(one) => Some(vec![one.as_str()]),
+        Value::Array(many) => many.iter().map(Value::as_str).collect(),
+        _ => None,
+    }
+}
+
+/// A token from the future means a broken or hostile clock.
+fn check_issued_at(claims: &JsonObject, leeway: u64, now: u64) -> Result<(), TokenError> {
     match claims.get("iat") {
         None => Ok(()),
         Some(iat) => {
-            let iat = iat.as_f64().ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
-            if iat > now_seconds().saturating_add(leeway) as f64 { Err(TokenError::IssuedInFuture) } else { Ok(()) }
+            let iat = iat.as_f64().ok_or(TokenError::InvalidClaim("iat"))?;
+            if iat > now.saturating_add(leeway) as f64 { Err(TokenError::IssuedInFuture) } else { Ok(()) }
         }
     }
 }
 
 fn token_error(kind: &ErrorKind) -> TokenError {
     match kind {
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-        ErrorKind::InvalidAudience => TokenError::WrongAudience,
         ErrorKind::InvalidSignature => TokenError::BadSignature,
-        ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
-        ErrorKind::InvalidClaimFormat(claim) => TokenError::InvalidClaim(claim.clone()),
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
             TokenError::DisallowedAlgorithm("(header)".into())
         }
@@ -341,6 +341,8 @@ fn token_error(kind: &ErrorKind) -> TokenError {
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
         | ErrorKind::InvalidKeyFormat => TokenError::BadSignature,
-        other => TokenError::Malformed(format!("{other:?}")),
+        // Header and payload were decoded before; the signature is what is left.
+        ErrorKind::Base64(_) => TokenError::Malformed(Malformed::SignatureNotBase64),
+        _ => TokenError::Malformed(Malformed::Undecodable),
     }
 }

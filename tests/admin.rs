@@ -38,7 +38,7 @@ impl FromFile {
     async fn start(text: &str) -> FromFile {
         let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(file.path(), text).unwrap();
-        let config = portcullis::config::load_file(file.path()).unwrap();
+        let config = portcullis::policy::load_file(file.path()).unwrap();
         let options =
             portcullis::server::ServeOptions { config_path: Some(file.path().to_path_buf()), ..Default::default() };
         let running = portcullis::server::start(config, options, std::future::pending()).await.unwrap();
@@ -240,13 +240,13 @@ async fn twenty_reloads_under_concurrent_checks_never_give_a_wrong_decision() {
 #[test]
 fn an_unprotected_admin_port_must_be_loopback() {
     let text = "listen: { admin: 0.0.0.0:50052 }\nissuers: {}\nroutes: []\n";
-    let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(text, "t").unwrap_err().to_string();
     assert!(
         err.contains("admin.token: required because listen.admin (0.0.0.0:50052) is not a loopback address"),
         "{err}"
     );
     let short = "listen: { admin: 0.0.0.0:50052 }\nadmin: { token: short }\nissuers: {}\nroutes: []\n";
-    let err = portcullis::config::parse_str(short, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(short, "t").unwrap_err().to_string();
     assert!(err.contains("admin.token: use at least 16 characters"), "{err}");
 }
 
@@ -322,7 +322,7 @@ async fn reloads_work_while_an_existing_issuer_is_down() {
     };
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(file.path(), config("  - match: { prefix: /up/ }\n    issuers: [up]\n")).unwrap();
-    let loaded = portcullis::config::load_file(file.path()).unwrap();
+    let loaded = portcullis::policy::load_file(file.path()).unwrap();
     let options =
         portcullis::server::ServeOptions { config_path: Some(file.path().to_path_buf()), ..Default::default() };
     let running = portcullis::server::start(loaded, options, std::future::pending()).await.unwrap();

@@ -226,7 +226,7 @@ async fn kinde_to_hasura_with_workflow_claims() {
     );
     let expired = key.sign(&{
         let mut claims = claims.clone();
-        claims["exp"] = json!(portcullis::verify::now_seconds() - 3600);
+        claims["exp"] = json!(portcullis::token::Clock::system().now() - 3600);
         claims
     });
     let expired = bearer(&expired);
@@ -250,7 +250,7 @@ async fn kinde_to_hasura_with_workflow_claims() {
 /// WorkOS AuthKit access token claims: `user_` subject, `sid`, `org_id`, the
 /// organisation `role` and `roles`, `permissions`, no `aud`.
 fn workos_claims(issuer: &str, sub: &str, lifetime: i64) -> Value {
-    let now = portcullis::verify::now_seconds() as i64;
+    let now = portcullis::token::Clock::system().now() as i64;
     json!({
         "iss": issuer, "sub": sub, "iat": now, "exp": now + lifetime,
         "sid": "session_01J9Z3Q8K2M4N6P8R0T2V4X6Z8", "jti": "01J9Z3Q8K2M4N6P8R0T2V4X6Z9",
@@ -387,7 +387,7 @@ routes:
     );
     let stack = Stack::start(&config).await;
     let (envoy, upstream) = (&stack.envoy, &stack.upstream);
-    let now = portcullis::verify::now_seconds() as i64;
+    let now = portcullis::token::Clock::system().now() as i64;
     let sub = "auth0|6651f0c2a8b3e4d5f6a7b8c9";
     let mut claims = json!({
         "iss": iss, "sub": sub, "aud": ["https://graphql.acme.com", format!("{iss}userinfo")],
@@ -502,7 +502,7 @@ backends:
 
     // An expired Kinde token: PostgREST's answer, with the challenge.
     upstream.clear();
-    claims["exp"] = json!(portcullis::verify::now_seconds() - 60);
+    claims["exp"] = json!(portcullis::token::Clock::system().now() - 60);
     let expired = bearer(&key.sign(&claims));
     let reply = envoy.get("/rest/v1/notes", &[("authorization", &expired)]).await;
     assert_postgrest(&reply, 401, "PGRST303", "JWT expired");
@@ -885,7 +885,7 @@ async fn websocket_upgrades_reach_hasura_without_the_admin_secret_or_client_sess
 
     // A bad token is refused before the upstream, as Hasura would refuse it.
     upstream.clear();
-    claims["exp"] = json!(portcullis::verify::now_seconds() - 60);
+    claims["exp"] = json!(portcullis::token::Clock::system().now() - 60);
     let expired = bearer(&key.sign(&claims));
     let (reply, _) = envoy.websocket("/v1/graphql", &[("Authorization", &expired)]).await;
     assert_eq!(hasura_error(&reply), (200, "invalid-jwt".into(), "Could not verify JWT: JWTExpired".into()));

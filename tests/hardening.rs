@@ -426,7 +426,7 @@ fn config_problems_never_echo_secret_values() {
         ),
     ];
     for (text, path) in cases {
-        let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+        let err = portcullis::policy::parse_str(text, "t").unwrap_err().to_string();
         assert!(err.contains(path), "{path} not in {err}");
         for secret in ["98765432109876543210", "hunter2", "4815162342"] {
             assert!(!err.contains(secret), "{secret} echoed: {err}");
@@ -490,7 +490,7 @@ async fn hs384_and_hs512_need_secrets_as_long_as_their_hash() {
     );
     let running = start_ready(&config).await;
     let mut client = client(&running).await;
-    let now = portcullis::verify::now_seconds();
+    let now = portcullis::token::Clock::system().now();
     let claims = json!({"iss": "https://project.supabase.co/auth/v1", "sub": "u", "exp": now + 60});
     let sign = |alg| SigningKey::hmac(alg, "unused", secret.as_bytes()).sign(&claims);
     assert_allowed(&check_token(&mut client, "/", &sign(Algorithm::HS256)).await);
@@ -499,9 +499,9 @@ async fn hs384_and_hs512_need_secrets_as_long_as_their_hash() {
 
     let explicit =
         config.replace(&format!("secret: \"{secret}\""), &format!("secret: \"{secret}\", algorithms: [HS512]"));
-    let err = portcullis::config::parse_str(&explicit, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(&explicit, "t").unwrap_err().to_string();
     assert!(err.contains("issuers.supa.algorithms: HS512 needs a secret of at least 64 bytes"), "{err}");
-    let summary = portcullis::config::summary(&portcullis::config::parse_str(&config, "t").unwrap());
+    let summary = portcullis::policy::summary(&portcullis::policy::parse_str(&config, "t").unwrap());
     assert!(
         summary.contains("shared secret of 40 bytes: HS256 (HS384 needs 48 bytes, HS512 needs 64 bytes)"),
         "{summary}"

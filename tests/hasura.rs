@@ -572,7 +572,7 @@ async fn native_backend_claims_settings_for_plain_issuers() {
 #[test]
 fn hasura_config_errors_name_their_path() {
     let bad = "issuers:\n  idp:\n    issuer: https://x.example.com\n    hasura_jwt_secret: { key: abc, jwk_url: https://x.example.com/jwks, type: HS256 }\n  two:\n    hasura_jwt_secret: '{\"jwk_url\": \"https://y.example.com/jwks\", \"claims_map\": {\"x-hasura-default-role\": \"u\"}}'\nbackends:\n  hasura: { type: hasura, admin_secret: s, claims_namespace: a, claims_namespace_path: $.b }\nroutes:\n  - match: { prefix: /v1/graphql }\n    backend: hasura\n    error_status: sometimes\n";
-    let err = portcullis::config::parse_str(bad, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(bad, "t").unwrap_err().to_string();
     for expected in [
         "issuers.idp.issuer: comes from hasura_jwt_secret here",
         "issuers.idp.hasura_jwt_secret.jwk_url: key, jwk_url both cannot be present",

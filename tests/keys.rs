@@ -145,8 +145,7 @@ async fn unreachable_idp_is_503_never_an_error_or_a_hang() {
     let running = start(&config).await;
     let mut client = client(&running).await;
     let key = SigningKey::generate(Algorithm::RS256, "k");
-    let claims =
-        serde_json::json!({"iss": format!("http://127.0.0.1:{port}"), "exp": portcullis::verify::now_seconds() + 60});
+    let claims = serde_json::json!({"iss": format!("http://127.0.0.1:{port}"), "exp": portcullis::token::Clock::system().now() + 60});
     assert_denied(&check_token(&mut client, "/", &key.sign(&claims)).await, 503);
     assert!(!running.readiness.is_ready());
 }

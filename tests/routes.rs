@@ -149,6 +149,6 @@ async fn ambiguous_paths_cannot_borrow_a_permissive_route() {
 #[test]
 fn backends_only_on_authenticating_routes() {
     let text = "issuers: {}\nbackends:\n  h: { type: hasura, admin_secret: s3cret-admin-secret }\nroutes:\n  - match: { prefix: /v1/graphql }\n    action: allow\n    backend: h\n";
-    let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(text, "t").unwrap_err().to_string();
     assert!(err.contains("routes[0].backend: only used with action: authenticate"), "{err}");
 }

@@ -146,7 +146,7 @@ async fn remint_es256_with_kid_verified_by_pyjwt_and_capped_by_idp_exp() {
     assert_eq!(verified[0]["header"]["kid"], "supabase-imported-1");
     assert_eq!(verified[0]["header"]["alg"], "ES256");
     let claims = &verified[0]["claims"];
-    let idp_exp = portcullis::verify::now_seconds() + 120;
+    let idp_exp = portcullis::token::Clock::system().now() + 120;
     assert!(claims["exp"].as_u64().unwrap() <= idp_exp, "the minted token never outlives the IdP token: {claims}");
     // A tampered token fails the independent check too.
     let tampered = format!("{}x", &minted[..minted.len() - 1]);
@@ -334,7 +334,7 @@ async fn custom_app_metadata_mapping_for_namespaced_claims() {
 #[test]
 fn supabase_config_errors_name_their_path() {
     let bad = "issuers:\n  k: { issuer: https://k.example.com }\nbackends:\n  short: { type: supabase, apikey: k, signing_key: too-short }\n  pem: { type: supabase, apikey: k, signing_key: \"-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\" }\n  mixed: { type: supabase, apikey: '', mode: passthrough, signing_key: 0123456789abcdef0123456789abcdef }\n  role: { type: supabase, apikey: k, signing_key: 0123456789abcdef0123456789abcdef, require_role_claim: true }\n  none: { type: supabase, apikey: k }\nroutes: []\n";
-    let err = portcullis::config::parse_str(bad, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(bad, "t").unwrap_err().to_string();
     for expected in [
         "backends.short.signing_key: an HS256 secret must be at least 32 bytes",
         "backends.pem.signing_key: signing_kid is required with a PEM key",

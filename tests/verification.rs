@@ -76,7 +76,7 @@ async fn invalid_tokens_are_401_invalid_token_with_a_reason() {
     let s = setup().await;
     let mut client = client(&s.running).await;
     let claims = |lifetime| s.issuer.claims("user-1", AUD, lifetime);
-    let now = portcullis::verify::now_seconds() as i64;
+    let now = portcullis::token::Clock::system().now() as i64;
 
     let expired = s.rsa.sign(&claims(-3600));
     let mut not_yet = claims(3600);
@@ -165,7 +165,7 @@ async fn absurd_but_signed_expiry_does_not_crash_the_check() {
 #[test]
 fn leeway_is_bounded_in_config() {
     let text = "issuers:\n  a: { issuer: https://a.example.com, leeway_seconds: 1000000 }\n  h: { hasura_jwt_secret: { jwk_url: https://h.example.com/jwks, allowed_skew: 1e30 } }\nroutes: []\n";
-    let err = portcullis::config::parse_str(text, "t").unwrap_err().to_string();
+    let err = portcullis::policy::parse_str(text, "t").unwrap_err().to_string();
     assert!(err.contains("issuers.a.leeway_seconds: at most 86400 seconds"), "{err}");
     assert!(err.contains("issuers.h.hasura_jwt_secret.allowed_skew: at most 86400 seconds"), "{err}");
 }
@@ -188,7 +188,7 @@ async fn shared_secret_issuer_verifies_hs256() {
     let running = start_ready(&config).await;
     let mut client = client(&running).await;
     let key = SigningKey::hmac(Algorithm::HS256, "unused", secret.as_bytes());
-    let now = portcullis::verify::now_seconds();
+    let now = portcullis::token::Clock::system().now();
     let claims =
         json!({"iss": "https://project.supabase.co/auth/v1", "sub": "u", "exp": now + 60, "role": "authenticated"});
     let mut no_kid = Header::new(Algorithm::HS256);

@@ -63,7 +63,7 @@ impl Admin for AdminService {
             let outcome = issuer.keys.refresh().await;
             // Tokens verified by keys that just left the JWKS stop being served from cache.
             if let (Ok(_), Some(keys)) = (&outcome, issuer.keys.current()) {
-                policy.cache.purge_removed_keys(&issuer.name, &keys);
+                policy.cache.purge(issuer.id, |id| keys.contains_id(id));
             }
             statuses.push(issuer_status(issuer));
         }

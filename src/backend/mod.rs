@@ -1,17 +1,21 @@
 //! What the upstream needs on an allowed request, and how it wants to hear a
-//! deny. Each backend turns a verified token (or its absence) into header
-//! mutations; `hasura` and `supabase` follow their products' own rules.
+//! deny. A backend is asked only where it matters: before any token
+//! ([`Backend::precheck`], [`Backend::anonymous`]), after verification
+//! ([`Backend::authorize`]), and when a request is denied
+//! ([`Backend::render_deny`]). `hasura` and `supabase` follow their products'
+//! own rules; routes without a backend answer in the [`plain`] shape.
 
 pub mod hasura;
+pub mod plain;
 pub mod supabase;
 
 use std::collections::HashSet;
 
-use crate::config::{ErrorStatus, TokenFrom};
+use crate::config::{BackendConfig, ErrorStatus, Problem, TokenFrom};
+use crate::decision::{DenyReason, Refusal, RenderedDeny};
 use crate::issuer::Issuer;
 use crate::request::HttpRequest;
-use crate::token_cache::TokenDigest;
-use crate::verify::VerifiedToken;
+use crate::token::{Clock, TokenDigest, VerifiedToken};
 
 /// Request-header changes for Envoy: set (overwrite) and remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,37 +52,6 @@ impl Mutations {
     }
 }
 
-/// RFC 9110 field-name: a token of tchars. Claim-derived header names must be one.
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// RFC 9110 field-value without control characters (HTAB allowed): no CR, LF
-/// or NUL can smuggle a header or a request through a claim or a secret.
-pub fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// A refusal by a backend's own rules, with the backend's error code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-}
-
-/// How deny bodies are shaped for a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ErrorFormat {
-    /// `{"error": ..., "error_description": ...}`
-    #[default]
-    Plain,
-    /// Hasura's `{"errors":[{"extensions":{"path":"$","code":C},"message":M}]}`;
-    /// `graphql_status` answers HTTP 200 as Hasura does on `/v1/graphql`.
-    Hasura { graphql_status: bool },
-    /// PostgREST's `{"code","details","hint","message"}`.
-    PostgRest,
-}
-
 pub enum Backend {
     Hasura(hasura::HasuraBackend),
     Supabase(supabase::SupabaseBackend),
@@ -91,24 +64,24 @@ pub struct Authenticated<'a> {
     /// The token as the client sent it (for pass-through).
     pub raw_token: &'a str,
     pub digest: &'a TokenDigest,
+    /// The issuer that vouched for the token (it reads the token where it was found).
     pub issuer: &'a Issuer,
-    pub token_from: &'a TokenFrom,
+}
+
+impl Authenticated<'_> {
+    pub fn token_from(&self) -> &TokenFrom {
+        &self.issuer.token_from
+    }
 }
 
 impl Backend {
-    /// Mutations for a request with a verified token, or the backend's refusal.
-    pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
-        match self {
-            Backend::Hasura(hasura) => hasura.authorize(auth),
-            Backend::Supabase(supabase) => supabase.authorize(auth),
-        }
-    }
-
-    /// Mutations for a request without a token, when the backend allows those.
-    pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
-        match self {
-            Backend::Hasura(hasura) => hasura.anonymous(request),
-            Backend::Supabase(supabase) => supabase.anonymous(request),
+    /// Compiles `backends.<name>`; problems have paths relative to it.
+    pub fn compile(config: &BackendConfig, cache_capacity: u64, clock: &Clock) -> Result<Backend, Vec<Problem>> {
+        match config {
+            BackendConfig::Hasura(hasura) => hasura::HasuraBackend::compile(hasura).map(Backend::Hasura),
+            BackendConfig::Supabase(supabase) => {
+                supabase::SupabaseBackend::compile(supabase, cache_capacity, clock).map(Backend::Supabase)
+            }
         }
     }
 
@@ -120,17 +93,39 @@ impl Backend {
         }
     }
 
-    pub fn error_format(&self, route_setting: Option<ErrorStatus>, request: &HttpRequest) -> ErrorFormat {
+    /// Mutations for a request without a token, when the backend allows those.
+    pub fn anonymous(&self, request: &HttpRequest) -> Option<Mutations> {
+        match self {
+            Backend::Hasura(hasura) => hasura.anonymous(request),
+            Backend::Supabase(supabase) => supabase.anonymous(request),
+        }
+    }
+
+    /// Mutations for a request with a verified token, or the backend's refusal.
+    pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
+        match self {
+            Backend::Hasura(hasura) => hasura.authorize(auth),
+            Backend::Supabase(supabase) => supabase.authorize(auth),
+        }
+    }
+
+    /// The deny as this backend's clients expect it (status, challenge, body).
+    pub fn render_deny(
+        &self,
+        reason: &DenyReason,
+        request: &HttpRequest,
+        error_status: Option<ErrorStatus>,
+    ) -> RenderedDeny {
         match self {
             Backend::Hasura(_) => {
-                let graphql_status = match route_setting {
+                let graphql_status = match error_status {
                     Some(ErrorStatus::Graphql) => true,
                     Some(ErrorStatus::Http) => false,
                     None => request.path.ends_with("/graphql"),
                 };
-                ErrorFormat::Hasura { graphql_status }
+                hasura::deny::render(reason, graphql_status)
             }
-            Backend::Supabase(_) => ErrorFormat::PostgRest,
+            Backend::Supabase(_) => supabase::deny::render(reason),
         }
     }
 }

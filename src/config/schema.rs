@@ -7,10 +7,6 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::backend::hasura::{ClaimsSettings, HasuraBackendConfig};
-use crate::backend::supabase::SupabaseBackendConfig;
-use crate::keys::KeyKind;
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
@@ -21,6 +17,15 @@ pub struct Config {
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Every issuer and backend name written, including those that did not
+    /// parse: a route naming a broken issuer is not a second problem.
+    pub declared: Declared,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub issuers: Vec<String>,
+    pub backends: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,11 +105,106 @@ fn default_max_header_bytes() -> usize {
     96 * 1024
 }
 
-/// A backend as configured (`backends.<name>`).
+/// A backend as configured (`backends.<name>`), told apart by its `type`.
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
-    Hasura { config: HasuraBackendConfig, claims: ClaimsSettings },
+    Hasura(HasuraBackendConfig),
     Supabase(SupabaseBackendConfig),
+}
+
+/// How Hasura's JWT mode reads its claims (`claims_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsFormat {
+    #[default]
+    Json,
+    StringifiedJson,
+}
+
+/// What a websocket upgrade gets on a Hasura route. The admin secret is never
+/// sent on an upgrade: Hasura builds websocket sessions from the
+/// `connection_init` payload, which ext_authz never sees, so a client could add
+/// any role or variable to an admin-secret connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebsocketMode {
+    /// Upgrades are authenticated like any request (a valid token in a header or
+    /// cookie, or `unauthorized_role`), then forwarded without the admin secret
+    /// or client `x-hasura-*` headers; Hasura's own JWT mode builds the session.
+    #[default]
+    Verify,
+    /// Like `verify`, but token-less upgrades pass too (clients that send the
+    /// token only in `connection_init`); Hasura must then authenticate them.
+    Passthrough,
+    /// Refused with 403.
+    Deny,
+}
+
+/// `backends.<name>` with `type: hasura`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HasuraBackendConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub admin_secret: String,
+    pub unauthorized_role: Option<String>,
+    pub claims_namespace: Option<String>,
+    pub claims_namespace_path: Option<String>,
+    pub claims_format: Option<ClaimsFormat>,
+    pub claims_map: Option<Value>,
+    /// Keep the client's token header for the upstream (default: removed).
+    #[serde(default)]
+    pub forward_token: bool,
+    #[serde(default)]
+    pub websocket: WebsocketMode,
+}
+
+/// How the Supabase backend hands the upstream a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SupabaseMode {
+    #[default]
+    Remint,
+    Passthrough,
+}
+
+/// `backends.<name>` with `type: supabase`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupabaseBackendConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub mode: SupabaseMode,
+    /// HS256 secret (>= 32 bytes) or PEM private key (ES256 P-256 / RS256); remint only.
+    pub signing_key: Option<String>,
+    /// `kid` of minted tokens; required for PEM keys.
+    pub signing_kid: Option<String>,
+    /// The project's publishable (or legacy anon) key, sent as `apikey`.
+    pub apikey: String,
+    #[serde(default = "default_minted_ttl")]
+    pub ttl_seconds: u64,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Passthrough: deny tokens whose `role` is not `authenticated`.
+    #[serde(default)]
+    pub require_role_claim: bool,
+    /// `iss` of minted tokens.
+    #[serde(default = "default_minted_issuer")]
+    pub minted_issuer: String,
+    /// Claims copied under `app_metadata` (name -> claim path); default: the
+    /// organisation, role(s) and permissions of Kinde, WorkOS and similar IdPs.
+    pub app_metadata: Option<BTreeMap<String, String>>,
+    /// Claims copied under `user_metadata`; default: name, given_name, family_name, picture.
+    pub user_metadata: Option<BTreeMap<String, String>>,
+}
+
+fn default_minted_ttl() -> u64 {
+    300
+}
+
+fn default_minted_issuer() -> String {
+    "portcullis".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,33 +218,17 @@ pub struct IssuerConfig {
     /// Token `aud` must contain one of these; absent means `aud` is not checked.
     pub audiences: Option<Vec<String>>,
     pub algorithms: Option<Vec<String>>,
-    /// Default 30; use [`IssuerConfig::leeway`].
+    /// Default 30.
     pub leeway_seconds: Option<u64>,
-    /// Default `Authorization: Bearer`; use [`IssuerConfig::token_source`].
+    /// Default `Authorization: Bearer`.
     pub token_from: Option<TokenFrom>,
     /// HS256/384/512 shared secret instead of a JWKS.
     pub secret: Option<String>,
     #[serde(default)]
     pub refresh: RefreshConfig,
-    /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim; resolved by the loader
-    /// into the fields above plus `public_key` and `hasura_claims`.
+    /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim (a JSON string or a
+    /// mapping); it stands for the key fields above and brings Hasura claims settings.
     pub hasura_jwt_secret: Option<Value>,
-    /// A single PEM public key (from `hasura_jwt_secret.key`).
-    #[serde(skip)]
-    pub public_key: Option<(KeyKind, String)>,
-    /// Hasura claims settings that travel with this issuer's tokens.
-    #[serde(skip)]
-    pub hasura_claims: Option<ClaimsSettings>,
-}
-
-impl IssuerConfig {
-    pub fn leeway(&self) -> u64 {
-        self.leeway_seconds.unwrap_or(30)
-    }
-
-    pub fn token_source(&self) -> TokenFrom {
-        self.token_from.clone().unwrap_or_default()
-    }
 }
 
 /// Where the token is found in the request.
@@ -264,6 +348,10 @@ fn default_fetch_timeout() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Where the route was written (`routes[position]`), whether or not the
+    /// routes before it could be read.
+    #[serde(skip)]
+    pub position: usize,
     /// Shown in logs and dynamic metadata; defaults to `routes[i]`.
     pub name: Option<String>,
     #[serde(rename = "match", default)]

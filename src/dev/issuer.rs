@@ -206,7 +206,7 @@ impl DevIssuer {
     /// Standard claims for a token of this issuer: `sub`, `aud`, and a lifetime
     /// in seconds relative to now (negative = already expired).
     pub fn claims(&self, sub: &str, aud: &str, lifetime: i64) -> Value {
-        let now = crate::verify::now_seconds() as i64;
+        let now = crate::token::Clock::system().now() as i64;
         json!({ "iss": self.issuer(), "sub": sub, "aud": aud, "iat": now, "exp": now + lifetime })
     }
 }

@@ -84,14 +84,14 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
             return EXIT_RUNTIME;
         }
     };
-    let config = match crate::config::parse_str(&dev_config(&issuer, &args), "dev config") {
-        Ok(config) => config,
+    let policy = match crate::policy::parse_str(&dev_config(&issuer, &args), "dev config") {
+        Ok(policy) => policy,
         Err(err) => {
             eprint!("{err}");
             return EXIT_INVALID;
         }
     };
-    let running = match server::start(config, ServeOptions { reflection: true, ..Default::default() }, shutdown).await {
+    let running = match server::start(policy, ServeOptions { reflection: true, ..Default::default() }, shutdown).await {
         Ok(running) => running,
         Err(err) => {
             eprintln!("{err}");

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::is_loopback_url;
 use super::jwks::JwksError;
-use super::{KeySet, redact_url};
+use super::{KeyFetcher, KeySet, redact_url};
 use crate::config::RefreshConfig;
 use crate::escape::escape;
 
@@ -77,7 +77,7 @@ impl Fetcher {
     }
 
     /// Fetches the JWKS (after discovery when `jwks_uri` is absent).
-    pub async fn fetch(
+    pub async fn fetch_keys(
         &self,
         issuer: &str,
         jwks_uri: Option<&str>,
@@ -131,6 +131,17 @@ impl Fetcher {
             body.extend_from_slice(&chunk);
         }
         Ok((headers, body))
+    }
+}
+
+impl KeyFetcher for Fetcher {
+    fn fetch<'a>(
+        &'a self,
+        issuer: &'a str,
+        jwks_uri: Option<&'a str>,
+        refresh: &'a RefreshConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send + 'a>> {
+        Box::pin(self.fetch_keys(issuer, jwks_uri, refresh))
     }
 }
 

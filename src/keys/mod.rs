@@ -8,9 +8,49 @@ mod store;
 
 use jsonwebtoken::Algorithm;
 
-pub use fetch::{FetchError, Fetcher};
+pub use fetch::{FetchError, Fetched, Fetcher};
 pub use jwks::{JwksError, KeyKind, KeySet, VerificationKey};
-pub use store::{IssuerKeys, KeySource, KeyStatus};
+pub use store::{IssuerKeys, KeyRuntime, KeyStatus};
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::config::RefreshConfig;
+
+/// Where an issuer's keys come from: the one description, whether written as
+/// `jwks_uri`/`secret` or imported from a `hasura_jwt_secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A JWKS URL, or `None` for OIDC discovery from the issuer URL.
+    Jwks(Option<String>),
+    /// An HS* shared secret.
+    Secret(Vec<u8>),
+    /// One public key given as PEM (SPKI, PKCS#1 or an X.509 certificate).
+    PublicKey { kind: KeyKind, pem: String },
+}
+
+impl KeySource {
+    /// The key set of a static source, parsed once when the policy is compiled;
+    /// `None` for a JWKS, which is fetched.
+    pub fn static_keys(&self) -> Result<Option<KeySet>, String> {
+        match self {
+            KeySource::Jwks(_) => Ok(None),
+            KeySource::Secret(secret) => Ok(Some(KeySet::from_secret(secret))),
+            KeySource::PublicKey { kind, pem } => KeySet::from_public_pem(*kind, pem).map(Some),
+        }
+    }
+}
+
+/// A download of an issuer's keys: [`Fetcher`] over HTTPS in the service, a
+/// scripted one in the key store's tests.
+pub trait KeyFetcher: Send + Sync {
+    fn fetch<'a>(
+        &'a self,
+        issuer: &'a str,
+        jwks_uri: Option<&'a str>,
+        refresh: &'a RefreshConfig,
+    ) -> Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send + 'a>>;
+}
 
 /// Public-key algorithms accepted when an issuer lists none.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [

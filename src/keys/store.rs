@@ -7,27 +7,19 @@
 //! only `unknown_kid_wait_ms`: a slow IdP never holds a Check past Envoy's
 //! timeout, where `failure_mode_allow` could let it through.
 //! A failed fetch never discards the last good keys.
+//!
+//! Time is tokio's, so tests drive refresh timing with a paused clock.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::KeySet;
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::FetchError;
+use super::{KeyFetcher, KeySet, KeySource, redact_url};
 use crate::config::RefreshConfig;
-
-/// Where an issuer's keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// A JWKS URL, or `None` for OIDC discovery from the issuer URL.
-    Jwks(Option<String>),
-    /// An HS* shared secret.
-    Secret(Vec<u8>),
-    /// One public key given as PEM (validated by the config loader).
-    PublicKey { kind: super::KeyKind, pem: String },
-}
 
 /// What operators see about an issuer's keys.
 #[derive(Debug, Clone, Default)]
@@ -51,48 +43,51 @@ struct Refetch {
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// Where keys come from and what tells readiness they changed; shared by every
+/// issuer of a policy and handed on to the policies after it.
+#[derive(Clone)]
+pub struct KeyRuntime {
+    pub fetcher: Arc<dyn KeyFetcher>,
+    pub changed: watch::Sender<u64>,
+}
+
 pub struct IssuerKeys {
     pub name: String,
     /// The issuer URL (discovery base); `None` for issuers that check no `iss`.
     pub issuer: Option<String>,
     source: KeySource,
     refresh: RefreshConfig,
-    fetcher: Fetcher,
+    runtime: KeyRuntime,
     current: RwLock<Option<Arc<KeySet>>>,
     status: Mutex<KeyStatus>,
     refetch: Mutex<Refetch>,
-    changed: watch::Sender<u64>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl IssuerKeys {
+    /// Keys of `source`; `initial` is the already parsed set of a static source
+    /// (a shared secret or a PEM key), installed at once.
     pub fn new(
         name: &str,
         issuer: Option<&str>,
         source: KeySource,
         refresh: RefreshConfig,
-        fetcher: Fetcher,
-        changed: watch::Sender<u64>,
+        runtime: KeyRuntime,
+        initial: Option<KeySet>,
     ) -> Arc<Self> {
         let keys = Arc::new(IssuerKeys {
             name: name.to_string(),
             issuer: issuer.map(str::to_string),
             source,
             refresh,
-            fetcher,
+            runtime,
             current: RwLock::new(None),
             status: Mutex::new(KeyStatus::default()),
             refetch: Mutex::new(Refetch::default()),
-            changed,
             refresher: Mutex::new(None),
         });
-        match &keys.source {
-            KeySource::Secret(secret) => keys.install(KeySet::from_secret(secret), None),
-            KeySource::PublicKey { kind, pem } => match KeySet::from_public_pem(*kind, pem) {
-                Ok(set) => keys.install(set, None),
-                Err(err) => keys.status.lock().expect("status lock poisoned").last_error = Some(err),
-            },
-            KeySource::Jwks(_) => {}
+        if let Some(set) = initial {
+            keys.install(set, None);
         }
         keys
     }
@@ -112,18 +107,21 @@ impl IssuerKeys {
         self.status.lock().expect("status lock poisoned").clone()
     }
 
-    fn fetches_remote(&self) -> bool {
-        matches!(self.source, KeySource::Jwks(_))
+    fn remote(&self) -> Option<&Option<String>> {
+        match &self.source {
+            KeySource::Jwks(uri) => Some(uri),
+            _ => None,
+        }
     }
 
     /// Fetches now, ignoring rate limits (startup, background timer, admin).
     /// Returns how long the new keys stay fresh.
     pub async fn refresh(&self) -> Result<Duration, FetchError> {
-        let KeySource::Jwks(jwks_uri) = &self.source else {
-            return Ok(self.refresh.max_duration());
+        let Some(jwks_uri) = self.remote() else {
+            return Ok(Duration::from_secs(self.refresh.max_seconds));
         };
-        let fetched =
-            self.fetcher.fetch(self.issuer.as_deref().unwrap_or_default(), jwks_uri.as_deref(), &self.refresh).await;
+        let issuer = self.issuer.as_deref().unwrap_or_default();
+        let fetched = self.runtime.fetcher.fetch(issuer, jwks_uri.as_deref(), &self.refresh).await;
         self.refetch.lock().expect("refetch lock poisoned").last_finished = Some(Instant::now());
         match fetched {
             Ok(fetched) => {
@@ -152,10 +150,10 @@ impl IssuerKeys {
             status.last_refresh = Some(SystemTime::now());
             status.last_error = None;
             status.fetches += u64::from(jwks_uri.is_some());
-            status.jwks_uri = jwks_uri.as_deref().map(super::redact_url);
+            status.jwks_uri = jwks_uri.as_deref().map(redact_url);
         }
         *self.current.write().expect("key lock poisoned") = Some(Arc::new(keys));
-        self.changed.send_modify(|generation| *generation += 1);
+        self.runtime.changed.send_modify(|generation| *generation += 1);
     }
 
     /// A token named `kid`, which the current set lacks: join the refetch in
@@ -164,7 +162,7 @@ impl IssuerKeys {
     /// (and serves later requests) whether or not anyone still waits.
     /// Returns whether `kid` is known afterwards.
     pub async fn refetch_for_kid(self: &Arc<Self>, kid: &str) -> bool {
-        if !self.fetches_remote() {
+        if self.remote().is_none() {
             return false;
         }
         let Some(mut finished) = self.start_or_join_refetch() else {
@@ -177,7 +175,7 @@ impl IssuerKeys {
 
     /// No keys at all yet: ask for a fetch without making the Check wait.
     pub fn nudge(self: &Arc<Self>) {
-        if self.fetches_remote() {
+        if self.remote().is_some() {
             let _ = self.start_or_join_refetch();
         }
     }
@@ -212,7 +210,7 @@ impl IssuerKeys {
     /// fetch happens at once; failures retry with backoff while the last good
     /// keys stay. The task ends when the last policy using these keys is gone.
     pub fn start_refresher(self: &Arc<Self>) {
-        if !self.fetches_remote() {
+        if self.remote().is_none() {
             return;
         }
         let mut slot = self.refresher.lock().expect("refresher lock poisoned");
@@ -247,11 +245,5 @@ impl Drop for IssuerKeys {
         if let Some(task) = self.refresher.get_mut().ok().and_then(Option::take) {
             task.abort();
         }
-    }
-}
-
-impl RefreshConfig {
-    fn max_duration(&self) -> Duration {
-        Duration::from_secs(self.max_seconds)
     }
 }

@@ -23,7 +23,7 @@ pub use portcullis::dev::{DevIssuer, SigningKey};
 pub const LISTEN_ANY: &str = "listen: { authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }\n";
 
 pub async fn start(config_yaml: &str) -> Running {
-    let config = portcullis::config::parse_str(config_yaml, "test config").unwrap_or_else(|err| panic!("{err}"));
+    let config = portcullis::policy::parse_str(config_yaml, "test config").unwrap_or_else(|err| panic!("{err}"));
     portcullis::server::start(config, ServeOptions::default(), std::future::pending()).await.expect("server starts")
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::backend::{is_header_name, is_header_value};
+use crate::config::{ClaimsFormat, Problem};
+use crate::header::{is_header_name, is_header_value};
 use crate::jsonpath::JsonPath;
 
 pub const DEFAULT_NAMESPACE: &str = "https://hasura.io/jwt/claims";
@@ -27,14 +28,6 @@ const NEVER_FROM_CLAIMS: [&str; 5] = [
     "x-hasura-use-backend-only-permissions",
     "x-hasura-backend-only-permissions",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClaimsFormat {
-    #[default]
-    Json,
-    StringifiedJson,
-}
 
 #[derive(Debug, Clone)]
 enum Location {
@@ -75,9 +68,6 @@ impl Default for ClaimsSettings {
     }
 }
 
-/// A problem in the claims settings: the key it concerns and Hasura's message.
-pub type SettingsProblem = (&'static str, String);
-
 impl ClaimsSettings {
     /// Builds settings from Hasura's keys, with Hasura's precedence
     /// (`claims_map` > `claims_namespace_path` > `claims_namespace`) and config errors.
@@ -86,19 +76,19 @@ impl ClaimsSettings {
         namespace_path: Option<&str>,
         format: Option<ClaimsFormat>,
         map: Option<&Value>,
-    ) -> Result<Self, Vec<SettingsProblem>> {
+    ) -> Result<Self, Vec<Problem>> {
         if let Some(map) = map {
             return parse_map(map).map(|entries| ClaimsSettings { source: Source::Map(entries) });
         }
         let location = match (namespace, namespace_path) {
             (Some(_), Some(_)) => {
-                return Err(vec![(
+                return Err(vec![Problem::new(
                     "claims_namespace_path",
-                    "claims_namespace and claims_namespace_path both cannot be set".into(),
+                    "claims_namespace and claims_namespace_path both cannot be set",
                 )]);
             }
             (_, Some(path)) => Location::Path(JsonPath::parse(path).map_err(|err| {
-                vec![(
+                vec![Problem::new(
                     "claims_namespace_path",
                     err.replacen("invalid JSON path", "invalid JSON path claims_namespace_path error", 1),
                 )]
@@ -110,14 +100,17 @@ impl ClaimsSettings {
     }
 }
 
-fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<SettingsProblem>> {
+fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<Problem>> {
     let Some(object) = map.as_object() else {
-        return Err(vec![("claims_map", "expected an object of session variable -> value or {path, default}".into())]);
+        return Err(vec![Problem::new(
+            "claims_map",
+            "expected an object of session variable -> value or {path, default}",
+        )]);
     };
     let mut problems = Vec::new();
     for required in [ALLOWED_ROLES, DEFAULT_ROLE] {
         if !object.contains_key(required) {
-            problems.push(("claims_map", format!("{required} is expected but not found")));
+            problems.push(Problem::new("claims_map", format!("{required} is expected but not found")));
             return Err(problems);
         }
     }
@@ -127,18 +120,20 @@ fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<SettingsProblem
             Some(spec) if spec.contains_key("path") => {
                 let unknown: Vec<&String> = spec.keys().filter(|key| *key != "path" && *key != "default").collect();
                 if !unknown.is_empty() {
-                    problems
-                        .push(("claims_map", format!("{name}: unknown key(s) {unknown:?}; expected path and default")));
+                    problems.push(Problem::new(
+                        "claims_map",
+                        format!("{name}: unknown key(s) {unknown:?}; expected path and default"),
+                    ));
                 }
                 let path = spec["path"].as_str().map(JsonPath::parse);
                 match path {
                     Some(Ok(path)) => MapEntry::Path { path, default: spec.get("default").cloned() },
                     Some(Err(err)) => {
-                        problems.push(("claims_map", format!("{name}: {err}")));
+                        problems.push(Problem::new("claims_map", format!("{name}: {err}")));
                         continue;
                     }
                     None => {
-                        problems.push(("claims_map", format!("{name}: path must be a string")));
+                        problems.push(Problem::new("claims_map", format!("{name}: path must be a string")));
                         continue;
                     }
                 }
@@ -147,7 +142,7 @@ fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<SettingsProblem
         };
         let lowered = name.to_ascii_lowercase();
         if let Some(problem) = literal_problem(&lowered, &entry) {
-            problems.push(("claims_map", format!("{name}: {problem}")));
+            problems.push(Problem::new("claims_map", format!("{name}: {problem}")));
         }
         entries.push((lowered, entry));
     }
@@ -485,12 +480,16 @@ mod tests {
     #[test]
     fn config_errors_match_hasura() {
         let both = ClaimsSettings::from_parts(Some("a"), Some("$.b"), None, None).unwrap_err();
-        assert_eq!(both[0].1, "claims_namespace and claims_namespace_path both cannot be set");
+        assert_eq!(both[0].message, "claims_namespace and claims_namespace_path both cannot be set");
         let no_roles =
             ClaimsSettings::from_parts(None, None, None, Some(&json!({"x-hasura-default-role": "u"}))).unwrap_err();
-        assert_eq!(no_roles[0].1, "x-hasura-allowed-roles is expected but not found");
+        assert_eq!(no_roles[0].message, "x-hasura-allowed-roles is expected but not found");
         let bad_path = ClaimsSettings::from_parts(None, Some("$..x"), None, None).unwrap_err();
-        assert!(bad_path[0].1.starts_with("invalid JSON path claims_namespace_path error: $..x."), "{}", bad_path[0].1);
+        assert!(
+            bad_path[0].message.starts_with("invalid JSON path claims_namespace_path error: $..x."),
+            "{}",
+            bad_path[0].message
+        );
         let bad_literal = ClaimsSettings::from_parts(
             None,
             None,
@@ -498,6 +497,6 @@ mod tests {
             Some(&json!({"x-hasura-allowed-roles": "user", "x-hasura-default-role": "user"})),
         )
         .unwrap_err();
-        assert!(bad_literal[0].1.contains("expected Array"), "{bad_literal:?}");
+        assert!(bad_literal[0].message.contains("expected Array"), "{bad_literal:?}");
     }
 }

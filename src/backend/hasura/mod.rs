@@ -6,57 +6,18 @@
 //! mode would do happens here, and every client `x-hasura-*` header is removed.
 
 pub mod claims;
-pub mod errors;
+pub mod deny;
 pub mod secret;
 
-use serde::Deserialize;
-use serde_json::Value;
+pub use claims::{ClaimsSettings, Session};
 
-pub use claims::{ClaimsFormat, ClaimsSettings, Session};
-
-use super::{Authenticated, Mutations, Refusal};
-use crate::config::TokenFrom;
+use super::{Authenticated, Mutations};
+use crate::config::{HasuraBackendConfig, Problem, TokenFrom, WebsocketMode};
+use crate::decision::Refusal;
+use crate::header::is_header_value;
 use crate::request::HttpRequest;
 
 const ADMIN_SECRET: &str = "x-hasura-admin-secret";
-
-/// What a websocket upgrade gets on a Hasura route. The admin secret is never
-/// sent on an upgrade: Hasura builds websocket sessions from the
-/// `connection_init` payload, which ext_authz never sees, so a client could add
-/// any role or variable to an admin-secret connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebsocketMode {
-    /// Upgrades are authenticated like any request (a valid token in a header or
-    /// cookie, or `unauthorized_role`), then forwarded without the admin secret
-    /// or client `x-hasura-*` headers; Hasura's own JWT mode builds the session.
-    #[default]
-    Verify,
-    /// Like `verify`, but token-less upgrades pass too (clients that send the
-    /// token only in `connection_init`); Hasura must then authenticate them.
-    Passthrough,
-    /// Refused with 403.
-    Deny,
-}
-
-/// `backends.<name>` with `type: hasura`, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HasuraBackendConfig {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub admin_secret: String,
-    pub unauthorized_role: Option<String>,
-    pub claims_namespace: Option<String>,
-    pub claims_namespace_path: Option<String>,
-    pub claims_format: Option<ClaimsFormat>,
-    pub claims_map: Option<Value>,
-    /// Keep the client's token header for the upstream (default: removed).
-    #[serde(default)]
-    pub forward_token: bool,
-    #[serde(default)]
-    pub websocket: WebsocketMode,
-}
 
 pub struct HasuraBackend {
     admin_secret: String,
@@ -68,13 +29,40 @@ pub struct HasuraBackend {
 }
 
 impl HasuraBackend {
-    pub fn new(config: &HasuraBackendConfig, claims: ClaimsSettings) -> Self {
-        HasuraBackend {
-            admin_secret: config.admin_secret.clone(),
-            unauthorized_role: config.unauthorized_role.clone(),
-            claims,
-            forward_token: config.forward_token,
-            websocket: config.websocket,
+    /// Compiles `backends.<name>` with `type: hasura`; problems are relative to it.
+    pub fn compile(config: &HasuraBackendConfig) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if config.admin_secret.is_empty() {
+            problems.push(Problem::new("admin_secret", "must not be empty"));
+        }
+        if !is_header_value(&config.admin_secret) {
+            problems.push(Problem::new("admin_secret", "contains control characters (a stray newline?)"));
+        }
+        match config.unauthorized_role.as_deref() {
+            Some("") => problems
+                .push(Problem::new("unauthorized_role", "must not be empty (omit it to deny token-less requests)")),
+            Some(role) if !is_header_value(role) => {
+                problems.push(Problem::new("unauthorized_role", "contains control characters"))
+            }
+            _ => {}
+        }
+        let claims = ClaimsSettings::from_parts(
+            config.claims_namespace.as_deref(),
+            config.claims_namespace_path.as_deref(),
+            config.claims_format,
+            config.claims_map.as_ref(),
+        )
+        .map_err(|found| problems.extend(found))
+        .ok();
+        match claims {
+            Some(claims) if problems.is_empty() => Ok(HasuraBackend {
+                admin_secret: config.admin_secret.clone(),
+                unauthorized_role: config.unauthorized_role.clone(),
+                claims,
+                forward_token: config.forward_token,
+                websocket: config.websocket,
+            }),
+            _ => Err(problems),
         }
     }
 
@@ -97,7 +85,7 @@ impl HasuraBackend {
         let mut mutations = self.session_mutations(&session.role, session.variables.into_iter());
         mutations.strip_client_headers(auth.request, "x-hasura-");
         if !self.forward_token
-            && let TokenFrom::Header { header, .. } = auth.token_from
+            && let TokenFrom::Header { header, .. } = auth.token_from()
         {
             mutations.remove([header.clone()]);
         }

@@ -5,23 +5,18 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::claims::{ClaimsFormat, ClaimsSettings};
-use crate::config::TokenFrom;
-use crate::keys::KeyKind;
+use super::claims::ClaimsSettings;
+use crate::config::{ClaimsFormat, Problem, TokenFrom};
+use crate::keys::{KeyKind, KeySet, KeySource};
 
-/// Where an imported issuer's keys come from.
-#[derive(Debug, Clone)]
-pub enum ImportedKeys {
-    Jwks(String),
-    Secret(String),
-    PublicKey { kind: KeyKind, pem: String },
-}
-
-#[derive(Debug, Clone)]
+/// An issuer described by a `HASURA_GRAPHQL_JWT_SECRET`.
+#[derive(Debug)]
 pub struct ImportedSecret {
     /// `None`: Hasura checks no issuer, and neither does this issuer.
     pub issuer: Option<String>,
-    pub keys: ImportedKeys,
+    pub source: KeySource,
+    /// The key set of a PEM key, parsed here (once) to report Hasura's error.
+    pub initial: Option<KeySet>,
     pub audiences: Option<Vec<String>>,
     pub leeway_seconds: u64,
     pub token_from: TokenFrom,
@@ -60,23 +55,21 @@ struct HeaderFields {
     name: Option<String>,
 }
 
-/// A problem: the key inside the secret it concerns ("" for the whole value) and the message.
-pub type SecretProblem = (String, String);
-
-pub fn parse(value: &Value) -> Result<ImportedSecret, Vec<SecretProblem>> {
+/// Reads a `HASURA_GRAPHQL_JWT_SECRET` value; problems have paths inside it.
+pub fn import(value: &Value) -> Result<ImportedSecret, Vec<Problem>> {
     let parsed;
     let object = match value {
         Value::String(text) => {
             // serde_json's syntax errors give a position, never the text.
             parsed = serde_json::from_str::<Value>(text)
-                .map_err(|err| vec![(String::new(), format!("not a JSON object: {err}"))])?;
+                .map_err(|err| vec![Problem::new("", format!("not a JSON object: {err}"))])?;
             &parsed
         }
         other => other,
     };
     let fields: SecretFields = crate::config::value_de::from_value(object).map_err(|err| {
         let path = err.path().to_string();
-        vec![(if path == "." { String::new() } else { path }, err.into_inner().to_string())]
+        vec![Problem::new(if path == "." { String::new() } else { path }, err.into_inner().to_string())]
     })?;
     let mut problems = Vec::new();
     let keys = imported_keys(&fields).map_err(|problem| problems.push(problem)).ok();
@@ -87,14 +80,15 @@ pub fn parse(value: &Value) -> Result<ImportedSecret, Vec<SecretProblem>> {
         fields.claims_format,
         fields.claims_map.as_ref(),
     )
-    .map_err(|found| problems.extend(found.into_iter().map(|(key, message)| (key.to_string(), message))))
+    .map_err(|found| problems.extend(found))
     .ok();
-    let (Some(keys), Some(token_from), Some(claims)) = (keys, token_from, claims) else {
+    let (Some((source, initial)), Some(token_from), Some(claims)) = (keys, token_from, claims) else {
         return Err(problems);
     };
     Ok(ImportedSecret {
         issuer: fields.issuer,
-        keys,
+        source,
+        initial,
         audiences: fields.audience.map(|audience| match audience {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many,
@@ -106,15 +100,17 @@ pub fn parse(value: &Value) -> Result<ImportedSecret, Vec<SecretProblem>> {
     })
 }
 
-fn imported_keys(fields: &SecretFields) -> Result<ImportedKeys, SecretProblem> {
-    let problem = |key: &str, message: String| (key.to_string(), message);
+/// Where the keys come from, with a PEM key's set already parsed.
+type ImportedKeys = (KeySource, Option<KeySet>);
+
+fn imported_keys(fields: &SecretFields) -> Result<ImportedKeys, Problem> {
     match (&fields.key, &fields.jwk_url) {
-        (Some(_), Some(_)) => Err(problem("jwk_url", "key, jwk_url both cannot be present".into())),
-        (None, None) => Err(problem("", "key and jwk_url both cannot be empty".into())),
-        (None, Some(url)) => Ok(ImportedKeys::Jwks(url.clone())),
+        (Some(_), Some(_)) => Err(Problem::new("jwk_url", "key, jwk_url both cannot be present")),
+        (None, None) => Err(Problem::new("", "key and jwk_url both cannot be empty")),
+        (None, Some(url)) => Ok((KeySource::Jwks(Some(url.clone())), None)),
         (Some(key), None) => {
-            let kind = fields.kind.as_deref().ok_or_else(|| problem("type", "type is required with key".into()))?;
-            static_key(kind, key).map_err(|message| problem("key", message))
+            let kind = fields.kind.as_deref().ok_or_else(|| Problem::new("type", "type is required with key"))?;
+            static_key(kind, key).map_err(|message| Problem::new("key", message))
         }
     }
 }
@@ -131,7 +127,7 @@ fn static_key(kind: &str, key: &str) -> Result<ImportedKeys, String> {
             return Err(format!("Invalid JWK: Key size too small; should be atleast {minimum} characters"));
         }
         // Hasura uses the raw UTF-8 bytes of the string, not a base64 decoding.
-        return Ok(ImportedKeys::Secret(key.to_string()));
+        return Ok((KeySource::Secret(key.as_bytes().to_vec()), None));
     }
     let kind = match kind {
         "RS256" | "RS384" | "RS512" => KeyKind::Rsa,
@@ -141,16 +137,15 @@ fn static_key(kind: &str, key: &str) -> Result<ImportedKeys, String> {
         "ES512" => return Err("Invalid JWK: Key type: ES512 is not supported by portcullis".into()),
         other => return Err(format!("Invalid JWK: Key type: {other} is not supported")),
     };
-    crate::keys::KeySet::from_public_pem(kind, key)
-        .map_err(|err| format!("Invalid JWK: Could not decode PEM: {err}"))?;
-    Ok(ImportedKeys::PublicKey { kind, pem: key.to_string() })
+    let set = KeySet::from_public_pem(kind, key).map_err(|err| format!("Invalid JWK: Could not decode PEM: {err}"))?;
+    Ok((KeySource::PublicKey { kind, pem: key.to_string() }, Some(set)))
 }
 
-fn token_from(header: Option<&HeaderFields>) -> Result<TokenFrom, SecretProblem> {
+fn token_from(header: Option<&HeaderFields>) -> Result<TokenFrom, Problem> {
     let Some(header) = header else {
         return Ok(TokenFrom::default());
     };
-    let missing_name = || ("header.name".to_string(), format!("name is required for header type {}", header.kind));
+    let missing_name = || Problem::new("header.name", format!("name is required for header type {}", header.kind));
     match header.kind.to_ascii_lowercase().as_str() {
         "authorization" => Ok(TokenFrom::default()),
         "cookie" => Ok(TokenFrom::Cookie { cookie: header.name.clone().ok_or_else(missing_name)? }),
@@ -158,7 +153,7 @@ fn token_from(header: Option<&HeaderFields>) -> Result<TokenFrom, SecretProblem>
             header: header.name.as_ref().ok_or_else(missing_name)?.to_ascii_lowercase(),
             prefix: Some(String::new()),
         }),
-        _ => Err(("header.type".into(), "expected 'type' is 'Authorization' or 'Cookie' or 'CustomHeader'".into())),
+        _ => Err(Problem::new("header.type", "expected 'type' is 'Authorization' or 'Cookie' or 'CustomHeader'")),
     }
 }
 
@@ -170,8 +165,8 @@ mod tests {
     #[test]
     fn a_kinde_seed_value_just_works() {
         let value = json!(r#"{"jwk_url":"https://acme.kinde.com/.well-known/jwks.json","audience":"hasura"}"#);
-        let secret = parse(&value).unwrap();
-        assert!(matches!(secret.keys, ImportedKeys::Jwks(ref url) if url.ends_with("jwks.json")));
+        let secret = import(&value).unwrap();
+        assert!(matches!(secret.source, KeySource::Jwks(Some(ref url)) if url.ends_with("jwks.json")));
         assert_eq!(secret.audiences, Some(vec!["hasura".to_string()]));
         assert_eq!(secret.issuer, None);
         assert_eq!(secret.leeway_seconds, 0);
@@ -180,38 +175,40 @@ mod tests {
 
     #[test]
     fn hasura_config_errors() {
-        let err = |value: Value| parse(&value).unwrap_err();
+        let err = |value: Value| import(&value).unwrap_err();
         assert_eq!(
-            err(json!({"key": "k", "jwk_url": "u", "type": "HS256"}))[0].1,
+            err(json!({"key": "k", "jwk_url": "u", "type": "HS256"}))[0].message,
             "key, jwk_url both cannot be present"
         );
-        assert_eq!(err(json!({"audience": "x"}))[0].1, "key and jwk_url both cannot be empty");
+        assert_eq!(err(json!({"audience": "x"}))[0].message, "key and jwk_url both cannot be empty");
         assert_eq!(
-            err(json!({"type": "HS256", "key": "short"}))[0].1,
+            err(json!({"type": "HS256", "key": "short"}))[0].message,
             "Invalid JWK: Key size too small; should be atleast 32 characters"
         );
-        assert_eq!(err(json!({"type": "XX1", "key": "k"}))[0].1, "Invalid JWK: Key type: XX1 is not supported");
-        assert!(err(json!({"type": "RS256", "key": "not pem"}))[0].1.starts_with("Invalid JWK: Could not decode PEM"));
+        assert_eq!(err(json!({"type": "XX1", "key": "k"}))[0].message, "Invalid JWK: Key type: XX1 is not supported");
+        assert!(
+            err(json!({"type": "RS256", "key": "not pem"}))[0].message.starts_with("Invalid JWK: Could not decode PEM")
+        );
         assert_eq!(
-            err(json!({"jwk_url": "u", "header": {"type": "Query"}}))[0].1,
+            err(json!({"jwk_url": "u", "header": {"type": "Query"}}))[0].message,
             "expected 'type' is 'Authorization' or 'Cookie' or 'CustomHeader'"
         );
-        assert_eq!(err(json!({"jwk_url": "u", "header": {"type": "Cookie"}}))[0].0, "header.name");
-        assert_eq!(err(json!("{not json"))[0].0, "");
-        assert_eq!(err(json!({"jwk_url": "u", "claim_namespace": "typo"}))[0].0, "claim_namespace");
+        assert_eq!(err(json!({"jwk_url": "u", "header": {"type": "Cookie"}}))[0].path, "header.name");
+        assert_eq!(err(json!("{not json"))[0].path, "");
+        assert_eq!(err(json!({"jwk_url": "u", "claim_namespace": "typo"}))[0].path, "claim_namespace");
     }
 
     #[test]
     fn locations_and_skew() {
         let cookie =
-            parse(&json!({"jwk_url": "u", "header": {"type": "cookie", "name": "session"}, "allowed_skew": 2.5}))
+            import(&json!({"jwk_url": "u", "header": {"type": "cookie", "name": "session"}, "allowed_skew": 2.5}))
                 .unwrap();
         assert_eq!(cookie.token_from, TokenFrom::Cookie { cookie: "session".into() });
         assert_eq!(cookie.leeway_seconds, 3);
-        let custom = parse(&json!({"jwk_url": "u", "header": {"type": "CustomHeader", "name": "X-Token"}})).unwrap();
+        let custom = import(&json!({"jwk_url": "u", "header": {"type": "CustomHeader", "name": "X-Token"}})).unwrap();
         assert_eq!(custom.token_from, TokenFrom::Header { header: "x-token".into(), prefix: Some(String::new()) });
-        let hs = parse(&json!({"type": "HS512", "key": "k".repeat(64), "issuer": "https://nhost"})).unwrap();
-        assert!(matches!(hs.keys, ImportedKeys::Secret(_)));
+        let hs = import(&json!({"type": "HS512", "key": "k".repeat(64), "issuer": "https://nhost"})).unwrap();
+        assert!(matches!(hs.source, KeySource::Secret(_)));
         assert_eq!(hs.issuer.as_deref(), Some("https://nhost"));
     }
 }

@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moka::sync::Cache;
 use serde_json::{Map, Value, json};
 
-use crate::token_cache::{CacheKey, TokenDigest};
-use crate::verify::now_seconds;
+use crate::token::{Clock, TokenDigest};
+use crate::token_cache::CacheKey;
 
 /// A key that signs minted tokens.
 #[derive(Clone)]
@@ -70,29 +70,31 @@ pub struct MintCache {
     by_token: Option<Cache<CacheKey, Arc<Minted>>>,
     anonymous: Mutex<Option<Arc<Minted>>>,
     margin: u64,
+    clock: Clock,
 }
 
 struct UntilRefresh {
     margin: u64,
+    clock: Clock,
 }
 
 impl moka::Expiry<CacheKey, Arc<Minted>> for UntilRefresh {
     fn expire_after_create(&self, _: &CacheKey, minted: &Arc<Minted>, _: std::time::Instant) -> Option<Duration> {
-        Some(Duration::from_secs(minted.exp.saturating_sub(self.margin).saturating_sub(now_seconds())))
+        Some(Duration::from_secs(minted.exp.saturating_sub(self.margin).saturating_sub(self.clock.now())))
     }
 }
 
 impl MintCache {
     /// `capacity` 0 disables reuse (every request mints); `margin` is how long
     /// before `exp` a minted token is replaced.
-    pub fn new(capacity: u64, margin: u64) -> Self {
-        let by_token = (capacity > 0)
-            .then(|| Cache::builder().max_capacity(capacity).expire_after(UntilRefresh { margin }).build());
-        MintCache { by_token, anonymous: Mutex::new(None), margin }
+    pub fn new(capacity: u64, margin: u64, clock: Clock) -> Self {
+        let expiry = UntilRefresh { margin, clock: clock.clone() };
+        let by_token = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(expiry).build());
+        MintCache { by_token, anonymous: Mutex::new(None), margin, clock }
     }
 
     fn fresh(&self, minted: &Minted) -> bool {
-        minted.exp > now_seconds() + self.margin
+        minted.exp > self.clock.now() + self.margin
     }
 
     pub fn for_token(&self, key: CacheKey, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {

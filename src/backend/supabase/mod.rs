@@ -5,67 +5,21 @@
 //! Either way the client's `apikey` is replaced, and `service_role` never comes
 //! from a client.
 
-pub mod errors;
+pub mod deny;
 pub mod mint;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Authenticated, Mutations, Refusal};
-use crate::config::TokenFrom;
+use super::{Authenticated, Mutations};
+use crate::config::{Problem, SupabaseBackendConfig, SupabaseMode as Mode, TokenFrom};
+use crate::decision::Refusal;
+use crate::header::is_header_value;
 use crate::jsonpath::JsonPath;
 use crate::request::HttpRequest;
-use crate::verify::now_seconds;
+use crate::token::Clock;
 use mint::{MintCache, Minted, Signer, UserClaims, anonymous_claims, session_id_from};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Remint,
-    Passthrough,
-}
-
-/// `backends.<name>` with `type: supabase`, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SupabaseBackendConfig {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub mode: Mode,
-    /// HS256 secret (>= 32 bytes) or PEM private key (ES256 P-256 / RS256); remint only.
-    pub signing_key: Option<String>,
-    /// `kid` of minted tokens; required for PEM keys.
-    pub signing_kid: Option<String>,
-    /// The project's publishable (or legacy anon) key, sent as `apikey`.
-    pub apikey: String,
-    #[serde(default = "default_ttl")]
-    pub ttl_seconds: u64,
-    #[serde(default)]
-    pub allow_anonymous: bool,
-    /// Passthrough: deny tokens whose `role` is not `authenticated`.
-    #[serde(default)]
-    pub require_role_claim: bool,
-    /// `iss` of minted tokens.
-    #[serde(default = "default_minted_issuer")]
-    pub minted_issuer: String,
-    /// Claims copied under `app_metadata` (name -> claim path); default: the
-    /// organisation, role(s) and permissions of Kinde, WorkOS and similar IdPs.
-    pub app_metadata: Option<BTreeMap<String, String>>,
-    /// Claims copied under `user_metadata`; default: name, given_name, family_name, picture.
-    pub user_metadata: Option<BTreeMap<String, String>>,
-}
-
-fn default_ttl() -> u64 {
-    300
-}
-
-fn default_minted_issuer() -> String {
-    "portcullis".into()
-}
 
 const DEFAULT_APP_METADATA: [(&str, &str); 6] = [
     ("org_code", "$.org_code"),
@@ -80,41 +34,6 @@ const DEFAULT_USER_METADATA: [(&str, &str); 4] =
 
 type ClaimMapping = Vec<(String, JsonPath)>;
 
-/// Checks a config completely (the loader reports these with their YAML path).
-pub fn validate(config: &SupabaseBackendConfig) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
-    if config.apikey.is_empty() {
-        problems.push(("apikey", "must not be empty".into()));
-    }
-    if !super::is_header_value(&config.apikey) {
-        problems.push(("apikey", "contains control characters (a stray newline?)".into()));
-    }
-    if config.ttl_seconds == 0 {
-        problems.push(("ttl_seconds", "must be greater than 0".into()));
-    }
-    match (config.mode, &config.signing_key) {
-        (Mode::Remint, None) => problems.push(("signing_key", "required with mode: remint".into())),
-        (Mode::Remint, Some(key)) => {
-            if let Err(err) = Signer::new(key, config.signing_kid.as_deref()) {
-                problems.push(("signing_key", err));
-            }
-        }
-        (Mode::Passthrough, Some(_)) => problems.push(("signing_key", "only used with mode: remint".into())),
-        (Mode::Passthrough, None) => {}
-    }
-    if config.mode == Mode::Remint && config.require_role_claim {
-        problems.push(("require_role_claim", "only applies to mode: passthrough (remint always sets the role)".into()));
-    }
-    for (key, mapping) in [("app_metadata", &config.app_metadata), ("user_metadata", &config.user_metadata)] {
-        for (name, path) in mapping.iter().flatten() {
-            if let Err(err) = JsonPath::parse(path) {
-                problems.push((key, format!("{name}: {err}")));
-            }
-        }
-    }
-    problems
-}
-
 pub struct SupabaseBackend {
     mode: Mode,
     signer: Option<Signer>,
@@ -126,17 +45,53 @@ pub struct SupabaseBackend {
     app_metadata: ClaimMapping,
     user_metadata: ClaimMapping,
     minted: MintCache,
+    clock: Clock,
 }
 
 impl SupabaseBackend {
-    /// Builds from a config [`validate`] accepted; `cache_capacity` bounds token reuse.
-    pub fn new(config: &SupabaseBackendConfig, cache_capacity: u64) -> Self {
-        let signer = config.signing_key.as_ref().filter(|_| config.mode == Mode::Remint).map(|key| {
-            Signer::new(key, config.signing_kid.as_deref()).expect("signing key validated by the config loader")
-        });
+    /// Compiles `backends.<name>` with `type: supabase` (the signing key is
+    /// parsed and probe-signed once); problems are relative to it.
+    /// `cache_capacity` bounds minted-token reuse.
+    pub fn compile(config: &SupabaseBackendConfig, cache_capacity: u64, clock: &Clock) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if config.apikey.is_empty() {
+            problems.push(Problem::new("apikey", "must not be empty"));
+        }
+        if !is_header_value(&config.apikey) {
+            problems.push(Problem::new("apikey", "contains control characters (a stray newline?)"));
+        }
+        if config.ttl_seconds == 0 {
+            problems.push(Problem::new("ttl_seconds", "must be greater than 0"));
+        }
+        let signer = match (config.mode, &config.signing_key) {
+            (Mode::Remint, None) => {
+                problems.push(Problem::new("signing_key", "required with mode: remint"));
+                None
+            }
+            (Mode::Remint, Some(key)) => Signer::new(key, config.signing_kid.as_deref())
+                .map_err(|err| problems.push(Problem::new("signing_key", err)))
+                .ok(),
+            (Mode::Passthrough, Some(_)) => {
+                problems.push(Problem::new("signing_key", "only used with mode: remint"));
+                None
+            }
+            (Mode::Passthrough, None) => None,
+        };
+        if config.mode == Mode::Remint && config.require_role_claim {
+            problems.push(Problem::new(
+                "require_role_claim",
+                "only applies to mode: passthrough (remint always sets the role)",
+            ));
+        }
+        let app_metadata = mapping("app_metadata", config.app_metadata.as_ref(), &DEFAULT_APP_METADATA, &mut problems);
+        let user_metadata =
+            mapping("user_metadata", config.user_metadata.as_ref(), &DEFAULT_USER_METADATA, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         // Replace a minted token a fifth of its lifetime (at most a minute) before it expires.
         let margin = (config.ttl_seconds / 5).min(60);
-        SupabaseBackend {
+        Ok(SupabaseBackend {
             mode: config.mode,
             signer,
             apikey: config.apikey.clone(),
@@ -144,10 +99,11 @@ impl SupabaseBackend {
             allow_anonymous: config.allow_anonymous,
             require_role_claim: config.require_role_claim,
             minted_issuer: config.minted_issuer.clone(),
-            app_metadata: mapping(config.app_metadata.as_ref(), &DEFAULT_APP_METADATA),
-            user_metadata: mapping(config.user_metadata.as_ref(), &DEFAULT_USER_METADATA),
-            minted: MintCache::new(cache_capacity, margin),
-        }
+            app_metadata,
+            user_metadata,
+            minted: MintCache::new(cache_capacity, margin, clock.clone()),
+            clock: clock.clone(),
+        })
     }
 
     pub fn authorize(&self, auth: &Authenticated<'_>) -> Result<Mutations, Refusal> {
@@ -164,7 +120,7 @@ impl SupabaseBackend {
         }
         mutations.set_headers.push(("apikey".into(), self.apikey.clone()));
         // The IdP token never reaches Supabase from another header.
-        if let TokenFrom::Header { header, .. } = auth.token_from
+        if let TokenFrom::Header { header, .. } = auth.token_from()
             && header != "authorization"
         {
             mutations.remove([header.clone()]);
@@ -181,7 +137,7 @@ impl SupabaseBackend {
         match &self.signer {
             Some(signer) => {
                 let minted = self.minted.anonymous(|| {
-                    let now = now_seconds();
+                    let now = self.clock.now();
                     let exp = now + self.ttl_seconds;
                     let token = signer.sign(&anonymous_claims(&self.minted_issuer, now, exp)).ok()?;
                     Some(Minted { token, exp })
@@ -222,7 +178,7 @@ impl SupabaseBackend {
         })?;
         let signer = self.signer.as_ref().expect("remint mode has a signer");
         let minted = self.minted.for_token((*auth.digest, auth.issuer.id), || {
-            let now = now_seconds();
+            let now = self.clock.now();
             let user = UserClaims {
                 issuer: &self.minted_issuer,
                 sub,
@@ -254,14 +210,26 @@ impl SupabaseBackend {
     }
 }
 
-fn mapping(configured: Option<&BTreeMap<String, String>>, defaults: &[(&str, &str)]) -> ClaimMapping {
+/// Claim paths by metadata name, parsed once; problems under `key`.
+fn mapping(
+    key: &str,
+    configured: Option<&BTreeMap<String, String>>,
+    defaults: &[(&str, &str)],
+    problems: &mut Vec<Problem>,
+) -> ClaimMapping {
     let pairs: Vec<(String, String)> = match configured {
         Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         None => defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
     pairs
         .into_iter()
-        .map(|(name, path)| (name, JsonPath::parse(&path).expect("claim paths validated by the config loader")))
+        .filter_map(|(name, path)| match JsonPath::parse(&path) {
+            Ok(parsed) => Some((name, parsed)),
+            Err(err) => {
+                problems.push(Problem::new(key, format!("{name}: {err}")));
+                None
+            }
+        })
         .collect()
 }
 

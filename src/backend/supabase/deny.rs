@@ -1,19 +1,32 @@
-//! Deny reasons in PostgREST's words (v13+ codes and messages), so supabase-js
-//! and PostgREST clients see the errors they already handle.
+//! Denies in PostgREST's words and shape (v13+ codes and messages,
+//! `{"code","details","hint","message"}`), so supabase-js and PostgREST clients
+//! see the errors they already handle.
 
-use crate::decision::DenyReason;
+use crate::decision::{DenyReason, RenderedDeny};
 use crate::extract::ExtractError;
 use crate::verify::TokenError;
 
-/// A PostgREST-style error: HTTP status, code, message, and the challenge for 401s.
-pub struct PostgrestError {
-    pub http_status: u16,
-    pub code: &'static str,
-    pub message: String,
-    pub challenge: Option<String>,
+/// The deny a PostgREST client gets.
+pub fn render(reason: &DenyReason) -> RenderedDeny {
+    let error = postgrest_error(reason);
+    let body = serde_json::json!({"code": error.code, "details": null, "hint": null, "message": error.message});
+    RenderedDeny {
+        http_status: error.http_status,
+        content_type: "application/json; charset=utf-8",
+        challenge: error.challenge,
+        body: body.to_string(),
+    }
 }
 
-pub fn postgrest_error(reason: &DenyReason) -> PostgrestError {
+/// A PostgREST-style error: HTTP status, code, message, and the challenge for 401s.
+struct PostgrestError {
+    http_status: u16,
+    code: &'static str,
+    message: String,
+    challenge: Option<String>,
+}
+
+fn postgrest_error(reason: &DenyReason) -> PostgrestError {
     let invalid = |code: &'static str, message: String| PostgrestError {
         http_status: 401,
         challenge: Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", message.replace('"', "'"))),
@@ -64,7 +77,7 @@ pub fn postgrest_error(reason: &DenyReason) -> PostgrestError {
 fn token_error(err: &TokenError) -> (&'static str, String) {
     match err {
         TokenError::WrongPartCount(count) => ("PGRST301", format!("Expected 3 parts in JWT; got {count}")),
-        TokenError::Malformed(why) if why.starts_with("payload") => ("PGRST303", "Parsing claims failed".into()),
+        TokenError::Malformed(part) if part.in_payload() => ("PGRST303", "Parsing claims failed".into()),
         TokenError::Malformed(_) | TokenError::CriticalHeader => {
             ("PGRST301", "JWT cryptographic operation failed".into())
         }

@@ -1,13 +1,26 @@
-//! Deny reasons in Hasura's words. Many clients match on these exact strings
-//! (`Could not verify JWT: JWTExpired`), so they are reproduced verbatim.
+//! Denies in Hasura's words and shape. Many clients match on these exact
+//! strings (`Could not verify JWT: JWTExpired`), so they are reproduced
+//! verbatim, in Hasura's body `{"errors":[{"extensions":{"path":"$","code":C},"message":M}]}`.
 
-use crate::decision::DenyReason;
+use crate::decision::{DenyReason, RenderedDeny};
 use crate::extract::ExtractError;
 use crate::request::RequestProblem;
 use crate::verify::TokenError;
 
+/// The deny a Hasura client gets; `graphql_status` answers HTTP 200 as Hasura
+/// does on `/v1/graphql` (except 503 and 431: retry later, or the request is
+/// too large to be a GraphQL call).
+pub fn render(reason: &DenyReason, graphql_status: bool) -> RenderedDeny {
+    let (code, message) = hasura_error(reason);
+    let body = serde_json::json!({"errors": [{"extensions": {"path": "$", "code": code}, "message": message}]});
+    let keeps_status = matches!(reason.http_status(), 503 | 431);
+    let (http_status, challenge) =
+        if graphql_status && !keeps_status { (200, None) } else { (reason.http_status(), reason.challenge()) };
+    RenderedDeny { http_status, content_type: "application/json", challenge, body: body.to_string() }
+}
+
 /// Hasura's error `code` and `message` for a deny.
-pub fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
+fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
     match reason {
         DenyReason::MissingToken => {
             ("invalid-headers", "Missing 'Authorization' or 'Cookie' header in JWT authentication mode".into())
@@ -49,10 +62,10 @@ fn jose_error(err: &TokenError) -> String {
         TokenError::WrongPartCount(count) => {
             format!("JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got {count})")
         }
-        TokenError::Malformed(why) if why.contains("base64url") => {
+        TokenError::Malformed(part) if part.is_encoding() => {
             "JWSError (JSONDecodeError \"Not valid base64url\")".into()
         }
-        TokenError::Malformed(why) => format!("JWTClaimsSetDecodeError \"{why}\""),
+        TokenError::Malformed(part) => format!("JWTClaimsSetDecodeError \"{part}\""),
         TokenError::MissingClaim(claim) => format!("JWTClaimsSetDecodeError \"missing required claim {claim}\""),
         TokenError::InvalidClaim(claim) => format!("JWTClaimsSetDecodeError \"invalid claim {claim}\""),
     }

@@ -1,0 +1,229 @@
+//! Everything one version of the config decides, compiled once into an
+//! immutable value: issuers with their key sources, backends with their
+//! signers and claim paths, routes with their matchers and extractors, the
+//! verified-token cache. [`Policy::compile`] is the one step that turns plain
+//! config into it, collecting every problem with its YAML path; `check-config`,
+//! `serve`, reloads and `token verify` all go through it, and nothing checks
+//! the config again afterwards. A reload compiles a new policy and swaps it whole.
+
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::backend::Backend;
+use crate::config::{self, Action, Config, ConfigError, LimitsConfig, Listen, Problem, Problems};
+use crate::issuer::Issuer;
+use crate::keys::{Fetcher, KeyRuntime};
+use crate::route::{Names, Route, Router};
+use crate::token::Clock;
+use crate::token_cache::TokenCache;
+
+pub use summary::summary;
+
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// What outlives one policy: where keys come from, who hears that keys changed,
+/// and the clock. Handed from each policy to the next.
+#[derive(Clone)]
+pub struct Runtime {
+    pub keys: KeyRuntime,
+    pub clock: Clock,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            keys: KeyRuntime { fetcher: Arc::new(Fetcher::new()), changed: watch::channel(0).0 },
+            clock: Clock::system(),
+        }
+    }
+}
+
+pub struct Policy {
+    pub generation: u64,
+    pub listen: Listen,
+    pub admin_token: Option<String>,
+    pub issuers: Vec<Arc<Issuer>>,
+    pub backends: BTreeMap<String, Arc<Backend>>,
+    pub router: Router,
+    pub cache: TokenCache,
+    /// How much of each request is read (a larger one is a 431).
+    pub limits: LimitsConfig,
+    pub runtime: Runtime,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let issuers: Vec<&str> = self.issuers.iter().map(|issuer| &*issuer.name).collect();
+        f.debug_struct("Policy")
+            .field("generation", &self.generation)
+            .field("issuers", &issuers)
+            .field("backends", &self.backends.keys().collect::<Vec<_>>())
+            .field("routes", &self.router.routes().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Compiles `config`. Keys are not fetched until [`Policy::start`]; the live
+    /// keys of `previous`'s issuers whose name and key source did not change are kept.
+    pub fn compile(config: &Config, runtime: &Runtime, previous: Option<&Policy>) -> Result<Policy, Vec<Problem>> {
+        let mut problems = Problems::default();
+        check_admin(config, &mut problems);
+        let issuers: Vec<Arc<Issuer>> = config
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, (name, issuer))| {
+                let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
+                let compiled = Issuer::compile(id, name, issuer, &runtime.keys, old);
+                problems.take(&config::join_path("issuers", name), compiled).map(Arc::new)
+            })
+            .collect();
+        let backends: BTreeMap<String, Arc<Backend>> = config
+            .backends
+            .iter()
+            .filter_map(|(name, backend)| {
+                let compiled = Backend::compile(backend, config.cache.tokens, &runtime.clock);
+                Some((name.clone(), Arc::new(problems.take(&config::join_path("backends", name), compiled)?)))
+            })
+            .collect();
+        let names = Names {
+            declared: &config.declared,
+            issuers: &issuers,
+            backend_configs: &config.backends,
+            backends: &backends,
+        };
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems.into_vec());
+        }
+        Ok(Policy {
+            generation: previous.map_or(1, |old| old.generation + 1),
+            listen: config.listen.clone(),
+            admin_token: config.admin.token.clone(),
+            issuers,
+            backends,
+            router: Router::new(routes),
+            cache: TokenCache::new(config.cache.tokens, runtime.clock.clone()),
+            limits: config.limits.clone(),
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// Starts the background key refreshers (the first fetch happens at once).
+    pub fn start(&self) {
+        for issuer in &self.issuers {
+            issuer.keys.start_refresher();
+        }
+    }
+
+    /// Issuers that some authenticating route relies on.
+    pub fn issuers_in_use(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.iter().filter(|issuer| {
+            self.router
+                .routes()
+                .iter()
+                .any(|route| route.action == Action::Authenticate && route.issuers.contains(&issuer.id))
+        })
+    }
+
+    /// SERVING once every issuer in use has keys (SPEC section 8).
+    pub fn is_ready(&self) -> bool {
+        self.issuers_in_use().all(|issuer| issuer.keys.current().is_some())
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.iter().find(|issuer| &*issuer.name == name)
+    }
+
+    /// Fetches keys, concurrently and each within a bound, for issuers that have
+    /// none and are not carried over from `previous` (whose issuers keep their
+    /// state, keys or not). Every failure is a problem with its YAML path.
+    pub async fn fetch_missing_keys(&self, previous: Option<&Policy>) -> Vec<Problem> {
+        const BOUND: Duration = Duration::from_secs(10);
+        let carried = |issuer: &Issuer| {
+            previous.is_some_and(|old| old.issuers.iter().any(|was| Arc::ptr_eq(&was.keys, &issuer.keys)))
+        };
+        let pending: Vec<_> =
+            self.issuers.iter().filter(|issuer| !carried(issuer) && issuer.keys.current().is_none()).collect();
+        let tasks: Vec<_> = pending
+            .iter()
+            .map(|issuer| {
+                let keys = Arc::clone(&issuer.keys);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(BOUND, keys.refresh()).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(err)) => Some(err.to_string()),
+                        Err(_) => Some(format!("no answer within {}s", BOUND.as_secs())),
+                    }
+                })
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (issuer, task) in pending.iter().zip(tasks) {
+            if let Some(why) = task.await.unwrap_or_else(|join| Some(join.to_string())) {
+                problems
+                    .push(Problem::new(format!("issuers.{}", issuer.name), format!("first key fetch failed: {why}")));
+            }
+        }
+        problems
+    }
+}
+
+/// An unauthenticated control plane is only acceptable where only this machine can reach it.
+fn check_admin(config: &Config, problems: &mut Problems) {
+    if config.admin.token.is_none() && !config.listen.admin.ip().is_loopback() {
+        problems.push(
+            "admin.token",
+            format!("required because listen.admin ({}) is not a loopback address", config.listen.admin),
+        );
+    }
+    if config.admin.token.as_ref().is_some_and(|token| token.len() < MIN_ADMIN_TOKEN_CHARS) {
+        problems.push("admin.token", format!("use at least {MIN_ADMIN_TOKEN_CHARS} characters"));
+    }
+}
+
+/// Reads, parses and compiles a config file, with a fresh runtime.
+pub fn load_file(path: &Path) -> Result<Policy, ConfigError> {
+    load_file_with(path, &Runtime::default(), None)
+}
+
+/// Parses and compiles config text with a fresh runtime; `source_name` only labels errors.
+pub fn parse_str(text: &str, source_name: &str) -> Result<Policy, ConfigError> {
+    compile_text(text, source_name, &Runtime::default(), None)
+}
+
+/// Reads and compiles `path` as the successor of `previous` (a reload).
+pub fn load_file_with(path: &Path, runtime: &Runtime, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
+    let source_name = path.display().to_string();
+    compile_text(&config::read_file(path, &source_name)?, &source_name, runtime, previous)
+}
+
+/// Parses and compiles in one run, so problems of both kinds are reported
+/// together: what did not parse, and what parsed but does not make sense.
+pub fn compile_text(
+    text: &str,
+    source_name: &str,
+    runtime: &Runtime,
+    previous: Option<&Policy>,
+) -> Result<Policy, ConfigError> {
+    let (config, mut problems) = config::read_str(text);
+    if let Some(config) = config {
+        match Policy::compile(&config, runtime, previous) {
+            Ok(policy) if problems.is_empty() => return Ok(policy),
+            Ok(_) => {}
+            Err(more) => problems.extend(more),
+        }
+    }
+    Err(ConfigError { source_name: source_name.to_string(), problems })
+}

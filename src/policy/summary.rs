@@ -1,0 +1,78 @@
+//! The human summary `check-config` prints for a compiled policy: what was
+//! understood, not what was written. Secrets are never printed, only what they
+//! allow; key URLs are redacted.
+
+use std::fmt::Write;
+
+use super::Policy;
+use crate::config::{Action, TokenFrom};
+use crate::issuer::Issuer;
+use crate::keys::{HMAC_ALGORITHMS, KeySource, hmac_algorithms_for, hmac_min_secret_bytes, redact_url};
+use crate::route::Route;
+
+pub fn summary(policy: &Policy) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config OK");
+    let listen = &policy.listen;
+    let _ = writeln!(out, "listen: authz {}, admin {}, http {}", listen.authz, listen.admin, listen.http);
+    let _ = writeln!(out, "token cache: {} entries", policy.cache.capacity());
+    let _ = writeln!(out, "issuers ({}):", policy.issuers.len());
+    for issuer in &policy.issuers {
+        let _ = writeln!(out, "  {}", issuer_line(issuer));
+    }
+    let names: Vec<&str> = policy.backends.keys().map(String::as_str).collect();
+    let _ = writeln!(out, "backends ({}): {}", names.len(), names.join(", "));
+    let routes = policy.router.routes();
+    let _ = writeln!(out, "routes ({}, first match wins; no match = 403):", routes.len());
+    for route in routes {
+        let _ = writeln!(out, "  {}", route_line(policy, route));
+    }
+    out
+}
+
+fn issuer_line(issuer: &Issuer) -> String {
+    let keys = match &issuer.source {
+        KeySource::Secret(secret) => secret_summary(secret.len()),
+        KeySource::Jwks(Some(uri)) => format!("JWKS {}", redact_url(uri)),
+        KeySource::Jwks(None) => "JWKS via OIDC discovery".to_string(),
+        KeySource::PublicKey { kind, .. } => format!("PEM public key ({kind:?})"),
+    };
+    let audiences = issuer.audiences.as_ref().map_or("any".to_string(), |list| list.join(", "));
+    let from = match &issuer.token_from {
+        TokenFrom::Header { header, prefix: Some(prefix) } => format!("header {header} (prefix {prefix:?})"),
+        TokenFrom::Header { header, prefix: None } => format!("header {header}"),
+        TokenFrom::Cookie { cookie } => format!("cookie {cookie}"),
+    };
+    let iss = issuer.issuer.as_deref().unwrap_or("any (not checked, as Hasura)");
+    let hasura = if issuer.imported { " | Hasura claims from hasura_jwt_secret" } else { "" };
+    format!("{}: iss {iss} | keys: {keys} | aud: {audiences} | token from {from}{hasura}", issuer.name)
+}
+
+/// Which HS algorithms the secret may verify, and what the others would need.
+fn secret_summary(len: usize) -> String {
+    let fits: Vec<String> = hmac_algorithms_for(len).iter().map(|alg| format!("{alg:?}")).collect();
+    let short: Vec<String> = HMAC_ALGORITHMS
+        .iter()
+        .filter(|alg| len < hmac_min_secret_bytes(**alg))
+        .map(|alg| format!("{alg:?} needs {} bytes", hmac_min_secret_bytes(*alg)))
+        .collect();
+    let mut text = format!("shared secret of {len} bytes: {}", fits.join(" "));
+    if !short.is_empty() {
+        text.push_str(&format!(" ({})", short.join(", ")));
+    }
+    text
+}
+
+fn route_line(policy: &Policy, route: &Route) -> String {
+    let action = match route.action {
+        Action::Allow => "allow".to_string(),
+        Action::Deny => "deny".to_string(),
+        Action::Authenticate if route.issuers.len() == policy.issuers.len() => "authenticate (any issuer)".to_string(),
+        Action::Authenticate => {
+            let names: Vec<&str> = route.issuers.iter().map(|&id| &*policy.issuers[id].name).collect();
+            format!("authenticate ({})", names.join(", "))
+        }
+    };
+    let backend = route.backend.as_ref().map(|b| format!(" -> backend {}", b.name)).unwrap_or_default();
+    format!("{}: {} => {action}{backend}", route.name, route.describe_match())
+}
