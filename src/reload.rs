@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::authz::Authorizer;
 use crate::config::{self, Listen, Problem};
@@ -77,7 +77,7 @@ impl Reloader {
         }
         let (generation, warnings) = (next.generation, self.listen_warnings(&next.listen));
         let admin_token = next.admin_token.clone();
-        let keys_changed = next.runtime.keys.changed.clone();
+        let keys_changed = next.runtime.changed.clone();
         next.start();
         self.authorizer.swap(next);
         *self.admin_token.write().expect("admin token lock poisoned") = admin_token;
@@ -99,22 +99,24 @@ impl Reloader {
         .collect()
     }
 
-    /// Reloads whenever the file changes (polled each second, debounced), until the process ends.
+    /// Reloads whenever the file's content changes (polled each second,
+    /// debounced), until the process ends. Content, not modification time:
+    /// times can have one-second granularity, and a Kubernetes ConfigMap
+    /// update swaps a symlink rather than writing the file.
     pub fn watch(self: &Arc<Self>) {
         let Some(path) = self.path.clone() else { return };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let stamp = |path: &PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
-            let mut seen: Option<SystemTime> = stamp(&path);
+            let fingerprint = |path: &PathBuf| std::fs::read(path).ok().map(|bytes| crate::token::digest_bytes(&bytes));
+            let mut seen = fingerprint(&path);
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = stamp(&path);
-                if now == seen {
+                if fingerprint(&path) == seen {
                     continue;
                 }
                 // Editors write in steps; wait until the file stops changing.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                seen = stamp(&path);
+                seen = fingerprint(&path);
                 match this.reload().await {
                     Ok(done) => tracing::info!(generation = done.generation, "reloaded after a file change"),
                     Err(err) => tracing::error!("reload after a file change failed, old policy kept: {err}"),

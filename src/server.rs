@@ -81,7 +81,7 @@ pub async fn start(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
-    let keys_rx = policy.runtime.keys.changed.subscribe();
+    let keys_rx = policy.runtime.changed.subscribe();
     let listen = policy.listen.clone();
     let open_admin = policy.admin_token.is_none();
     policy.start();

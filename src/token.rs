@@ -14,7 +14,12 @@ use serde_json::{Map, Value};
 pub type TokenDigest = [u8; 32];
 
 pub fn digest(token: &str) -> TokenDigest {
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    digest_bytes(token.as_bytes())
+}
+
+/// SHA-256 of any bytes (a file's content, to notice that it changed).
+pub fn digest_bytes(bytes: &[u8]) -> TokenDigest {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     hash.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 

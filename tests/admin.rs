@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use jsonwebtoken::Algorithm;
 use portcullis::proto::admin::v1::admin_client::AdminClient;
@@ -198,10 +196,11 @@ async fn twenty_reloads_under_concurrent_checks_never_give_a_wrong_decision() {
     let valid = key.sign(&issuer.claims("u", "x", 300));
     let expired = key.sign(&issuer.claims("u", "x", -300));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let decided = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..4 {
         let mut client = client(&server.running).await;
-        let (valid, expired, stop) = (valid.clone(), expired.clone(), stop.clone());
+        let (valid, expired, stop, decided) = (valid.clone(), expired.clone(), stop.clone(), decided.clone());
         workers.push(tokio::spawn(async move {
             let mut checked = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -216,6 +215,7 @@ async fn twenty_reloads_under_concurrent_checks_never_give_a_wrong_decision() {
                 };
                 assert_eq!(status_code(&response) == 0, allowed, "{path} {response:?}");
                 checked += 1;
+                decided.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             checked
         }));
@@ -226,7 +226,9 @@ async fn twenty_reloads_under_concurrent_checks_never_give_a_wrong_decision() {
         server.rewrite(&format!("{base}# round {round}\n"));
         let done = admin.reload_policy(authed(ReloadPolicyRequest {})).await.unwrap().into_inner();
         assert_eq!(done.policy_generation, round + 2);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Let the workers decide on this generation before the next swap.
+        let seen = decided.load(std::sync::atomic::Ordering::Relaxed);
+        wait_until("checks on the new policy", || decided.load(std::sync::atomic::Ordering::Relaxed) >= seen + 8).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;

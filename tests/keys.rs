@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use jsonwebtoken::Algorithm;
@@ -71,13 +70,15 @@ async fn rotation_is_picked_up_and_removed_keys_stop_verifying_cached_tokens() {
     let old = SigningKey::generate(Algorithm::RS256, "old");
     let new = SigningKey::generate(Algorithm::ES256, "new");
     let issuer = DevIssuer::start(&[&old]).await.unwrap();
-    let running = start_ready(&config_with_interval(&issuer, 1)).await;
+    let clock = clock_now();
+    let running = start_with_clock(&config_with_interval(&issuer, 1), clock.clone()).await;
+    wait_until("server ready", || running.readiness.is_ready()).await;
     let mut client = client(&running).await;
     let old_token = old.sign(&issuer.claims("u", AUD, 300));
     assert_allowed(&check_token(&mut client, "/", &old_token).await); // now cached
 
     issuer.set_keys(&[&new]);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the unknown-kid interval
+    clock.advance(2); // past the unknown-kid interval
     let new_token = new.sign(&issuer.claims("u", AUD, 300));
     assert_allowed(&check_token(&mut client, "/", &new_token).await);
     assert_eq!(issuer.jwks_fetches(), 2, "one refetch for the new kid");
@@ -90,8 +91,10 @@ async fn rotation_is_picked_up_and_removed_keys_stop_verifying_cached_tokens() {
 async fn a_flood_of_random_kids_causes_a_bounded_number_of_fetches() {
     let key = SigningKey::generate(Algorithm::RS256, "real");
     let issuer = DevIssuer::start(&[&key]).await.unwrap();
-    let running = start_ready(&config_with_interval(&issuer, 2)).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let clock = clock_now();
+    let running = start_with_clock(&config_with_interval(&issuer, 2), clock.clone()).await;
+    wait_until("server ready", || running.readiness.is_ready()).await;
+    clock.advance(3); // past the unknown-kid interval
     let before = issuer.jwks_fetches();
     let client = client(&running).await;
     let mut tasks = Vec::new();

@@ -8,18 +8,19 @@
 //! timeout, where `failure_mode_allow` could let it through.
 //! A failed fetch never discards the last good keys.
 //!
-//! Time is tokio's, so tests drive refresh timing with a paused clock.
+//! Refresh timing is tokio's time and the rate limit reads the runtime's
+//! [`Clock`], so tests drive both without waiting.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::fetch::FetchError;
+use super::fetch::{FetchError, Fetcher};
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
 use crate::config::RefreshConfig;
+use crate::token::Clock;
 
 /// What operators see about an issuer's keys.
 #[derive(Debug, Clone, Default)]
@@ -37,18 +38,26 @@ pub struct KeyStatus {
 #[derive(Default)]
 struct Refetch {
     in_flight: Option<watch::Receiver<bool>>,
-    last_finished: Option<Instant>,
+    /// Seconds on the runtime's clock.
+    last_finished: Option<u64>,
 }
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// Where keys come from and what tells readiness they changed; shared by every
-/// issuer of a policy and handed on to the policies after it.
+/// Where keys come from, what tells readiness they changed, and the clock;
+/// shared by every issuer of a policy and handed on to the policies after it.
 #[derive(Clone)]
 pub struct KeyRuntime {
     pub fetcher: Arc<dyn KeyFetcher>,
     pub changed: watch::Sender<u64>,
+    pub clock: Clock,
+}
+
+impl Default for KeyRuntime {
+    fn default() -> Self {
+        KeyRuntime { fetcher: Arc::new(Fetcher::new()), changed: watch::channel(0).0, clock: Clock::system() }
+    }
 }
 
 pub struct IssuerKeys {
@@ -122,7 +131,7 @@ impl IssuerKeys {
         };
         let issuer = self.issuer.as_deref().unwrap_or_default();
         let fetched = self.runtime.fetcher.fetch(issuer, jwks_uri.as_deref(), &self.refresh).await;
-        self.refetch.lock().expect("refetch lock poisoned").last_finished = Some(Instant::now());
+        self.refetch.lock().expect("refetch lock poisoned").last_finished = Some(self.runtime.clock.now());
         match fetched {
             Ok(fetched) => {
                 for why in &fetched.keys.skipped {
@@ -187,8 +196,8 @@ impl IssuerKeys {
         if let Some(in_flight) = &state.in_flight {
             return Some(in_flight.clone());
         }
-        let interval = Duration::from_secs(self.refresh.unknown_kid_interval_seconds);
-        if state.last_finished.is_some_and(|at| at.elapsed() < interval) {
+        let now = self.runtime.clock.now();
+        if state.last_finished.is_some_and(|at| now.saturating_sub(at) < self.refresh.unknown_kid_interval_seconds) {
             return None;
         }
         let (done, finished) = watch::channel(false);

@@ -13,36 +13,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::backend::Backend;
 use crate::config::{self, Action, Config, ConfigError, LimitsConfig, Listen, Problem, Problems};
 use crate::issuer::Issuer;
-use crate::keys::{Fetcher, KeyRuntime};
+use crate::keys::KeyRuntime;
 use crate::route::{Names, Route, Router};
-use crate::token::Clock;
 use crate::token_cache::TokenCache;
 
 pub use summary::summary;
 
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
-/// What outlives one policy: where keys come from, who hears that keys changed,
-/// and the clock. Handed from each policy to the next.
-#[derive(Clone)]
-pub struct Runtime {
-    pub keys: KeyRuntime,
-    pub clock: Clock,
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Runtime {
-            keys: KeyRuntime { fetcher: Arc::new(Fetcher::new()), changed: watch::channel(0).0 },
-            clock: Clock::system(),
-        }
-    }
-}
+/// What outlives one policy: where keys come from, who hears that keys
+/// changed, and the clock. Handed from each policy to the next.
+pub type Runtime = KeyRuntime;
 
 pub struct Policy {
     pub generation: u64,
@@ -81,7 +65,7 @@ impl Policy {
             .enumerate()
             .filter_map(|(id, (name, issuer))| {
                 let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
-                let compiled = Issuer::compile(id, name, issuer, &runtime.keys, old);
+                let compiled = Issuer::compile(id, name, issuer, runtime, old);
                 problems.take(&config::join_path("issuers", name), compiled).map(Arc::new)
             })
             .collect();

@@ -18,13 +18,27 @@ use portcullis::server::{Running, ServeOptions};
 use tonic::transport::Channel;
 
 pub use portcullis::dev::{DevIssuer, SigningKey};
+use portcullis::policy::Runtime;
+pub use portcullis::token::Clock;
 
 /// `listen` block binding every port to an ephemeral loopback port.
 pub const LISTEN_ANY: &str = "listen: { authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }\n";
 
 pub async fn start(config_yaml: &str) -> Running {
-    let config = portcullis::policy::parse_str(config_yaml, "test config").unwrap_or_else(|err| panic!("{err}"));
-    portcullis::server::start(config, ServeOptions::default(), std::future::pending()).await.expect("server starts")
+    start_with_clock(config_yaml, Clock::system()).await
+}
+
+/// Starts the server on `clock` (a fixed clock lets a test move time instead of waiting).
+pub async fn start_with_clock(config_yaml: &str, clock: Clock) -> Running {
+    let runtime = Runtime { clock, ..Runtime::default() };
+    let policy = portcullis::policy::compile_text(config_yaml, "test config", &runtime, None)
+        .unwrap_or_else(|err| panic!("{err}"));
+    portcullis::server::start(policy, ServeOptions::default(), std::future::pending()).await.expect("server starts")
+}
+
+/// A fixed clock set to the current time.
+pub fn clock_now() -> Clock {
+    Clock::fixed(Clock::system().now())
 }
 
 /// Starts the server and waits (bounded) until its issuers have keys.
