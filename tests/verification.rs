@@ -105,8 +105,8 @@ async fn invalid_tokens_are_401_invalid_token_with_a_reason() {
         )
     );
     let unknown_kid = SigningKey::generate(Algorithm::RS256, "never-published").sign(&claims(300));
-    let alg_none = portcullis::dev::issuer::unsigned_token(&json!({"alg": "none", "typ": "JWT"}), &claims(300));
-    let alg_none_upper = portcullis::dev::issuer::unsigned_token(&json!({"alg": "NONE", "kid": "rsa-1"}), &claims(300));
+    let alg_none = common::idp::unsigned_token(&json!({"alg": "none", "typ": "JWT"}), &claims(300));
+    let alg_none_upper = common::idp::unsigned_token(&json!({"alg": "NONE", "kid": "rsa-1"}), &claims(300));
 
     // The classic confusion attack: HMAC keyed with the RSA public key, naming the RSA kid.
     let public_jwk = serde_json::to_vec(&s.rsa.jwk).unwrap();

@@ -1,10 +1,9 @@
 //! A real, minimal OIDC issuer on loopback: discovery, JWKS over HTTP, and
-//! freshly generated signing keys. `portcullis dev` runs one; the integration
-//! tests drive one to rotate keys, count fetches and simulate outages.
+//! freshly generated signing keys, for `portcullis dev` (and benchmarks). The
+//! tests use a controllable one of their own (tests/common/idp.rs).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -13,11 +12,10 @@ use aws_lc_rs::signature::{
 };
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -109,21 +107,9 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
-/// An unsigned token with the given header and claims (for `alg: none` tests).
-pub fn unsigned_token(header: &Value, claims: &Value) -> String {
-    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
-    format!("{}.{}.", part(header), part(claims))
-}
-
 struct IssuerState {
     issuer: String,
-    jwks: RwLock<Value>,
-    cache_control: RwLock<Option<String>>,
-    up: AtomicBool,
-    /// Milliseconds every JWKS answer waits (a slow IdP).
-    jwks_delay_ms: AtomicU64,
-    jwks_fetches: AtomicU64,
-    discovery_fetches: AtomicU64,
+    jwks: Value,
 }
 
 /// A running loopback issuer. Stops when dropped.
@@ -142,15 +128,7 @@ impl DevIssuer {
     pub async fn start_on(addr: SocketAddr, keys: &[&SigningKey]) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(IssuerState {
-            issuer: format!("http://{addr}"),
-            jwks: RwLock::new(jwks(keys)),
-            cache_control: RwLock::new(None),
-            up: AtomicBool::new(true),
-            jwks_delay_ms: AtomicU64::new(0),
-            jwks_fetches: AtomicU64::new(0),
-            discovery_fetches: AtomicU64::new(0),
-        });
+        let state = Arc::new(IssuerState { issuer: format!("http://{addr}"), jwks: jwks(keys) });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/.well-known/jwks.json", get(serve_jwks))
@@ -168,39 +146,6 @@ impl DevIssuer {
 
     pub fn jwks_uri(&self) -> String {
         format!("{}/.well-known/jwks.json", self.state.issuer)
-    }
-
-    /// Replaces the published keys (rotation).
-    pub fn set_keys(&self, keys: &[&SigningKey]) {
-        *self.state.jwks.write().expect("jwks lock") = jwks(keys);
-    }
-
-    /// Publishes an arbitrary JWKS body (for malformed-document tests).
-    pub fn set_jwks_document(&self, document: Value) {
-        *self.state.jwks.write().expect("jwks lock") = document;
-    }
-
-    pub fn set_cache_control(&self, value: Option<&str>) {
-        *self.state.cache_control.write().expect("cache-control lock") = value.map(str::to_string);
-    }
-
-    /// While down, every endpoint answers 503.
-    pub fn set_up(&self, up: bool) {
-        self.state.up.store(up, Ordering::SeqCst);
-    }
-
-    /// Every JWKS answer from now on waits this long (a slow IdP).
-    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
-        self.state.jwks_delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
-    }
-
-    /// JWKS requests received (counted on arrival, before any delay).
-    pub fn jwks_fetches(&self) -> u64 {
-        self.state.jwks_fetches.load(Ordering::SeqCst)
-    }
-
-    pub fn discovery_fetches(&self) -> u64 {
-        self.state.discovery_fetches.load(Ordering::SeqCst)
     }
 
     /// Standard claims for a token of this issuer: `sub`, `aud`, and a lifetime
@@ -222,10 +167,6 @@ fn jwks(keys: &[&SigningKey]) -> Value {
 }
 
 async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
-    if !state.up.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
     axum::Json(json!({
         "issuer": state.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer),
@@ -235,20 +176,5 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
 }
 
 async fn serve_jwks(State(state): State<Arc<IssuerState>>) -> Response {
-    if !state.up.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    let delay = state.jwks_delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-    }
-    let body = state.jwks.read().expect("jwks lock").clone();
-    let mut headers = HeaderMap::new();
-    if let Some(value) = state.cache_control.read().expect("cache-control lock").as_deref()
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
-    (headers, axum::Json(body)).into_response()
+    axum::Json(state.jwks.clone()).into_response()
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod idp;
 pub mod tools;
 
 use std::time::Duration;
@@ -17,7 +18,8 @@ use envoy_types::pb::envoy::service::auth::v3::{
 use portcullis::server::{Running, ServeOptions};
 use tonic::transport::Channel;
 
-pub use portcullis::dev::{DevIssuer, SigningKey};
+pub use idp::DevIssuer;
+pub use portcullis::dev::SigningKey;
 use portcullis::policy::Runtime;
 pub use portcullis::token::Clock;
 
