@@ -63,3 +63,70 @@ fn lookup(cache: &TokenCache, clock: &Clock, digest: &TokenDigest, issuer: &Issu
     cache.remove(&key);
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Answer, NOW, ScriptedFetcher, claims, es256, issuer_with_id, runtime};
+    use crate::token::digest;
+    use crate::verify::TokenError;
+
+    const ISS: &str = "https://idp.test";
+
+    #[tokio::test]
+    async fn lookup_then_verify_then_insert_in_route_order() {
+        let key = es256("k");
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&key])]);
+        let runtime = runtime(fetcher);
+        let jwks = format!("{{ issuer: '{ISS}', jwks_uri: 'https://idp.test/jwks' }}");
+        let a = issuer_with_id(0, "a", &jwks, &runtime);
+        let b = issuer_with_id(1, "b", &jwks, &runtime);
+        let other = issuer_with_id(
+            2,
+            "other",
+            "{ issuer: 'https://other.test', jwks_uri: 'https://other.test/jwks' }",
+            &runtime,
+        );
+        for issuer in [&a, &b] {
+            issuer.keys.refresh().await.unwrap();
+        }
+        let cache = TokenCache::new(100, runtime.clock.clone());
+        let token = key.sign(&claims(ISS, "x", 60));
+        let digest = digest(&token);
+
+        // An a-only route verifies and remembers the token for a.
+        let vouched = vouch(&cache, &runtime.clock, &token, &digest, &[&a]).await.unwrap();
+        assert_eq!(vouched.issuer.id, 0);
+        assert!(cache.get(&(digest, 0)).is_some() && cache.get(&(digest, 1)).is_none());
+        // On a [b, a] route b comes first, whatever a remembered.
+        let vouched = vouch(&cache, &runtime.clock, &token, &digest, &[&b, &a]).await.unwrap();
+        assert_eq!(vouched.issuer.id, 1);
+        // Issuers whose iss differs are skipped; none left is an untrusted issuer.
+        let untrusted = vouch(&cache, &runtime.clock, &token, &digest, &[&other]).await.err().unwrap();
+        assert_eq!(untrusted, VerifyFailure::Invalid(TokenError::UntrustedIssuer(ISS.into())));
+        let vouched = vouch(&cache, &runtime.clock, &token, &digest, &[&other, &a]).await.unwrap();
+        assert_eq!(vouched.issuer.id, 0);
+    }
+
+    #[tokio::test]
+    async fn an_expired_remembered_token_is_verified_again_and_refused() {
+        let key = es256("k");
+        let runtime = runtime(ScriptedFetcher::new([Answer::keys(&[&key])]));
+        let idp = issuer_with_id(
+            0,
+            "idp",
+            &format!("{{ issuer: '{ISS}', jwks_uri: 'https://idp.test/jwks', leeway_seconds: 0 }}"),
+            &runtime,
+        );
+        idp.keys.refresh().await.unwrap();
+        let cache = TokenCache::new(100, runtime.clock.clone());
+        let token = key.sign(&claims(ISS, "x", 60));
+        let digest = digest(&token);
+        assert!(vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.is_ok());
+        runtime.clock.advance(61);
+        let expired = vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.err().unwrap();
+        assert_eq!(expired, VerifyFailure::Invalid(TokenError::Expired));
+        assert_eq!(runtime.clock.now(), NOW + 61);
+        assert!(cache.get(&(digest, 0)).is_none(), "the stale entry is gone");
+    }
+}

@@ -39,6 +39,8 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod token;
 pub mod token_cache;
 pub mod verify;

@@ -117,3 +117,62 @@ fn metadata(allowed: &Allowed) -> Struct {
 fn text(value: &str) -> Value {
     Value { kind: Some(Kind::StringValue(value.to_string())) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::plain;
+    use crate::decision::DenyReason;
+
+    #[test]
+    fn an_allow_sets_overwrites_removes_and_reports_identity() {
+        let allowed = Allowed {
+            route: "api".into(),
+            backend: Some("hasura".into()),
+            identity: Some(crate::decision::Identity {
+                issuer: Some("https://idp.test".into()),
+                subject: Some("u1".into()),
+            }),
+            set_headers: vec![("x-hasura-role".into(), "user".into())],
+            remove_headers: vec!["x-hasura-admin-secret".into()],
+        };
+        let response = check_response(&Decision::Allow(allowed));
+        assert_eq!(response.status.unwrap().code, 0);
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("an ok response") };
+        let set = ok.headers[0].clone();
+        assert_eq!(set.append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
+        #[allow(deprecated)] // `append` must stay unset: old Envoys read it before append_action.
+        let append = set.append;
+        assert_eq!(append, None);
+        assert_eq!(set.header.unwrap().key, "x-hasura-role");
+        assert_eq!(ok.headers_to_remove, vec!["x-hasura-admin-secret".to_string()]);
+        let fields = response.dynamic_metadata.unwrap().fields;
+        let text = |name: &str| match &fields[name].kind {
+            Some(Kind::StringValue(value)) => value.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (text("route"), text("backend"), text("iss"), text("sub")),
+            ("api".into(), "hasura".into(), "https://idp.test".into(), "u1".into())
+        );
+    }
+
+    #[test]
+    fn a_deny_carries_its_rendering_and_a_matching_grpc_code() {
+        for (reason, http, rpc) in [
+            (DenyReason::MissingToken, 401, Code::Unauthenticated),
+            (DenyReason::NoRoute, 403, Code::PermissionDenied),
+            (DenyReason::KeysUnavailable("idp".into()), 503, Code::Unavailable),
+            (DenyReason::InvalidRequest(crate::request::RequestProblem::TooManyHeaders), 431, Code::PermissionDenied),
+        ] {
+            let rendered = plain::render(&reason);
+            let response = check_response(&Decision::Deny(Denied { reason, route: Some("r".into()), rendered }));
+            assert_eq!(response.status.unwrap().code, rpc as i32);
+            let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+                panic!("a denied response")
+            };
+            assert_eq!(denied.status.unwrap().code, http);
+            assert_eq!(denied.headers[0].header.as_ref().unwrap().value, "application/json");
+        }
+    }
+}

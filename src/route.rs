@@ -282,4 +282,48 @@ mod tests {
         assert!(methods.matches(&request("POST", "/", "h")));
         assert!(!methods.matches(&request("GET", "/", "h")));
     }
+
+    #[test]
+    fn patterns_are_canonical_and_described() {
+        let escaped = route(MatchConfig { path: Some("/odata/%24batch".into()), ..Default::default() });
+        assert!(escaped.matches(&request("POST", "/odata/$batch", "h")));
+        assert!(escaped.matches(&request("POST", "/odata/%24batch", "h")));
+        assert_eq!(escaped.describe_match(), "path /odata/$batch");
+        let parameters = route(MatchConfig { prefix: Some("/internal/".into()), ..Default::default() });
+        assert!(parameters.matches(&request("GET", "/internal;x/y", "h")), "routed without its parameters");
+    }
+
+    #[test]
+    fn compile_reports_problems_by_path() {
+        let config = RouteConfig {
+            position: 3,
+            name: None,
+            matcher: MatchConfig {
+                prefix: Some("api/../x".into()),
+                methods: Some(vec!["G3T".into()]),
+                ..Default::default()
+            },
+            issuers: Some(vec!["nobody".into()]),
+            backend: Some("missing".into()),
+            action: Action::Authenticate,
+            error_status: Some(ErrorStatus::Http),
+            allow_path_parameters: false,
+        };
+        let backends = BTreeMap::new();
+        let declared = Declared { issuers: vec!["kinde".into()], backends: vec![] };
+        let names = Names { declared: &declared, issuers: &[], backend_configs: &BTreeMap::new(), backends: &backends };
+        let problems: Vec<String> =
+            Route::compile(&config, &names).err().unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "match.prefix: must start with '/'",
+                "match.prefix: has dot-segments, repeated slashes, encoded slashes or broken escapes: requests like it are refused",
+                "match.methods[0]: not an HTTP method",
+                "issuers[0]: unknown issuer \"nobody\" (declared: kinde)",
+                "backend: unknown backend \"missing\"",
+                "error_status: only applies to routes with a hasura backend",
+            ]
+        );
+    }
 }

@@ -150,4 +150,15 @@ mod tests {
         assert!(cache.get(&key).is_none());
         assert_eq!(cache.entry_count(), 0);
     }
+
+    #[test]
+    fn an_entry_lives_until_its_token_expires_by_the_clock() {
+        let clock = Clock::fixed(1_000);
+        let cache = TokenCache::new(10, clock);
+        let key = (crate::token::digest("t"), 0);
+        cache.insert(key, token(0, "k", 1_000));
+        assert!(cache.get(&key).is_none(), "expiring now: not kept");
+        cache.insert(key, token(0, "k", u64::MAX));
+        assert!(cache.get(&key).is_some(), "an absurd exp is capped, not an overflow");
+    }
 }

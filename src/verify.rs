@@ -346,3 +346,205 @@ fn token_error(kind: &ErrorKind) -> TokenError {
         _ => TokenError::Malformed(Malformed::Undecodable),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::Engine;
+    use jsonwebtoken::Header;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{Answer, NOW, ScriptedFetcher, claims, es256, issuer, runtime};
+
+    const ISS: &str = "https://idp.test";
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+
+    fn part(value: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    async fn check(token: &str, issuer: &Arc<Issuer>, clock: &Clock) -> Result<VerifiedToken, VerifyFailure> {
+        let parsed = Parsed::new(token)?;
+        verify(token, &parsed, issuer, clock).await
+    }
+
+    fn invalid(result: Result<VerifiedToken, VerifyFailure>) -> TokenError {
+        match result {
+            Err(VerifyFailure::Invalid(err)) => err,
+            other => panic!("expected an invalid token, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreadable_tokens_say_which_part_is_broken() {
+        let header = part(&json!({"alg": "ES256"}));
+        let payload = part(&json!({"iss": ISS}));
+        let cases = [
+            ("abc".to_string(), TokenError::WrongPartCount(1)),
+            (format!("!!.{payload}.sig"), TokenError::Malformed(Malformed::HeaderNotBase64)),
+            (format!("{}.{payload}.sig", part(&json!([1]))), TokenError::Malformed(Malformed::HeaderNotJson)),
+            (format!("{}.{payload}.sig", part(&json!({"typ": "JWT"}))), TokenError::Malformed(Malformed::NoAlg)),
+            (format!("{header}.!!.sig"), TokenError::Malformed(Malformed::PayloadNotBase64)),
+            (format!("{header}.{}.sig", part(&json!("x"))), TokenError::Malformed(Malformed::PayloadNotJson)),
+            (format!("{}.{payload}.", part(&json!({"alg": "none"}))), TokenError::AlgNone),
+            (
+                format!("{}.{payload}.s", part(&json!({"alg": "RS256\n"}))),
+                TokenError::DisallowedAlgorithm("RS256\\u{a}".into()),
+            ),
+            (format!("{}.{payload}.s", part(&json!({"alg": "ES256", "crit": ["b64"]}))), TokenError::CriticalHeader),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(Parsed::new(&token).unwrap_err(), expected, "{token}");
+        }
+        assert!(Malformed::PayloadNotJson.in_payload() && !Malformed::HeaderNotJson.in_payload());
+        assert!(Malformed::SignatureNotBase64.is_encoding() && !Malformed::NoAlg.is_encoding());
+    }
+
+    #[tokio::test]
+    async fn claims_are_checked_against_the_injected_clock() {
+        let runtime = runtime(ScriptedFetcher::new([]));
+        let idp = issuer(
+            &format!("{{ issuer: '{ISS}', secret: '{SECRET}', audiences: [api], leeway_seconds: 10 }}"),
+            &runtime,
+        );
+        let key = crate::dev::SigningKey::hmac(Algorithm::HS256, "unused", SECRET.as_bytes());
+        let mut no_kid = Header::new(Algorithm::HS256);
+        no_kid.kid = None;
+        let sign = |claims: &Value| key.sign_with_header(&no_kid, claims);
+        let clock = Clock::fixed(NOW);
+        let verified = check(&sign(&claims(ISS, "api", 60)), &idp, &clock).await.unwrap();
+        assert_eq!((verified.issuer, verified.exp), (0, NOW + 60));
+
+        let with = |change: Value| {
+            let mut claims = claims(ISS, "api", 60);
+            for (key, value) in change.as_object().unwrap() {
+                if value.is_null() {
+                    claims.as_object_mut().unwrap().remove(key);
+                } else {
+                    claims[key] = value.clone();
+                }
+            }
+            sign(&claims)
+        };
+        let cases = [
+            (with(json!({"exp": NOW - 11})), TokenError::Expired),
+            (with(json!({"nbf": NOW + 11})), TokenError::NotYetValid),
+            (with(json!({"nbf": "soon"})), TokenError::InvalidClaim("nbf")),
+            (with(json!({"iat": NOW + 11})), TokenError::IssuedInFuture),
+            (with(json!({"iat": "then"})), TokenError::InvalidClaim("iat")),
+            (with(json!({"aud": "other"})), TokenError::WrongAudience),
+            (with(json!({"aud": []})), TokenError::WrongAudience),
+            (with(json!({"iss": "https://elsewhere.test"})), TokenError::WrongIssuer),
+            (with(json!({"exp": null})), TokenError::MissingClaim("exp")),
+            (with(json!({"exp": "later"})), TokenError::MissingClaim("exp")),
+            (with(json!({"aud": null})), TokenError::MissingClaim("aud")),
+            (with(json!({"iss": null})), TokenError::MissingClaim("iss")),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(invalid(check(&token, &idp, &clock).await), expected);
+        }
+        // Within the leeway, and as the clock moves past it.
+        let token = with(json!({"exp": NOW - 5}));
+        assert!(check(&token, &idp, &clock).await.is_ok());
+        clock.advance(6);
+        assert_eq!(invalid(check(&token, &idp, &clock).await), TokenError::Expired);
+        // HS384 needs a 48-byte secret; this one has 38.
+        let hs384 =
+            crate::dev::SigningKey::hmac(Algorithm::HS384, "unused", SECRET.as_bytes()).sign(&claims(ISS, "api", 60));
+        assert_eq!(
+            invalid(check(&hs384, &idp, &Clock::fixed(NOW)).await),
+            TokenError::DisallowedAlgorithm("HS384".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_are_chosen_by_kid_and_type() {
+        let (a, b) = (es256("a"), es256("b"));
+        let eddsa = crate::dev::SigningKey::generate(Algorithm::EdDSA, "ed");
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&a, &b])]);
+        let runtime = runtime(fetcher.clone());
+        let idp = issuer(
+            &format!(
+                "{{ issuer: '{ISS}', jwks_uri: 'https://idp.test/jwks', refresh: {{ unknown_kid_interval_seconds: 0 }} }}"
+            ),
+            &runtime,
+        );
+        let clock = Clock::fixed(NOW);
+        assert_eq!(
+            check(&a.sign(&claims(ISS, "x", 60)), &idp, &clock).await.unwrap_err(),
+            VerifyFailure::KeysUnavailable("idp".into())
+        );
+        idp.keys.refresh().await.unwrap();
+
+        let verified = check(&b.sign(&claims(ISS, "x", 60)), &idp, &clock).await.unwrap();
+        assert_eq!(verified.key_id, idp.keys.current().unwrap().by_kid("b").unwrap().id);
+        // A kid names a key of another type, or no key (after one refetch), or none at all.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("a".into());
+        let mismatch = eddsa.sign_with_header(&header, &claims(ISS, "x", 60));
+        assert_eq!(
+            invalid(check(&mismatch, &idp, &clock).await),
+            TokenError::KeyAlgorithmMismatch { kid: "a".into(), alg: "EdDSA".into() }
+        );
+        let unknown = es256("gone").sign(&claims(ISS, "x", 60));
+        assert_eq!(invalid(check(&unknown, &idp, &clock).await), TokenError::UnknownKid("gone".into()));
+        assert_eq!(fetcher.calls(), 2, "one refetch for the unknown kid");
+        header.kid = None;
+        let no_fitting_key = eddsa.sign_with_header(&header, &claims(ISS, "x", 60));
+        assert_eq!(invalid(check(&no_fitting_key, &idp, &clock).await), TokenError::NoKeyForAlgorithm("EdDSA".into()));
+        // A token signed by another key with a known kid, or a tampered signature.
+        let forged = es256("a").sign(&claims(ISS, "x", 60));
+        assert_eq!(invalid(check(&forged, &idp, &clock).await), TokenError::BadSignature);
+        let genuine = a.sign(&claims(ISS, "x", 60));
+        let tampered = format!("{}!!", &genuine[..genuine.len() - 2]);
+        assert_eq!(invalid(check(&tampered, &idp, &clock).await), TokenError::Malformed(Malformed::SignatureNotBase64));
+        // Without a kid, every key of the type is tried.
+        let mut kidless = Header::new(Algorithm::ES256);
+        kidless.kid = None;
+        assert!(check(&b.sign_with_header(&kidless, &claims(ISS, "x", 60)), &idp, &clock).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_verification_holds_until_its_key_leaves_or_it_expires() {
+        let key = es256("k");
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&key])]);
+        let runtime = runtime(fetcher.clone());
+        let idp =
+            issuer(&format!("{{ issuer: '{ISS}', jwks_uri: 'https://idp.test/jwks', leeway_seconds: 0 }}"), &runtime);
+        idp.keys.refresh().await.unwrap();
+        let clock = Clock::fixed(NOW);
+        let verified = check(&key.sign(&claims(ISS, "x", 60)), &idp, &clock).await.unwrap();
+        assert!(still_valid(&verified, &idp, &clock));
+        clock.advance(61);
+        assert!(!still_valid(&verified, &idp, &clock));
+        let clock = Clock::fixed(NOW);
+        fetcher.answer([Answer::keys(&[&es256("other")])]);
+        idp.keys.refresh().await.unwrap();
+        assert!(!still_valid(&verified, &idp, &clock));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_refetch_is_waited_for_only_unknown_kid_wait_ms() {
+        let (old, new) = (es256("old"), es256("new"));
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&old])]);
+        let runtime = runtime(fetcher.clone());
+        let idp = issuer(
+            &format!(
+                "{{ issuer: '{ISS}', jwks_uri: 'https://idp.test/jwks', refresh: {{ unknown_kid_interval_seconds: 0 }} }}"
+            ),
+            &runtime,
+        );
+        idp.keys.refresh().await.unwrap();
+        fetcher.answer([Answer::keys(&[&old, &new]).after(Duration::from_secs(30))]);
+        let clock = Clock::fixed(NOW);
+        let token = new.sign(&claims(ISS, "x", 600));
+        let started = tokio::time::Instant::now();
+        assert_eq!(invalid(check(&token, &idp, &clock).await), TokenError::UnknownKid("new".into()));
+        assert_eq!(started.elapsed(), Duration::from_millis(100), "the default unknown_kid_wait_ms");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(check(&token, &idp, &clock).await.is_ok(), "the fetch finished in the background");
+        assert_eq!(fetcher.calls(), 2);
+    }
+}

@@ -256,3 +256,104 @@ impl Drop for IssuerKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
+
+    fn keys(fetcher: &Arc<ScriptedFetcher>, refresh: &str) -> (Arc<IssuerKeys>, KeyRuntime) {
+        let runtime = runtime(fetcher.clone());
+        let refresh: RefreshConfig =
+            crate::config::value_de::from_value(&serde_saphyr::from_str(refresh).unwrap()).unwrap();
+        let source = KeySource::Jwks(Some("https://idp.test/jwks".into()));
+        (IssuerKeys::new("idp", Some("https://idp.test"), source, refresh, runtime.clone(), None), runtime)
+    }
+
+    fn ids(keys: &IssuerKeys) -> Vec<String> {
+        keys.current().map(|set| set.ids()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_good_keys_and_says_why() {
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")]), Answer::status(503)]);
+        let (keys, _) = keys(&fetcher, "{}");
+        keys.refresh().await.unwrap();
+        assert!(keys.refresh().await.is_err());
+        assert_eq!(ids(&keys), ["a"]);
+        let status = keys.status();
+        assert_eq!((status.fetches, status.errors), (2, 1));
+        assert!(status.last_error.unwrap().contains("503"));
+    }
+
+    #[tokio::test]
+    async fn an_empty_jwks_is_kept_or_revoked_as_configured() {
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")]), Answer::keys(&[])]);
+        let (kept, _) = keys(&fetcher, "{}");
+        kept.refresh().await.unwrap();
+        assert!(kept.refresh().await.is_err());
+        assert_eq!(ids(&kept), ["a"]);
+        fetcher.answer([Answer::keys(&[&es256("a")]), Answer::keys(&[])]);
+        let (revoked, _) = keys(&fetcher, "{ empty_jwks: revoke }");
+        revoked.refresh().await.unwrap();
+        revoked.refresh().await.unwrap();
+        assert!(revoked.current().is_some_and(|set| set.iter().next().is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_unknown_kids_share_one_fetch_and_the_limit_counts_from_its_end() {
+        let fresh = es256("fresh");
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")])]);
+        let (keys, runtime) = keys(&fetcher, "{ unknown_kid_interval_seconds: 30 }");
+        keys.refresh().await.unwrap();
+        runtime.clock.advance(31);
+        fetcher.answer([Answer::keys(&[&fresh]).after(Duration::from_secs(5))]);
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let keys = Arc::clone(&keys);
+                tokio::spawn(async move { keys.refetch_for_kid("fresh").await })
+            })
+            .collect();
+        for waiter in waiting {
+            assert!(!waiter.await.unwrap(), "each waited 100 ms, less than the fetch");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(fetcher.calls(), 2, "one shared refetch");
+        assert_eq!(ids(&keys), ["fresh"]);
+        // The limit counts from the end of that fetch: 29 s later, no new fetch.
+        runtime.clock.advance(29);
+        assert!(!keys.refetch_for_kid("other").await);
+        assert_eq!(fetcher.calls(), 2);
+        runtime.clock.advance(1);
+        fetcher.answer([Answer::keys(&[&fresh])]);
+        keys.refetch_for_kid("other").await;
+        assert_eq!(fetcher.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_follows_the_ttl_and_backs_off_after_failures() {
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")]), Answer::status(500)]);
+        let (keys, _) = keys(&fetcher, "{ default_seconds: 600 }");
+        keys.start_refresher();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!((fetcher.calls(), ids(&keys)), (1, vec!["a".to_string()]));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(fetcher.calls(), 2, "the next fetch after the TTL");
+        // Failures retry after 0.5 s, 1 s, 2 s ...
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(fetcher.calls(), 3);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(fetcher.calls(), 4);
+        assert_eq!(ids(&keys), ["a"], "the last good keys stay");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_without_keys_nudges_one_background_fetch() {
+        let fetcher = ScriptedFetcher::new([Answer::status(503)]);
+        let (keys, _) = keys(&fetcher, "{}");
+        keys.nudge();
+        keys.nudge();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(fetcher.calls(), 1);
+    }
+}

@@ -211,3 +211,42 @@ pub fn compile_text(
     }
     Err(ConfigError { source_name: source_name.to_string(), problems })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
+
+    const CONFIG: &str = "issuers:\n  idp: { issuer: 'https://idp.test', jwks_uri: 'https://idp.test/jwks' }\nroutes:\n  - match: { prefix: / }\n";
+
+    #[test]
+    fn one_run_reports_parse_and_compile_problems_by_path() {
+        let text = "issuers:\n  idp: { issuer: 'http://idp.example.com', audiance: [x] }\n  hs: { issuer: i, secret: short }\nroutes:\n  - match: { prefix: nope }\n    issuers: [idp, hs]\n";
+        let err = compile_text(text, "t", &runtime(ScriptedFetcher::new([])), None).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "issuers.idp.audiance: unknown field `audiance`, expected one of `issuer`, `jwks_uri`, `audiences`, `algorithms`, `leeway_seconds`, `token_from`, `secret`, `refresh`, `hasura_jwt_secret`",
+                "issuers.hs.secret: an HS* secret must be at least 32 bytes (RFC 7518 section 3.2)",
+                "routes[0].match.prefix: must start with '/'",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_keeps_the_keys_of_unchanged_issuers() {
+        let runtime = runtime(ScriptedFetcher::new([Answer::keys(&[&es256("k")])]));
+        let first = compile_text(CONFIG, "t", &runtime, None).unwrap();
+        assert_eq!(first.generation, 1);
+        first.issuers[0].keys.refresh().await.unwrap();
+        let same = compile_text(&format!("{CONFIG}# a comment\n"), "t", &runtime, Some(&first)).unwrap();
+        assert_eq!(same.generation, 2);
+        assert!(Arc::ptr_eq(&first.issuers[0].keys, &same.issuers[0].keys));
+        assert!(same.is_ready());
+        let moved = CONFIG.replace("idp.test/jwks", "idp.test/keys");
+        let changed = compile_text(&moved, "t", &runtime, Some(&same)).unwrap();
+        assert!(!Arc::ptr_eq(&same.issuers[0].keys, &changed.issuers[0].keys));
+        assert!(!changed.is_ready(), "a new key source starts without keys");
+    }
+}

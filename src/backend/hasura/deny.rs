@@ -70,3 +70,40 @@ fn jose_error(err: &TokenError) -> String {
         TokenError::InvalidClaim(claim) => format!("JWTClaimsSetDecodeError \"invalid claim {claim}\""),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Malformed;
+
+    fn body(rendered: &RenderedDeny) -> serde_json::Value {
+        serde_json::from_str(&rendered.body).unwrap()
+    }
+
+    #[test]
+    fn denies_read_as_hasura_writes_them() {
+        let expired = render(&DenyReason::InvalidToken(TokenError::Expired), true);
+        assert_eq!((expired.http_status, expired.challenge.as_deref()), (200, None));
+        assert_eq!(
+            body(&expired),
+            serde_json::json!({"errors": [{"extensions": {"path": "$", "code": "invalid-jwt"}, "message": "Could not verify JWT: JWTExpired"}]})
+        );
+        let http = render(&DenyReason::InvalidToken(TokenError::Expired), false);
+        assert_eq!(http.http_status, 401);
+        assert!(http.challenge.unwrap().starts_with("Bearer error=\"invalid_token\""));
+        let unavailable = render(&DenyReason::KeysUnavailable("idp".into()), true);
+        assert_eq!(unavailable.http_status, 503, "retry-later stays visible");
+        let encoding = render(&DenyReason::InvalidToken(TokenError::Malformed(Malformed::PayloadNotBase64)), true);
+        assert_eq!(
+            body(&encoding)["errors"][0]["message"],
+            "Could not verify JWT: JWSError (JSONDecodeError \"Not valid base64url\")"
+        );
+        let claims = render(&DenyReason::InvalidToken(TokenError::Malformed(Malformed::PayloadNotJson)), true);
+        assert_eq!(
+            body(&claims)["errors"][0]["message"],
+            "Could not verify JWT: JWTClaimsSetDecodeError \"payload is not a JSON object\""
+        );
+        let missing = render(&DenyReason::MissingToken, true);
+        assert_eq!(body(&missing)["errors"][0]["extensions"]["code"], "invalid-headers");
+    }
+}

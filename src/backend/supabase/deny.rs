@@ -100,3 +100,35 @@ fn token_error(err: &TokenError) -> (&'static str, String) {
         TokenError::InvalidClaim(claim) => ("PGRST303", format!("The JWT '{claim}' claim must be a number")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Malformed;
+
+    fn code_and_message(reason: DenyReason) -> (u16, String, String) {
+        let rendered = render(&reason);
+        assert_eq!(rendered.content_type, "application/json; charset=utf-8");
+        let body: serde_json::Value = serde_json::from_str(&rendered.body).unwrap();
+        (rendered.http_status, body["code"].as_str().unwrap().into(), body["message"].as_str().unwrap().into())
+    }
+
+    #[test]
+    fn denies_read_as_postgrest_writes_them() {
+        assert_eq!(
+            code_and_message(DenyReason::InvalidToken(TokenError::Expired)),
+            (401, "PGRST303".into(), "JWT expired".into())
+        );
+        assert_eq!(
+            code_and_message(DenyReason::MissingToken),
+            (401, "PGRST302".into(), "Anonymous access is disabled".into())
+        );
+        let claims = DenyReason::InvalidToken(TokenError::Malformed(Malformed::PayloadNotJson));
+        assert_eq!(code_and_message(claims), (401, "PGRST303".into(), "Parsing claims failed".into()));
+        let header = DenyReason::InvalidToken(TokenError::Malformed(Malformed::HeaderNotJson));
+        assert_eq!(code_and_message(header).1, "PGRST301");
+        assert_eq!(code_and_message(DenyReason::KeysUnavailable("idp".into())).0, 503);
+        let challenge = render(&DenyReason::InvalidToken(TokenError::Expired)).challenge.unwrap();
+        assert_eq!(challenge, "Bearer error=\"invalid_token\", error_description=\"JWT expired\"");
+    }
+}
