@@ -206,8 +206,11 @@ fn every_example_config_is_valid() {
 
 #[tokio::test]
 async fn dev_prints_working_samples_and_stops_on_sigterm() {
+    // Its own TMPDIR: another `dev` (scripts/load.py, a parallel run) writes the same file names.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("TMPDIR", tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -234,6 +237,9 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     };
     let authz = field("ext_authz gRPC : ").split_whitespace().next().unwrap().to_string();
     let token = field("TOKEN_VALID=").to_string();
+    let samples = std::path::PathBuf::from(field("requests       : ").split_whitespace().next().unwrap());
+    assert!(samples.starts_with(tmp.path()), "{samples:?} under TMPDIR");
+    assert_frames_match_json(&samples);
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
     let grpcurl = common::tools::go_tool("grpcurl");
     let ghz = common::tools::go_tool("ghz");
@@ -268,6 +274,39 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Every NAME.json sample `dev` wrote has a NAME.bin next to it: the same
+/// CheckRequest as one gRPC frame (flag 0, 4-byte big-endian length, protobuf).
+fn assert_frames_match_json(dir: &std::path::Path) {
+    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+    use prost::Message;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let json_path = entry.unwrap().path();
+        if json_path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let frame = std::fs::read(json_path.with_extension("bin")).unwrap_or_else(|err| panic!("{json_path:?}: {err}"));
+        assert_eq!(frame[0], 0, "{json_path:?}: uncompressed");
+        let length = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - 5, "{json_path:?}: the prefix holds the message length");
+        let decoded = CheckRequest::decode(&frame[5..]).unwrap();
+        let http = decoded.attributes.unwrap().request.unwrap().http.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+        let expected = &json["attributes"]["request"]["http"];
+        assert_eq!(
+            serde_json::json!({
+                "method": http.method, "path": http.path, "host": http.host, "scheme": http.scheme,
+                "protocol": http.protocol,
+                "headers": http.headers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            }),
+            *expected,
+            "{json_path:?}"
+        );
+        names.push(json_path.file_stem().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.contains(&"valid".to_string()) && names.contains(&"no-token".to_string()), "{names:?}");
 }
 
 /// `portcullis serve` as a child process, with its listening addresses.

@@ -2,6 +2,7 @@
 //! embedded issuer with a fresh key, the service wired to it, and printed
 //! tokens with commands to try against the real gRPC API.
 
+pub mod frames;
 pub mod issuer;
 
 use std::fmt::Write;
@@ -163,7 +164,11 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
     ] {
         let _ = writeln!(out, "{line}");
     }
-    let _ = writeln!(out, "  requests       : {} (CheckRequest JSON, as Envoy sends it)", dir.display());
+    let _ = writeln!(
+        out,
+        "  requests       : {} (CheckRequest JSON, as Envoy sends it; NAME.bin: the same as a gRPC frame, for h2load -d)",
+        dir.display()
+    );
     let samples = [
         ("valid", "a valid token: allowed", Some(&valid), "/api/items?limit=10", None),
         ("expired", "an expired token: 401 invalid_token", Some(&expired), "/api/items?limit=10", None),
@@ -199,10 +204,12 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
         headers.extend(role.map(|role| ("x-hasura-role", role)));
         let method = if path.ends_with("graphql") { "POST" } else { "GET" };
         let file = dir.join(format!("{name}.json"));
+        let frame = dir.join(format!("{name}.bin"));
         let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&file, check_request_json(method, path, &headers)));
+            .and_then(|()| std::fs::write(&file, check_request_json(method, path, &headers)))
+            .and_then(|()| std::fs::write(&frame, frames::grpc_frame(&frames::check_request(method, path, &headers))));
         if let Err(err) = written {
-            let _ = writeln!(out, "\n(cannot write {}: {err})", file.display());
+            let _ = writeln!(out, "\n(cannot write {} or {}: {err})", file.display(), frame.display());
             continue;
         }
         let _ = writeln!(out, "\n# {label}");
