@@ -13,13 +13,14 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::authenticate::vouch;
 use crate::backend::{Authenticated, Mutations, plain};
 use crate::config::Action;
-use crate::decision::{Allowed, Decision, Denied, DenyReason, Identity};
+use crate::decision::{Allowed, Caller, Decision, Denied, DenyReason};
 use crate::escape::escape;
 use crate::issuer::Issuer;
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
 use crate::response::check_response;
 use crate::route::Route;
+use crate::rules::{Facts, Requirement, Unmet};
 use crate::stats::Stats;
 use crate::token::{TokenDigest, digest, fingerprint};
 use crate::verify::VerifyFailure;
@@ -72,7 +73,8 @@ async fn decide(policy: &Policy, request: &HttpRequest) -> Decision {
         Action::Deny => deny(DenyReason::RouteDenies, request, Some(route), None),
         Action::Allow => {
             tracing::debug!(route = %route.name, path = ?request.path, "allow (no token required)");
-            Decision::Allow(allowed(route, None, Mutations::default()))
+            // Client copies of the route's identity headers are removed all the same.
+            Decision::Allow(allowed(route, None, route.identity.mutations(None), None))
         }
         Action::Authenticate => authenticate(policy, route, request).await,
     }
@@ -85,12 +87,7 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> 
     }
     let found = match route.extractor.extract(request) {
         Ok(Some(found)) => found,
-        Ok(None) => {
-            return match backend.and_then(|backend| backend.anonymous(request)) {
-                Some(mutations) => Decision::Allow(allowed(route, None, mutations)),
-                None => deny(DenyReason::MissingToken, request, Some(route), None),
-            };
-        }
+        Ok(None) => return anonymous(route, request),
         Err(err) => return deny(DenyReason::Unreadable(err), request, Some(route), None),
     };
     // Only issuers that read the token where it was found may verify it.
@@ -107,7 +104,17 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> 
         }
     };
     let issuer = vouched.issuer;
-    let mutations = match backend {
+    let mut dry_run = None;
+    if let Some(requirements) = &route.requirements {
+        let facts = Facts { token: &vouched.token, request, route: &route.name, now: policy.runtime.clock.now() };
+        if let Err(unmet) = requirements.check(&facts) {
+            if !route.dry_run {
+                return deny(DenyReason::RequirementUnmet(unmet), request, Some(route), Some(&token_digest));
+            }
+            dry_run = Some(unmet);
+        }
+    }
+    let mut mutations = match backend {
         Some(backend) => {
             let auth =
                 Authenticated { request, token: &vouched.token, raw_token: found.token, digest: &token_digest, issuer };
@@ -118,23 +125,45 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> 
         }
         None => Mutations::default(),
     };
+    mutations.merge(route.identity.mutations(Some(&vouched.token.claims)));
     tracing::debug!(route = %route.name, token = %fingerprint(&token_digest), issuer = %issuer.name, "allow");
-    let identity = Identity {
+    let caller = Caller {
         // The configured issuer, which was checked; an issuer that checks no iss
         // (a Hasura import without `issuer`) reports none rather than an unchecked claim.
         issuer: issuer.issuer.clone(),
         subject: vouched.token.claim_str("sub").map(str::to_string),
     };
-    Decision::Allow(allowed(route, Some(identity), mutations))
+    let mut decision = allowed(route, Some(caller), mutations, dry_run);
+    decision.claims = route.identity.metadata(&vouched.token.claims);
+    Decision::Allow(decision)
 }
 
-fn allowed(route: &Route, identity: Option<Identity>, mutations: Mutations) -> Allowed {
+/// No token: the backend's anonymous access, if it has one. A route with
+/// requirements needs a token to meet them (a dry run only counts it).
+fn anonymous(route: &Route, request: &HttpRequest) -> Decision {
+    let backend = route.backend.as_ref().map(|route_backend| &*route_backend.backend);
+    let needs_token = route.requirements.is_some();
+    let access = backend.and_then(|backend| backend.anonymous(request)).filter(|_| !needs_token || route.dry_run);
+    let Some(mut mutations) = access else {
+        return deny(DenyReason::MissingToken, request, Some(route), None);
+    };
+    mutations.merge(route.identity.mutations(None));
+    let dry_run = needs_token.then(|| Unmet { requirement: Requirement::Token, item: "no token".into(), scopes: None });
+    Decision::Allow(allowed(route, None, mutations, dry_run))
+}
+
+fn allowed(route: &Route, caller: Option<Caller>, mutations: Mutations, dry_run: Option<Unmet>) -> Allowed {
+    if let Some(unmet) = &dry_run {
+        tracing::info!(route = %route.name, requirement = %unmet.description(), "would deny (dry run): allowed");
+    }
     Allowed {
         route: route.name.clone(),
         backend: route.backend.as_ref().map(|backend| backend.name.clone()),
-        identity,
+        caller,
         set_headers: mutations.set_headers,
         remove_headers: mutations.remove_headers,
+        claims: Vec::new(),
+        dry_run,
     }
 }
 

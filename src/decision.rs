@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use crate::extract::ExtractError;
 use crate::request::RequestProblem;
+use crate::rules::Unmet;
 use crate::verify::TokenError;
 
 #[derive(Debug, Clone)]
@@ -18,15 +21,19 @@ pub struct Allowed {
     pub route: String,
     pub backend: Option<String>,
     /// `iss` and `sub` of the verified token, when the route authenticated one.
-    pub identity: Option<Identity>,
+    pub caller: Option<Caller>,
     /// Request headers to set upstream (lower-case names, overwrite semantics).
     pub set_headers: Vec<(String, String)>,
     /// Request headers the backend must not see.
     pub remove_headers: Vec<String>,
+    /// Claims exported in the dynamic metadata (`metadata_claims`).
+    pub claims: Vec<(String, Value)>,
+    /// A requirement that did not hold on a `mode: dry_run` route: allowed, counted, logged.
+    pub dry_run: Option<Unmet>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub struct Caller {
     /// The verified `iss`; `None` when the issuer checks no `iss`.
     pub issuer: Option<String>,
     pub subject: Option<String>,
@@ -69,12 +76,17 @@ pub enum DenyReason {
     Refused(Refusal),
     /// A request two parsers could read differently, or one larger than the limits.
     InvalidRequest(RequestProblem),
+    /// A valid token that does not meet the route's `require:`.
+    RequirementUnmet(Unmet),
 }
 
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
-            DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::Refused(_) => 403,
+            DenyReason::NoRoute
+            | DenyReason::RouteDenies
+            | DenyReason::Refused(_)
+            | DenyReason::RequirementUnmet(_) => 403,
             DenyReason::InvalidRequest(RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge) => 431,
             DenyReason::InvalidRequest(_) => 400,
             DenyReason::Unreadable(err) if err.is_bad_request() => 400,
@@ -95,6 +107,7 @@ impl DenyReason {
             DenyReason::KeysUnavailable(_) => "keys_unavailable",
             DenyReason::Refused(_) => "refused_by_backend",
             DenyReason::InvalidRequest(problem) => problem.kind(),
+            DenyReason::RequirementUnmet(_) => "requirement_unmet",
         }
     }
 
@@ -110,6 +123,7 @@ impl DenyReason {
             DenyReason::MissingToken => "unauthorized",
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
+            DenyReason::RequirementUnmet(_) => "insufficient_scope",
         }
     }
 
@@ -124,6 +138,7 @@ impl DenyReason {
             DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
             DenyReason::Refused(refusal) => refusal.message.clone(),
             DenyReason::InvalidRequest(problem) => problem.description().into(),
+            DenyReason::RequirementUnmet(unmet) => unmet.description(),
         }
     }
 
@@ -134,6 +149,16 @@ impl DenyReason {
             DenyReason::Unreadable(err) if err.is_bad_request() => Some(format!(
                 "Bearer error=\"invalid_request\", error_description=\"{}\"",
                 quoted_string_safe(&self.description())
+            )),
+            // RFC 6750 section 3.1, with the scopes the route requires when scopes were missing.
+            DenyReason::RequirementUnmet(unmet) => Some(format!(
+                "Bearer error=\"insufficient_scope\", error_description=\"{}\"{}",
+                quoted_string_safe(&self.description()),
+                unmet
+                    .scopes
+                    .as_ref()
+                    .map(|scopes| format!(", scope=\"{}\"", quoted_string_safe(scopes)))
+                    .unwrap_or_default()
             )),
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => Some(format!(
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",

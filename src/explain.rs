@@ -76,11 +76,11 @@ pub fn describe(decision: &Decision) -> String {
         Decision::Allow(allowed) => {
             out.push_str("decision: ALLOW\n");
             out.push_str(&format!("route:    {}\n", allowed.route));
-            if let Some(identity) = &allowed.identity {
+            if let Some(caller) = &allowed.caller {
                 out.push_str(&format!(
                     "issuer:   {}\nsubject:  {}\n",
-                    identity.issuer.as_deref().unwrap_or("(not checked)"),
-                    identity.subject.as_deref().unwrap_or("-")
+                    caller.issuer.as_deref().unwrap_or("(not checked)"),
+                    caller.subject.as_deref().unwrap_or("-")
                 ));
             }
             out.push_str("upstream headers set:\n");

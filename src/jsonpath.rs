@@ -6,7 +6,9 @@
 //! array (`$.roles[*].key` turns Kinde's role objects into a list of role keys).
 //! A path without `[*]` behaves exactly as in Hasura.
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -39,6 +41,61 @@ impl JsonPath {
     /// The value at this path; `None` when any step is missing ("not found").
     pub fn find(&self, root: &Value) -> Option<Value> {
         find_steps(&self.steps, root)
+    }
+
+    /// The value at this path inside a claim set, borrowed unless `[*]` builds a list.
+    pub fn find_in<'c>(&self, claims: &'c Map<String, Value>) -> Option<Cow<'c, Value>> {
+        match self.steps.split_first() {
+            None => Some(Cow::Owned(Value::Object(claims.clone()))),
+            Some((Step::Key(key), rest)) => find_borrowed(rest, claims.get(key)?),
+            Some(_) => None,
+        }
+    }
+}
+
+fn find_borrowed<'v>(steps: &[Step], value: &'v Value) -> Option<Cow<'v, Value>> {
+    let Some((step, rest)) = steps.split_first() else {
+        return Some(Cow::Borrowed(value));
+    };
+    match step {
+        Step::Key(key) => find_borrowed(rest, value.as_object()?.get(key)?),
+        Step::Index(index) => find_borrowed(rest, value.as_array()?.get(*index)?),
+        Step::Each => Some(Cow::Owned(Value::Array(
+            value.as_array()?.iter().filter_map(|item| find_borrowed(rest, item).map(Cow::into_owned)).collect(),
+        ))),
+    }
+}
+
+/// A claim named in the config: a top-level claim (`sub`,
+/// `https://acme.com/roles`) or, when it starts with `$`, a path (`$.org.code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRef {
+    Name(String),
+    Path(JsonPath),
+}
+
+impl ClaimRef {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Err("names no claim".into()),
+            path if path.starts_with('$') => JsonPath::parse(path).map(ClaimRef::Path),
+            name => Ok(ClaimRef::Name(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ClaimRef::Name(name) => name,
+            ClaimRef::Path(path) => path.as_str(),
+        }
+    }
+
+    /// The claim's value, if the token has it.
+    pub fn find<'c>(&self, claims: &'c Map<String, Value>) -> Option<Cow<'c, Value>> {
+        match self {
+            ClaimRef::Name(name) => claims.get(name).map(Cow::Borrowed),
+            ClaimRef::Path(path) => path.find_in(claims),
+        }
     }
 }
 
@@ -158,6 +215,21 @@ mod tests {
         assert_eq!(find("$.list[2]", &doc), None);
         assert_eq!(find("$.hasura.missing", &doc), None);
         assert_eq!(find("$.list.key", &doc), None);
+    }
+
+    #[test]
+    fn claim_refs_are_names_or_paths() {
+        let claims =
+            json!({"sub": "u", "https://acme.com/roles": ["a"], "org": {"code": "x"}, "roles": [{"key": "r"}]});
+        let claims = claims.as_object().unwrap();
+        let find = |text: &str| ClaimRef::parse(text).unwrap().find(claims).map(Cow::into_owned);
+        assert_eq!(find("sub"), Some(json!("u")));
+        assert_eq!(find("https://acme.com/roles"), Some(json!(["a"])));
+        assert_eq!(find("$.org.code"), Some(json!("x")));
+        assert_eq!(find("$.roles[*].key"), Some(json!(["r"])));
+        assert_eq!(find("$['https://acme.com/roles'][0]"), Some(json!("a")));
+        assert_eq!(find("missing"), None);
+        assert!(ClaimRef::parse("").is_err() && ClaimRef::parse("$..x").is_err());
     }
 
     #[test]

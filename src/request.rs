@@ -26,6 +26,8 @@ pub struct HttpRequest {
     pub path: String,
     /// Whether the path carried `;` parameters (refused unless the route allows them).
     path_parameters: bool,
+    /// The raw query string (after `?`, without a fragment).
+    query: String,
     /// `:authority` without the port or a trailing dot, lower-cased.
     pub host: String,
     headers: HashMap<String, String>,
@@ -113,6 +115,9 @@ impl HttpRequest {
 
     fn set_line(&mut self, method: &str, path: &str, host: &str) {
         self.method = method.to_ascii_uppercase();
+        if let Some((_, query)) = path.split_once('?') {
+            self.query = query.split('#').next().unwrap_or_default().to_string();
+        }
         match canonical_path(path) {
             Ok(canonical) => {
                 self.path = canonical.path;
@@ -129,6 +134,11 @@ impl HttpRequest {
     /// Why this request must be refused before routing, if it must.
     pub fn problem(&self) -> Option<RequestProblem> {
         self.problem
+    }
+
+    /// The raw query string (after `?`).
+    pub fn query(&self) -> &str {
+        &self.query
     }
 
     /// Whether the path carried `;` parameters (see [`HttpRequest::path`]).

@@ -96,22 +96,44 @@ fn deny_metadata(denied: &Denied) -> Struct {
     Struct { fields }
 }
 
-/// iss, sub, route and backend for Envoy's access logs and later filters.
+/// iss, sub, route, backend and the route's `metadata_claims`, for Envoy's
+/// access logs and later filters (RBAC, Lua).
 fn metadata(allowed: &Allowed) -> Struct {
-    let mut fields = HashMap::with_capacity(4);
+    let mut fields = HashMap::with_capacity(4 + allowed.claims.len());
+    for (name, value) in &allowed.claims {
+        fields.insert(name.clone(), json_value(value));
+    }
     fields.insert("route".to_string(), text(&allowed.route));
     if let Some(backend) = &allowed.backend {
         fields.insert("backend".to_string(), text(backend));
     }
-    if let Some(identity) = &allowed.identity {
-        if let Some(issuer) = &identity.issuer {
+    if let Some(caller) = &allowed.caller {
+        if let Some(issuer) = &caller.issuer {
             fields.insert("iss".to_string(), text(issuer));
         }
-        if let Some(subject) = &identity.subject {
+        if let Some(subject) = &caller.subject {
             fields.insert("sub".to_string(), text(subject));
         }
     }
     Struct { fields }
+}
+
+/// A claim as a protobuf `Value` (what `google.protobuf.Struct` holds).
+fn json_value(value: &serde_json::Value) -> Value {
+    use envoy_types::pb::google::protobuf::ListValue;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(flag) => Kind::BoolValue(*flag),
+        serde_json::Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or_default()),
+        serde_json::Value::String(text) => Kind::StringValue(text.clone()),
+        serde_json::Value::Array(items) => {
+            Kind::ListValue(ListValue { values: items.iter().map(json_value).collect() })
+        }
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map.iter().map(|(key, item)| (key.clone(), json_value(item))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
 }
 
 fn text(value: &str) -> Value {
@@ -129,12 +151,14 @@ mod tests {
         let allowed = Allowed {
             route: "api".into(),
             backend: Some("hasura".into()),
-            identity: Some(crate::decision::Identity {
+            caller: Some(crate::decision::Caller {
                 issuer: Some("https://idp.test".into()),
                 subject: Some("u1".into()),
             }),
             set_headers: vec![("x-hasura-role".into(), "user".into())],
             remove_headers: vec!["x-hasura-admin-secret".into()],
+            claims: vec![("org".into(), serde_json::json!({"code": "acme", "ids": [1, true]}))],
+            dry_run: None,
         };
         let response = check_response(&Decision::Allow(allowed));
         assert_eq!(response.status.unwrap().code, 0);
@@ -155,6 +179,8 @@ mod tests {
             (text("route"), text("backend"), text("iss"), text("sub")),
             ("api".into(), "hasura".into(), "https://idp.test".into(), "u1".into())
         );
+        let Some(Kind::StructValue(org)) = &fields["org"].kind else { panic!("a struct") };
+        assert_eq!(org.fields["code"].kind, Some(Kind::StringValue("acme".into())));
     }
 
     #[test]

@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::config::{Action, BackendConfig, Declared, ErrorStatus, Problem, RouteConfig};
+use crate::config::{
+    Action, BackendConfig, Declared, DefaultsConfig, ErrorStatus, Problem, RouteConfig, RouteMode, TokenFrom,
+};
 use crate::extract::Extractor;
+use crate::identity::Identity;
 use crate::issuer::Issuer;
 use crate::request::{HttpRequest, canonical_path};
+use crate::rules::Requirements;
 
 pub struct Route {
     pub name: String,
@@ -23,6 +27,12 @@ pub struct Route {
     pub error_status: Option<ErrorStatus>,
     /// Requests with `;` path parameters may use this route.
     pub allow_path_parameters: bool,
+    /// Who may call the route (`require:`), checked after verification.
+    pub requirements: Option<Requirements>,
+    /// `mode: dry_run`: an unmet requirement is logged and counted, not enforced.
+    pub dry_run: bool,
+    /// Identity headers, exported claims, token forwarding.
+    pub identity: Identity,
     path: PathMatch,
     hosts: Vec<String>,
     methods: Vec<String>,
@@ -46,6 +56,7 @@ enum PathMatch {
 /// and the compiled ones.
 pub struct Names<'a> {
     pub declared: &'a Declared,
+    pub defaults: &'a DefaultsConfig,
     pub issuers: &'a [Arc<Issuer>],
     pub backend_configs: &'a BTreeMap<String, BackendConfig>,
     pub backends: &'a BTreeMap<String, Arc<Backend>>,
@@ -58,14 +69,29 @@ impl Route {
         let path = path_match(config, &mut problems);
         check_action(config, &mut problems);
         check_references(config, names, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
+        let requirements = config.require.as_ref().and_then(|require| {
+            let compiled = Requirements::compile(require);
+            compiled.map_err(|found| problems.extend(found.into_iter().map(|problem| problem.under("require")))).ok()
+        });
         let issuers: Vec<&Arc<Issuer>> = match &config.issuers {
             Some(wanted) => {
                 wanted.iter().filter_map(|name| names.issuers.iter().find(|issuer| &*issuer.name == name)).collect()
             }
             None => names.issuers.iter().collect(),
+        };
+        let token_headers: Vec<String> = issuers
+            .iter()
+            .filter_map(|issuer| match &issuer.token_from {
+                TokenFrom::Header { header, .. } => Some(header.clone()),
+                TokenFrom::Cookie { .. } => None,
+            })
+            .collect();
+        let backend_config = config.backend.as_ref().and_then(|name| names.backend_configs.get(name));
+        let identity = Identity::compile(config, names.defaults, backend_config, &token_headers)
+            .map_err(|found| problems.extend(found))
+            .ok();
+        let (Some(identity), true) = (identity, problems.is_empty()) else {
+            return Err(problems);
         };
         let backend = config.backend.as_ref().and_then(|name| {
             let backend = names.backends.get(name)?;
@@ -80,6 +106,9 @@ impl Route {
             backend,
             error_status: config.error_status,
             allow_path_parameters: config.allow_path_parameters,
+            requirements,
+            dry_run: config.mode == RouteMode::DryRun,
+            identity,
             path,
             hosts: matcher.hosts.iter().flatten().map(|host| host.to_ascii_lowercase()).collect(),
             methods: matcher.methods.iter().flatten().map(|method| method.to_ascii_uppercase()).collect(),
@@ -176,6 +205,12 @@ fn check_action(config: &RouteConfig, problems: &mut Vec<Problem>) {
     if config.action != Action::Authenticate && config.issuers.is_some() {
         problems.push(Problem::new("issuers", "only meaningful with action: authenticate"));
     }
+    if config.action != Action::Authenticate && config.require.is_some() {
+        problems.push(Problem::new("require", "only meaningful with action: authenticate"));
+    }
+    if config.action != Action::Authenticate && config.mode == RouteMode::DryRun {
+        problems.push(Problem::new("mode", "dry_run only applies to a route's require"));
+    }
     // An allow route would skip the backend's header hygiene (client x-hasura-*
     // or apikey would pass untouched): use unauthorized_role / allow_anonymous.
     if config.action != Action::Authenticate && config.backend.is_some() {
@@ -248,10 +283,22 @@ mod tests {
             action: Action::Allow,
             error_status: None,
             allow_path_parameters: false,
+            require: None,
+            mode: RouteMode::Enforce,
+            headers: None,
+            metadata_claims: None,
+            forward_token: None,
         };
         let backends = BTreeMap::new();
         let declared = Declared::default();
-        let names = Names { declared: &declared, issuers: &[], backend_configs: &BTreeMap::new(), backends: &backends };
+        let defaults = DefaultsConfig::default();
+        let names = Names {
+            declared: &declared,
+            defaults: &defaults,
+            issuers: &[],
+            backend_configs: &BTreeMap::new(),
+            backends: &backends,
+        };
         Route::compile(&config, &names).unwrap()
     }
 
@@ -308,10 +355,22 @@ mod tests {
             action: Action::Authenticate,
             error_status: Some(ErrorStatus::Http),
             allow_path_parameters: false,
+            require: None,
+            mode: RouteMode::Enforce,
+            headers: None,
+            metadata_claims: None,
+            forward_token: None,
         };
         let backends = BTreeMap::new();
         let declared = Declared { issuers: vec!["kinde".into()], backends: vec![] };
-        let names = Names { declared: &declared, issuers: &[], backend_configs: &BTreeMap::new(), backends: &backends };
+        let defaults = DefaultsConfig::default();
+        let names = Names {
+            declared: &declared,
+            defaults: &defaults,
+            issuers: &[],
+            backend_configs: &BTreeMap::new(),
+            backends: &backends,
+        };
         let problems: Vec<String> =
             Route::compile(&config, &names).err().unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(

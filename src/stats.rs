@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::decision::Decision;
+use crate::decision::{Allowed, Decision};
 use crate::policy::Policy;
 
 /// Upper bounds (seconds) of the latency histogram.
@@ -23,6 +23,8 @@ pub struct Stats {
     /// route -> (result, reason) -> count. Routes are few, so the map stays
     /// small, and a known route is found by `&str` without allocating.
     decisions: Mutex<BTreeMap<String, CountsByOutcome>>,
+    /// (route, requirement) -> would-be denies allowed by `mode: dry_run`.
+    dry_run: Mutex<BTreeMap<(String, &'static str), u64>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -42,6 +44,10 @@ impl Stats {
             };
             *per_route.entry((result, reason)).or_insert(0) += 1;
         }
+        if let Decision::Allow(Allowed { dry_run: Some(unmet), route, .. }) = decision {
+            let mut dry_run = self.dry_run.lock().expect("stats lock poisoned");
+            *dry_run.entry((route.clone(), unmet.requirement.key())).or_insert(0) += 1;
+        }
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
             self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -54,6 +60,7 @@ impl Stats {
     pub fn render(&self, policy: &Policy, ready: bool) -> String {
         let mut out = String::new();
         self.render_decisions(&mut out);
+        self.render_dry_run(&mut out);
         self.render_latency(&mut out);
         render_policy(&mut out, policy, ready);
         out
@@ -69,6 +76,14 @@ impl Stats {
                     escape(route)
                 );
             }
+        }
+    }
+
+    fn render_dry_run(&self, out: &mut String) {
+        let name = "portcullis_dry_run_denies_total";
+        header(out, name, "counter", "Requests a dry-run route allowed though a requirement did not hold.");
+        for ((route, requirement), count) in self.dry_run.lock().expect("stats lock poisoned").iter() {
+            let _ = writeln!(out, "{name}{{route=\"{}\",requirement=\"{requirement}\"}} {count}", escape(route));
         }
     }
 

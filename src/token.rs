@@ -3,8 +3,10 @@
 //! established about it, and the clock every time check reads. The verifier
 //! and the cache both depend on this module, never on each other.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use cel::common::value::Val;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -29,7 +31,7 @@ pub fn fingerprint(digest: &TokenDigest) -> String {
 }
 
 /// Claims of a token that passed every check of one issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VerifiedToken {
     /// The verifying issuer's position in its policy.
     pub issuer: usize,
@@ -38,11 +40,27 @@ pub struct VerifiedToken {
     pub key_id: String,
     pub exp: u64,
     pub claims: Map<String, Value>,
+    /// The claims as CEL rules read them, converted on first use and kept with
+    /// the cached token, so a cached allow does not convert them again.
+    rules_view: OnceLock<Box<dyn Val>>,
 }
 
 impl VerifiedToken {
+    pub fn new(issuer: usize, key_id: String, exp: u64, claims: Map<String, Value>) -> Self {
+        VerifiedToken { issuer, key_id, exp, claims, rules_view: OnceLock::new() }
+    }
+
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
+    }
+
+    pub fn rules_view(&self) -> &dyn Val {
+        self.rules_view
+            .get_or_init(|| {
+                let value = cel::to_value(&self.claims).unwrap_or(cel::Value::Null);
+                Box::<dyn Val>::try_from(value).unwrap_or_else(|_| Box::new(cel::common::types::CelNull))
+            })
+            .as_ref()
     }
 }
 

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     fn token(issuer: usize, key_id: &str, exp: u64) -> Arc<VerifiedToken> {
-        Arc::new(VerifiedToken { issuer, key_id: key_id.into(), exp, claims: Default::default() })
+        Arc::new(VerifiedToken::new(issuer, key_id.into(), exp, Default::default()))
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub async fn verify(
         {
             Ok(claims) => {
                 let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or_default();
-                return Ok(VerifiedToken { issuer: issuer.id, key_id: key.id.clone(), exp, claims });
+                return Ok(VerifiedToken::new(issuer.id, key.id.clone(), exp, claims));
             }
             // Without a kid several keys may fit; only a bad signature means "try the next".
             Err(TokenError::BadSignature) => {}

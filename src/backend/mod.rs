@@ -38,6 +38,12 @@ impl Mutations {
         self.remove(names);
     }
 
+    /// Adds `other`'s changes (their names never overlap this one's sets).
+    pub fn merge(&mut self, other: Mutations) {
+        self.set_headers.extend(other.set_headers);
+        self.remove(other.remove_headers);
+    }
+
     /// Adds headers to remove. A header that is being set is never removed too:
     /// Envoy applies removals after sets, which would undo the set. Linear in
     /// the number of names: a client can send thousands of headers.

@@ -13,6 +13,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    pub defaults: DefaultsConfig,
     /// Issuers in the order they were written, by name.
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -369,6 +370,63 @@ pub struct RouteConfig {
     /// a request matches could differ from what the upstream serves.
     #[serde(default)]
     pub allow_path_parameters: bool,
+    /// Who may call the route, decided from the verified claims.
+    pub require: Option<RequireConfig>,
+    /// `dry_run` evaluates `require` and logs and counts a would-be deny, but allows.
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// Identity headers for the upstream: header name -> claim (a name, or a JSONPath
+    /// starting with `$`). Client copies are always removed.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Claims exported in the CheckResponse's dynamic metadata.
+    pub metadata_claims: Option<Vec<String>>,
+    /// Routes without a backend: keep the token's header for the upstream (default true).
+    pub forward_token: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+/// `require:` on a route; every listed requirement must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireConfig {
+    /// All present in `scope` (space-separated) or `scp` (a list or a space-separated string).
+    pub scopes: Option<Vec<String>>,
+    /// All present in the `permissions` list.
+    pub permissions: Option<Vec<String>>,
+    /// All present at `roles_claim`.
+    pub roles: Option<Vec<String>>,
+    /// Where roles are read: a claim name or a JSONPath (default `roles`).
+    pub roles_claim: Option<String>,
+    /// Claim path -> exact value, or a list of accepted values.
+    pub claims: Option<BTreeMap<String, Value>>,
+    /// A CEL predicate over `claims`, `request`, `route` and `now`.
+    pub when: Option<String>,
+    /// At least one of the listed items, of any kind, is present.
+    pub any_of: Option<AnyOfConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnyOfConfig {
+    pub scopes: Option<Vec<String>>,
+    pub permissions: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+}
+
+/// Defaults for authenticating routes without a backend that do not set their own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    pub headers: Option<BTreeMap<String, String>>,
+    pub metadata_claims: Option<Vec<String>>,
+    pub forward_token: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

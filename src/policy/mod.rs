@@ -79,6 +79,7 @@ impl Policy {
             .collect();
         let names = Names {
             declared: &config.declared,
+            defaults: &config.defaults,
             issuers: &issuers,
             backend_configs: &config.backends,
             backends: &backends,

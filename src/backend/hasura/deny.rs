@@ -36,7 +36,9 @@ fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
         // What Hasura reports while its key set is empty.
         DenyReason::KeysUnavailable(_) => ("invalid-jwt", "Could not verify JWT: JWSError NoUsableKeys".into()),
         DenyReason::Refused(refusal) => (refusal.code, refusal.message.clone()),
-        DenyReason::NoRoute | DenyReason::RouteDenies => ("access-denied", reason.description()),
+        DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::RequirementUnmet(_) => {
+            ("access-denied", reason.description())
+        }
         DenyReason::InvalidRequest(RequestProblem::AmbiguousPath | RequestProblem::PathParameters) => {
             ("invalid-params", reason.description())
         }

@@ -65,6 +65,12 @@ fn postgrest_error(reason: &DenyReason) -> PostgrestError {
         DenyReason::Refused(refusal) => {
             PostgrestError { http_status: 403, code: refusal.code, message: refusal.message.clone(), challenge: None }
         }
+        DenyReason::RequirementUnmet(_) => PostgrestError {
+            http_status: 403,
+            code: "42501",
+            message: reason.description(),
+            challenge: reason.challenge(),
+        },
         DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::InvalidRequest(_) => PostgrestError {
             http_status: reason.http_status(),
             code: "42501",
