@@ -1,12 +1,18 @@
 //! `portcullis token verify`: what would portcullis decide for this token on
 //! this request, and why, without Envoy. Uses the same pipeline as the service.
 
+use std::fmt::Write;
+
+use crate::authenticate::vouch;
 use crate::authz::Authorizer;
 use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, VerifyArgs};
 use crate::config::{Action, TokenFrom};
 use crate::decision::{Decision, DenyReason};
+use crate::escape::escape;
 use crate::policy::{self, Policy};
 use crate::request::HttpRequest;
+use crate::rules::{Facts, Outcome, Requirement};
+use crate::token::digest;
 
 pub async fn run(args: VerifyArgs) -> u8 {
     let policy = match policy::load_file(&args.config.config) {
@@ -28,8 +34,10 @@ pub async fn run(args: VerifyArgs) -> u8 {
         eprintln!("{problem}");
     }
     let request = request_with_token(&policy, &args, &extra);
-    let decision = Authorizer::new(policy).decide(&request).await;
+    let authorizer = Authorizer::new(policy);
+    let decision = authorizer.decide(&request).await;
     print!("{}", describe(&decision));
+    print!("{}", rules(&authorizer.policy(), &request).await);
     match decision {
         Decision::Allow(_) => EXIT_OK,
         Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => EXIT_RUNTIME,
@@ -68,6 +76,73 @@ fn request_with_token(policy: &Policy, args: &VerifyArgs, extra: &[(String, Stri
     };
     let all = headers(Some(placed));
     HttpRequest::new(&args.method, &args.path, &args.host, all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// Each of the matched route's requirements, held or not and why, and the
+/// identity headers the token would give the upstream.
+async fn rules(policy: &Policy, request: &HttpRequest) -> String {
+    let mut out = String::new();
+    let Some(route) = policy.router.route(request) else { return out };
+    let has_headers = route.identity.headers().next().is_some();
+    if route.requirements.is_none() && !has_headers {
+        return out;
+    }
+    let Ok(Some(found)) = route.extractor.extract(request) else { return out };
+    let candidates: Vec<_> = found.readers.iter().map(|&position| &policy.issuers[route.issuers[position]]).collect();
+    let Ok(vouched) = vouch(&policy.cache, &policy.runtime.clock, found.token, &digest(found.token), &candidates).await
+    else {
+        return out;
+    };
+    if let Some(requirements) = &route.requirements {
+        let mode = if route.dry_run { "dry_run: unmet requirements are logged, not enforced" } else { "enforce" };
+        let _ = writeln!(out, "requirements ({mode}):");
+        let facts = Facts { token: &vouched.token, request, route: &route.name, now: policy.runtime.clock.now() };
+        for outcome in requirements.outcomes(&facts) {
+            let _ = writeln!(out, "  {}", explain_outcome(&outcome, requirements.when_source()));
+        }
+    }
+    if has_headers {
+        let _ = writeln!(out, "identity headers:");
+        for (name, claim) in route.identity.headers() {
+            let value = route
+                .identity
+                .mutations(Some(&vouched.token.claims))
+                .set_headers
+                .into_iter()
+                .find(|(set, _)| set == name);
+            match value {
+                Some((_, value)) => {
+                    let _ = writeln!(out, "  {name}: {value}");
+                }
+                None => {
+                    let _ =
+                        writeln!(out, "  {name}: (no usable claim {}; the client's copy is removed)", claim.as_str());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One requirement in words: `scopes: missing orders:delete`.
+fn explain_outcome(outcome: &Outcome<'_>, when: Option<&str>) -> String {
+    let (key, item, held) = (outcome.requirement.key(), &outcome.item, outcome.held);
+    match outcome.requirement {
+        Requirement::Claims if held => format!("{key}: {item} matches"),
+        Requirement::Claims => format!("{key}: {item} does not match"),
+        Requirement::AnyOf if held => format!("{key}: one of {} is present", item.trim_start_matches("none of ")),
+        Requirement::AnyOf => format!("{key}: {item} is present"),
+        Requirement::When => {
+            let verdict = match (&outcome.detail, held) {
+                (_, true) => "true".to_string(),
+                (Some(why), false) => format!("could not be evaluated ({})", escape(why)),
+                (None, false) => "false".to_string(),
+            };
+            format!("{key} `{}`: {verdict}", when.unwrap_or_default())
+        }
+        _ if held => format!("{key}: has {item}"),
+        _ => format!("{key}: missing {item}"),
+    }
 }
 
 pub fn describe(decision: &Decision) -> String {
