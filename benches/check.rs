@@ -7,6 +7,7 @@
 //! |-----------------------|--------------------------------------------------------------------|
 //! | `baseline_rs256`      | bare `jsonwebtoken::decode` of the RS256 token with a prebuilt key  |
 //! | `rs256_cache_hit`     | `decide`, valid RS256 token, verified-token cache on (hit path)     |
+//! | `rules_cache_hit`     | the same, on a route requiring a scope, a permission, a role and a CEL rule |
 //! | `rs256_cache_off`     | `decide`, valid RS256 token, cache off: a signature check per call  |
 //! | `es256_cache_off`     | `decide`, valid ES256 token, cache off                               |
 //! | `eddsa_cache_off`     | `decide`, valid EdDSA (Ed25519) token, cache off                     |
@@ -56,6 +57,8 @@ type Samples = Arc<Mutex<BTreeMap<&'static str, Vec<(Duration, u64)>>>>;
 struct Fixture {
     _issuer: DevIssuer,
     cached: Authorizer,
+    /// Cache on, the route has `require:` (three requirements and one CEL expression).
+    ruled: Authorizer,
     uncached: Authorizer,
     rs256: String,
     es256: String,
@@ -66,20 +69,23 @@ struct Fixture {
     issuer_url: String,
 }
 
-fn config(issuer: &DevIssuer, cache_tokens: u64) -> String {
+fn config(issuer: &DevIssuer, cache_tokens: u64, route: &str) -> String {
     format!(
         "listen: {{ authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }}\n\
          cache: {{ tokens: {cache_tokens} }}\n\
          issuers:\n  idp:\n    issuer: {}\n    jwks_uri: {}\n    audiences: [{AUDIENCE}]\n\
-         routes:\n  - match: {{ prefix: / }}\n",
+         routes:\n  - match: {{ prefix: / }}\n{route}",
         issuer.issuer(),
         issuer.jwks_uri()
     )
 }
 
+/// Three requirements and one CEL expression, as issue 10's performance goal names them.
+const RULES: &str = "    require:\n      scopes: [items:read]\n      permissions: [items:list]\n      roles: [member]\n      when: 'claims.org_code == request.host.split(\".\")[0]'\n";
+
 /// A policy with its keys loaded (one fetch from the loopback issuer, no refresher).
-async fn authorizer(issuer: &DevIssuer, cache_tokens: u64) -> Authorizer {
-    let policy = portcullis::policy::parse_str(&config(issuer, cache_tokens), "bench config")
+async fn authorizer(issuer: &DevIssuer, cache_tokens: u64, route: &str) -> Authorizer {
+    let policy = portcullis::policy::parse_str(&config(issuer, cache_tokens, route), "bench config")
         .unwrap_or_else(|err| panic!("{err}"));
     for issuer in &policy.issuers {
         issuer.keys.refresh().await.expect("JWKS fetch from the dev issuer");
@@ -92,10 +98,15 @@ async fn fixture() -> Fixture {
     let es = SigningKey::generate(Algorithm::ES256, "es256");
     let ed = SigningKey::generate(Algorithm::EdDSA, "eddsa");
     let issuer = DevIssuer::start(&[&rs, &es, &ed]).await.expect("dev issuer starts");
-    let claims = issuer.claims("user-123", AUDIENCE, 3600);
+    let mut claims = issuer.claims("user-123", AUDIENCE, 3600);
+    claims["scope"] = "openid items:read".into();
+    claims["permissions"] = serde_json::json!(["items:list", "items:write"]);
+    claims["roles"] = serde_json::json!(["member"]);
+    claims["org_code"] = "api".into();
     Fixture {
-        cached: authorizer(&issuer, 100_000).await,
-        uncached: authorizer(&issuer, 0).await,
+        cached: authorizer(&issuer, 100_000, "").await,
+        ruled: authorizer(&issuer, 100_000, RULES).await,
+        uncached: authorizer(&issuer, 0, "").await,
         rs256: rs.sign(&claims),
         es256: es.sign(&claims),
         eddsa: ed.sign(&claims),
@@ -179,6 +190,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
     runtime.block_on(async {
         for (authorizer, request, allow) in [
             (&fixture.cached, &valid_rs, true),
+            (&fixture.ruled, &valid_rs, true),
             (&fixture.uncached, &valid_rs, true),
             (&fixture.uncached, &valid_es, true),
             (&fixture.uncached, &valid_ed, true),
@@ -210,8 +222,9 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
         });
     });
 
-    let scenarios: [(&'static str, &Authorizer, &HttpRequest); 5] = [
+    let scenarios: [(&'static str, &Authorizer, &HttpRequest); 6] = [
         ("rs256_cache_hit", &fixture.cached, &valid_rs),
+        ("rules_cache_hit", &fixture.ruled, &valid_rs),
         ("rs256_cache_off", &fixture.uncached, &valid_rs),
         ("es256_cache_off", &fixture.uncached, &valid_es),
         ("eddsa_cache_off", &fixture.uncached, &valid_ed),
@@ -330,6 +343,7 @@ fn print_ratios(samples: &Samples) {
     let order = [
         BASELINE,
         "rs256_cache_hit",
+        "rules_cache_hit",
         "rs256_cache_off",
         "es256_cache_off",
         "eddsa_cache_off",
@@ -344,6 +358,13 @@ fn print_ratios(samples: &Samples) {
         let ns = median_ns(runs);
         let ratio = baseline.map_or("-".to_string(), |base| format!("{:.3}", ns / base));
         println!("| {id} | {} | {:.0} | {ratio} |", human(ns), 1e9 / ns);
+    }
+    let median = |id: &str| samples.get(id).map(|runs| median_ns(runs));
+    if let (Some(rules), Some(plain)) = (median("rules_cache_hit"), median("rs256_cache_hit")) {
+        println!(
+            "\nrules_cache_hit / rs256_cache_hit = {:.2} (a cached allow with requirements vs without)",
+            rules / plain
+        );
     }
 }
 

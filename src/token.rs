@@ -4,7 +4,7 @@
 //! and the cache both depend on this module, never on each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cel::common::value::Val;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,15 +43,43 @@ pub struct VerifiedToken {
     /// The claims as CEL rules read them, converted on first use and kept with
     /// the cached token, so a cached allow does not convert them again.
     rules_view: OnceLock<Box<dyn Val>>,
+    /// Outcomes of deterministic rules for this token: (rule, the request values
+    /// it read, outcome). Bounded: past the limit rules are evaluated, not remembered.
+    memo: Mutex<Vec<(u64, String, MemoOutcome)>>,
 }
+
+/// A remembered rule outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoOutcome {
+    Held,
+    NotHeld,
+    /// The rule could not be evaluated (why, for logs).
+    Error(Arc<str>),
+}
+
+/// Remembered rule outcomes per token.
+const MAX_MEMO_ENTRIES: usize = 16;
 
 impl VerifiedToken {
     pub fn new(issuer: usize, key_id: String, exp: u64, claims: Map<String, Value>) -> Self {
-        VerifiedToken { issuer, key_id, exp, claims, rules_view: OnceLock::new() }
+        VerifiedToken { issuer, key_id, exp, claims, rules_view: OnceLock::new(), memo: Mutex::new(Vec::new()) }
     }
 
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
+    }
+
+    /// The remembered outcome of `rule` for exactly `input`.
+    pub fn recall(&self, rule: u64, input: &str) -> Option<MemoOutcome> {
+        let memo = self.memo.lock().expect("memo lock poisoned");
+        memo.iter().find(|(id, key, _)| *id == rule && key == input).map(|(_, _, outcome)| outcome.clone())
+    }
+
+    pub fn remember(&self, rule: u64, input: String, outcome: MemoOutcome) {
+        let mut memo = self.memo.lock().expect("memo lock poisoned");
+        if memo.len() < MAX_MEMO_ENTRIES {
+            memo.push((rule, input, outcome));
+        }
     }
 
     pub fn rules_view(&self) -> &dyn Val {

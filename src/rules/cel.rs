@@ -11,8 +11,15 @@
 //! `filter`) may not nest, `matches` takes only a literal pattern, and an
 //! expression is at most 4 KiB. A runtime error (a missing key, a wrong type)
 //! fails the requirement: a rule that cannot be evaluated never allows.
+//!
+//! CEL is deterministic, so the outcome of a rule that reads only the claims,
+//! the route and `request.method`/`path`/`host` is remembered with the cached
+//! token, keyed by exactly those request values: a cached allow does not pay
+//! for the evaluation again. Rules reading headers, the query or `now` are
+//! evaluated on every request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
@@ -21,7 +28,7 @@ use cel::context::VariableResolver;
 use cel::{Context, Env, Program, Value};
 
 use crate::request::HttpRequest;
-use crate::token::VerifiedToken;
+use crate::token::{MemoOutcome, VerifiedToken};
 
 /// Longest expression accepted.
 pub const MAX_EXPRESSION_CHARS: usize = 4096;
@@ -38,8 +45,12 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     Arc::new(env)
 });
 
+/// Tells compiled rules apart in the per-token memo.
+static NEXT_RULE: AtomicU64 = AtomicU64::new(1);
+
 /// A compiled `when:` expression.
 pub struct Rule {
+    id: u64,
     source: String,
     program: Program,
     /// Which parts of `request` the expression reads; only those are built.
@@ -48,9 +59,28 @@ pub struct Rule {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Reads {
-    request: bool,
+    method: bool,
+    path: bool,
+    host: bool,
     headers: bool,
     query: bool,
+    now: bool,
+}
+
+impl Reads {
+    fn request(self) -> bool {
+        self.method || self.path || self.host || self.headers || self.query
+    }
+
+    /// Whether the outcome depends only on the claims, the route and the
+    /// method, path and host (which key the memo).
+    fn memoizable(self) -> bool {
+        !(self.headers || self.query || self.now)
+    }
+
+    fn everything() -> Self {
+        Reads { method: true, path: true, host: true, headers: true, query: true, now: false }
+    }
 }
 
 impl std::fmt::Debug for Rule {
@@ -84,20 +114,47 @@ impl Rule {
         if let Some(problem) = check.problem {
             return Err(problem);
         }
-        Ok(Rule { source: source.to_string(), reads: check.reads, program })
+        Ok(Rule {
+            id: NEXT_RULE.fetch_add(1, Ordering::Relaxed),
+            source: source.to_string(),
+            reads: check.reads,
+            program,
+        })
     }
 
     pub fn source(&self) -> &str {
         &self.source
     }
 
-    /// Evaluates the rule for `token` on `request` at `now` (Unix seconds).
+    /// Evaluates the rule for `token` on `request` at `now` (Unix seconds), or
+    /// recalls the outcome for the same token and request values.
     pub fn evaluate(&self, token: &VerifiedToken, request: &HttpRequest, route: &str, now: u64) -> Result<(), Failure> {
+        if !self.reads.memoizable() {
+            return self.run(token, request, route, now);
+        }
+        let key = self.memo_key(request);
+        if let Some(outcome) = token.recall(self.id, &key) {
+            return outcome_result(outcome);
+        }
+        let result = self.run(token, request, route, now);
+        token.remember(self.id, key, memo_outcome(&result));
+        result
+    }
+
+    /// The request values the rule reads, joined with NUL (which no method,
+    /// path or host contains).
+    fn memo_key(&self, request: &HttpRequest) -> String {
+        let parts =
+            [(self.reads.method, &request.method), (self.reads.path, &request.path), (self.reads.host, &request.host)];
+        parts.iter().filter(|(read, _)| *read).map(|(_, value)| value.as_str()).collect::<Vec<_>>().join("\0")
+    }
+
+    fn run(&self, token: &VerifiedToken, request: &HttpRequest, route: &str, now: u64) -> Result<(), Failure> {
         let variables = Variables {
             claims: token.rules_view(),
-            request: self.reads.request.then(|| boxed(request_value(request, self.reads))),
+            request: self.reads.request().then(|| boxed(request_value(request, self.reads))),
             route: boxed(Value::String(Arc::new(route.to_string()))),
-            now: boxed(timestamp(now)),
+            now: self.reads.now.then(|| boxed(timestamp(now))),
         };
         let mut context = Context::with_env(Arc::clone(&ENV));
         context.set_variable_resolver(&variables);
@@ -107,6 +164,22 @@ impl Rule {
             Ok(_) => Err(Failure::Error("the expression does not give a bool".into())),
             Err(err) => Err(Failure::Error(err.to_string())),
         }
+    }
+}
+
+fn memo_outcome(result: &Result<(), Failure>) -> MemoOutcome {
+    match result {
+        Ok(()) => MemoOutcome::Held,
+        Err(Failure::False) => MemoOutcome::NotHeld,
+        Err(Failure::Error(why)) => MemoOutcome::Error(Arc::from(why.as_str())),
+    }
+}
+
+fn outcome_result(outcome: MemoOutcome) -> Result<(), Failure> {
+    match outcome {
+        MemoOutcome::Held => Ok(()),
+        MemoOutcome::NotHeld => Err(Failure::False),
+        MemoOutcome::Error(why) => Err(Failure::Error(why.to_string())),
     }
 }
 
@@ -122,9 +195,15 @@ fn timestamp(now: u64) -> Value {
 fn request_value(request: &HttpRequest, reads: Reads) -> Value {
     let text = |value: &str| Value::String(Arc::new(value.to_string()));
     let mut fields: HashMap<String, Value> = HashMap::with_capacity(5);
-    fields.insert("method".into(), text(&request.method));
-    fields.insert("path".into(), text(&request.path));
-    fields.insert("host".into(), text(&request.host));
+    for (read, name, value) in [
+        (reads.method, "method", &request.method),
+        (reads.path, "path", &request.path),
+        (reads.host, "host", &request.host),
+    ] {
+        if read {
+            fields.insert(name.into(), text(value));
+        }
+    }
     if reads.headers {
         let headers: HashMap<String, Value> =
             request.headers().map(|(name, value)| (name.to_string(), text(value))).collect();
@@ -145,7 +224,7 @@ struct Variables<'t> {
     claims: &'t dyn Val,
     request: Option<Box<dyn Val>>,
     route: Box<dyn Val>,
-    now: Box<dyn Val>,
+    now: Option<Box<dyn Val>>,
 }
 
 impl VariableResolver for Variables<'_> {
@@ -154,7 +233,7 @@ impl VariableResolver for Variables<'_> {
             "claims" => self.claims,
             "request" => self.request.as_deref()?,
             "route" => &*self.route,
-            "now" => &*self.now,
+            "now" => self.now.as_deref()?,
             _ => return None,
         };
         Some(CowVal::Borrowed(value))
@@ -183,9 +262,15 @@ impl<'a> Check<'a> {
                     && name == "request"
                     && !self.bound.contains(&"request")
                 {
-                    self.reads.request = true;
-                    self.reads.headers |= select.field == "headers";
-                    self.reads.query |= select.field == "query";
+                    match select.field.as_str() {
+                        "method" => self.reads.method = true,
+                        "path" => self.reads.path = true,
+                        "host" => self.reads.host = true,
+                        "headers" => self.reads.headers = true,
+                        "query" => self.reads.query = true,
+                        // `has(request.x)` of another field: false either way.
+                        _ => {}
+                    }
                     return;
                 }
                 self.walk(&select.operand);
@@ -245,7 +330,8 @@ impl<'a> Check<'a> {
             return;
         }
         match name {
-            "request" => self.reads = Reads { request: true, headers: true, query: true },
+            "request" => self.reads = Reads { now: self.reads.now, ..Reads::everything() },
+            "now" => self.reads.now = true,
             _ if VARIABLES.contains(&name) => {}
             _ => self.fail(format!("unknown variable `{name}` (expected claims, request, route or now)")),
         }
@@ -303,10 +389,29 @@ mod tests {
 
     #[test]
     fn only_the_parts_of_the_request_read_are_built() {
-        assert!(!Rule::compile("claims.a == 'b'").unwrap().reads.request);
+        assert!(!Rule::compile("claims.a == 'b'").unwrap().reads.request());
         let host = Rule::compile("request.host == 'h'").unwrap().reads;
-        assert!(host.request && !host.headers && !host.query);
+        assert!(host.host && !host.path && !host.headers && host.memoizable());
         let whole = Rule::compile("size(request) > 0").unwrap().reads;
-        assert!(whole.headers && whole.query);
+        assert!(whole.headers && whole.query && !whole.memoizable());
+        assert!(!Rule::compile("now > timestamp(0)").unwrap().reads.memoizable());
+    }
+
+    #[test]
+    fn outcomes_are_remembered_per_token_and_exact_request_values() {
+        let rule = Rule::compile(r#"claims.org == request.host.split(".")[0]"#).unwrap();
+        let token = token(json!({"org": "acme"}));
+        let at = |host: &str| HttpRequest::new("GET", "/", host, []);
+        assert_eq!(rule.evaluate(&token, &at("acme.example.com"), "r", 0), Ok(()));
+        assert_eq!(rule.evaluate(&token, &at("globex.example.com"), "r", 0), Err(Failure::False));
+        assert_eq!(token.recall(rule.id, "acme.example.com"), Some(MemoOutcome::Held));
+        assert_eq!(token.recall(rule.id, "globex.example.com"), Some(MemoOutcome::NotHeld));
+        assert_eq!(rule.evaluate(&token, &at("acme.example.com"), "r", 0), Ok(()), "recalled");
+        // The memo is bounded: a flood of hosts is evaluated, not remembered.
+        for index in 0..100 {
+            let _ = rule.evaluate(&token, &at(&format!("h{index}.example.com")), "r", 0);
+        }
+        assert_eq!(token.recall(rule.id, "h99.example.com"), None);
+        assert_eq!(rule.evaluate(&token, &at("h99.example.com"), "r", 0), Err(Failure::False));
     }
 }
