@@ -38,6 +38,33 @@ pub enum Command {
     Token(TokenCommand),
     /// Talk to a running instance's Admin API.
     Admin(AdminArgs),
+    /// Ask a running instance's grpc.health.v1 (exit 0 when SERVING, 1 otherwise): for HEALTHCHECKs.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The authz (or admin) port to ask.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// The health service name ("" is the whole process; envoy.service.auth.v3.Authorization the authz service).
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Connect over TLS, trusting this CA (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS; needs --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server certificate must carry (default: the host of --addr).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +129,13 @@ pub struct DevArgs {
     /// Address of the Admin API (loopback, no token in dev).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub admin: std::net::SocketAddr,
+    /// Run a real Envoy in front (this binary, or `envoy` on PATH when no path is
+    /// given); without this flag Envoy is used when it is on PATH.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub envoy: Option<PathBuf>,
+    /// Loopback port of that Envoy (0: any free port).
+    #[arg(long, default_value_t = 10000)]
+    pub envoy_port: u16,
 }
 
 #[derive(Debug, Subcommand)]

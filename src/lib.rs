@@ -31,6 +31,7 @@ pub mod issuer;
 pub mod jsonpath;
 pub mod keys;
 pub mod policy;
+pub mod probe;
 pub mod reflection;
 pub mod reload;
 pub mod request;
@@ -43,6 +44,7 @@ pub mod stats;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod token;
 pub mod token_cache;
 pub mod verify;

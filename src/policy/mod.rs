@@ -18,6 +18,7 @@ use crate::config::{self, Action, Config, ConfigError, LimitsConfig, Listen, Pro
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
 use crate::route::{Names, Route, Router};
+use crate::tls::ReloadingTls;
 use crate::token_cache::TokenCache;
 
 pub use summary::summary;
@@ -38,6 +39,8 @@ pub struct Policy {
     pub cache: TokenCache,
     /// How much of each request is read (a larger one is a 431).
     pub limits: LimitsConfig,
+    /// TLS for the authz and admin listeners, loaded (listeners use the first policy's).
+    pub tls: Option<Arc<ReloadingTls>>,
     pub runtime: Runtime,
 }
 
@@ -59,6 +62,10 @@ impl Policy {
     pub fn compile(config: &Config, runtime: &Runtime, previous: Option<&Policy>) -> Result<Policy, Vec<Problem>> {
         let mut problems = Problems::default();
         check_admin(config, &mut problems);
+        let tls =
+            config.listen.tls.as_ref().and_then(|files| {
+                ReloadingTls::load(files).map_err(|message| problems.push("listen.tls", message)).ok()
+            });
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
             .iter()
@@ -101,6 +108,7 @@ impl Policy {
             router: Router::new(routes),
             cache: TokenCache::new(config.cache.tokens, runtime.clock.clone()),
             limits: config.limits.clone(),
+            tls,
             runtime: runtime.clone(),
         })
     }
@@ -165,12 +173,17 @@ impl Policy {
     }
 }
 
-/// An unauthenticated control plane is only acceptable where only this machine can reach it.
+/// An unauthenticated control plane is only acceptable where only this machine
+/// can reach it, or only holders of a client certificate can connect.
 fn check_admin(config: &Config, problems: &mut Problems) {
-    if config.admin.token.is_none() && !config.listen.admin.ip().is_loopback() {
+    let mutual_tls = config.listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+    if config.admin.token.is_none() && !config.listen.admin.ip().is_loopback() && !mutual_tls {
         problems.push(
             "admin.token",
-            format!("required because listen.admin ({}) is not a loopback address", config.listen.admin),
+            format!(
+                "required because listen.admin ({}) is not a loopback address (or require client certificates: listen.tls.client_ca)",
+                config.listen.admin
+            ),
         );
     }
     if config.admin.token.as_ref().is_some_and(|token| token.len() < MIN_ADMIN_TOKEN_CHARS) {

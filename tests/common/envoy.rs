@@ -375,6 +375,18 @@ pub struct EnvoyOptions {
     pub health_check: bool,
     /// `common_lb_config.healthy_panic_threshold` in percent; `None` keeps Envoy's 50%.
     pub healthy_panic_threshold: Option<u32>,
+    /// TLS to portcullis: verify its certificate with this CA, for this SNI name,
+    /// and present a client certificate (mutual TLS).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Envoy's side of TLS to portcullis (PEM file paths).
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub server_name: String,
 }
 
 impl Default for EnvoyOptions {
@@ -388,8 +400,32 @@ impl Default for EnvoyOptions {
             merge_slashes: false,
             health_check: false,
             healthy_panic_threshold: None,
+            tls: None,
         }
     }
+}
+
+/// The portcullis cluster's transport socket: TLS 1.2+, h2 by ALPN, the server
+/// certificate checked against `ca` and `server_name`, a client certificate.
+fn upstream_tls(tls: &UpstreamTls) -> String {
+    format!(
+        r#"
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: {sni}
+          common_tls_context:
+            alpn_protocols: [h2]
+            tls_certificates: [{{ certificate_chain: {{ filename: {cert} }}, private_key: {{ filename: {key} }} }}]
+            validation_context:
+              trusted_ca: {{ filename: {ca} }}
+              match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {sni} }} }}]"#,
+        sni = tls.server_name,
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        ca = tls.ca.display(),
+    )
 }
 
 /// A complete static bootstrap: listener and admin on 127.0.0.1 port 0 (Envoy picks;
@@ -405,6 +441,7 @@ pub fn bootstrap(options: &EnvoyOptions, authz: SocketAddr, upstream: SocketAddr
         merge_slashes,
         health_check,
         healthy_panic_threshold,
+        tls,
     } = options;
     let timeout = timeout.as_secs_f64();
     // no_traffic_interval too: its 60 s default applies until the cluster has carried traffic.
@@ -417,6 +454,7 @@ pub fn bootstrap(options: &EnvoyOptions, authz: SocketAddr, upstream: SocketAddr
     let panic_threshold = healthy_panic_threshold
         .map(|percent| format!("\n      common_lb_config: {{ healthy_panic_threshold: {{ value: {percent} }} }}"))
         .unwrap_or_default();
+    let transport_socket = tls.as_ref().map(upstream_tls).unwrap_or_default();
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -463,7 +501,7 @@ static_resources:
           explicit_http_config: {{ http2_protocol_options: {{}} }}
       load_assignment:
         cluster_name: portcullis
-        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {authz_ip}, port_value: {authz_port} }} }} }} }}] }}]{health_checks}{panic_threshold}
+        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {authz_ip}, port_value: {authz_port} }} }} }} }}] }}]{health_checks}{panic_threshold}{transport_socket}
     - name: upstream
       type: STATIC
       connect_timeout: 1s

@@ -1,0 +1,173 @@
+//! TLS and mutual TLS on the authz and admin listeners (`listen.tls`), with
+//! certificates re-read when their files change. cert-manager and Kubernetes
+//! secret volumes rotate certificates in place: a volume update swaps the
+//! `..data` symlink rather than writing the files, so the files' *content* is
+//! what is watched (polled each second), not their names or times. A rotation
+//! affects new handshakes only; open connections keep working. A rotation that
+//! does not load (a half-written file, a key that does not match) keeps the
+//! certificate in use.
+//!
+//! tonic's own TLS builds its configuration once, so connections are accepted
+//! here: each handshake runs in its own task with a bound, and finished TLS
+//! streams are handed to tonic.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::TlsConfig;
+use crate::token::{TokenDigest, digest_bytes};
+
+/// How long a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the certificate files are compared with what is loaded.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A server TLS configuration that follows its files.
+pub struct ReloadingTls {
+    files: TlsConfig,
+    current: RwLock<Arc<ServerConfig>>,
+    loaded: RwLock<Vec<Option<TokenDigest>>>,
+}
+
+impl ReloadingTls {
+    /// Loads the files once; an error names the file and what is wrong with it.
+    pub fn load(files: &TlsConfig) -> Result<Arc<Self>, String> {
+        let config = server_config(files)?;
+        let tls = ReloadingTls {
+            files: files.clone(),
+            current: RwLock::new(Arc::new(config)),
+            loaded: RwLock::new(fingerprints(files)),
+        };
+        Ok(Arc::new(tls))
+    }
+
+    fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.read().expect("tls lock poisoned"))
+    }
+
+    /// Reloads if a file changed; `Ok(true)` when a new certificate is in use.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let now = fingerprints(&self.files);
+        if *self.loaded.read().expect("tls lock poisoned") == now {
+            return Ok(false);
+        }
+        let config = server_config(&self.files);
+        // Remembered even when it fails: a broken file is reported once, not every second.
+        *self.loaded.write().expect("tls lock poisoned") = now;
+        *self.current.write().expect("tls lock poisoned") = Arc::new(config?);
+        Ok(true)
+    }
+
+    /// Re-reads the files whenever they change, while `self` is in use.
+    pub fn watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let Some(tls) = weak.upgrade() else { return };
+                match tls.reload_if_changed() {
+                    Ok(true) => tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded"),
+                    Ok(false) => {}
+                    Err(err) => tracing::error!("TLS files changed but do not load, the old certificate stays: {err}"),
+                }
+            }
+        });
+    }
+
+    /// TLS connections accepted on `listener`, for tonic's `serve_with_incoming`.
+    pub fn incoming(
+        self: &Arc<Self>,
+        listener: TcpListener,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let tls = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = sender.closed() => return,
+                };
+                let Ok((tcp, _)) = accepted else {
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        let _ = sender.send(Ok(stream)).await;
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(receiver)
+    }
+
+    /// Whether clients must present a certificate signed by `client_ca`.
+    pub fn requires_client_certs(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+}
+
+fn fingerprints(files: &TlsConfig) -> Vec<Option<TokenDigest>> {
+    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|path| std::fs::read(path).ok().map(|bytes| digest_bytes(&bytes)))
+        .collect()
+}
+
+/// The rustls configuration for the files: HTTP/2 (gRPC) only, client
+/// certificates required and verified against `client_ca` when it is set.
+pub fn server_config(files: &TlsConfig) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
+        .map_err(|err| format!("{}: no private key in PEM ({err})", files.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots.add(certificate).map_err(|err| format!("{}: {err}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|err| format!("{}: {err}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|err| {
+        format!("{} and {} do not make a usable certificate: {err}", files.cert.display(), files.key.display())
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|err| format!("{}: not PEM certificates ({err})", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{}: no certificate in PEM", path.display()));
+    }
+    Ok(certificates)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
+}
