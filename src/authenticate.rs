@@ -14,6 +14,8 @@ use crate::verify::{Parsed, VerifyFailure, still_valid, verify};
 pub struct Vouched<'p> {
     pub token: Arc<VerifiedToken>,
     pub issuer: &'p Arc<Issuer>,
+    /// The verification was remembered, not done now.
+    pub cache_hit: bool,
 }
 
 /// The first of `candidates` (in order) that accepts `token`.
@@ -29,20 +31,20 @@ pub async fn vouch<'p>(
     if let Some(first) = first
         && let Some(hit) = lookup(cache, clock, digest, first)
     {
-        return Ok(Vouched { token: hit, issuer: first });
+        return Ok(Vouched { token: hit, issuer: first, cache_hit: true });
     }
     let parsed = Parsed::new(token)?;
     let mut first_failure = None;
     for &issuer in candidates.iter().filter(|issuer| parsed.names(issuer)) {
         let looked_up = first.is_some_and(|first| Arc::ptr_eq(first, issuer));
         if !looked_up && let Some(hit) = lookup(cache, clock, digest, issuer) {
-            return Ok(Vouched { token: hit, issuer });
+            return Ok(Vouched { token: hit, issuer, cache_hit: true });
         }
         match verify(token, &parsed, issuer, clock).await {
             Ok(verified) => {
                 let verified = Arc::new(verified);
                 cache.insert((*digest, issuer.id), Arc::clone(&verified));
-                return Ok(Vouched { token: verified, issuer });
+                return Ok(Vouched { token: verified, issuer, cache_hit: false });
             }
             Err(failure) => {
                 first_failure.get_or_insert(failure);
@@ -90,7 +92,7 @@ mod tests {
         for issuer in [&a, &b] {
             issuer.keys.refresh().await.unwrap();
         }
-        let cache = TokenCache::new(100, runtime.clock.clone());
+        let cache = TokenCache::new(100, runtime.clock.clone(), Default::default());
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
 
@@ -119,7 +121,7 @@ mod tests {
             &runtime,
         );
         idp.keys.refresh().await.unwrap();
-        let cache = TokenCache::new(100, runtime.clock.clone());
+        let cache = TokenCache::new(100, runtime.clock.clone(), Default::default());
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
         assert!(vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.is_ok());

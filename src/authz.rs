@@ -6,35 +6,47 @@
 //! because Envoy treats gRPC errors as failures that `failure_mode_allow` may let through.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tracing::Instrument;
 
 use crate::authenticate::vouch;
 use crate::backend::{Authenticated, Mutations, plain};
 use crate::config::Action;
-use crate::decision::{Allowed, Caller, Decision, Denied, DenyReason};
-use crate::escape::escape;
+use crate::decision::{Allowed, Audit, Caller, Decision, Denied, DenyReason};
 use crate::issuer::Issuer;
+use crate::metrics::Metrics;
+use crate::observe::{Observer, Seen};
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
 use crate::response::check_response;
 use crate::route::Route;
 use crate::rules::{Facts, Requirement, Unmet};
-use crate::stats::Stats;
-use crate::token::{TokenDigest, digest, fingerprint};
+use crate::token::{digest, fingerprint};
 use crate::verify::VerifyFailure;
 
 /// Decides requests against the current policy, which can be swapped live.
 pub struct Authorizer {
     policy: RwLock<Arc<Policy>>,
-    /// Process-wide counters for /metrics; they survive reloads.
-    pub stats: Stats,
+    /// Metrics, decision log, deny lines and trace spans; they outlive reloads.
+    pub observer: Observer,
 }
 
 impl Authorizer {
+    /// An authorizer that counts decisions in `policy`'s metrics and neither logs decisions nor traces.
     pub fn new(policy: Policy) -> Self {
-        Authorizer { policy: RwLock::new(Arc::new(policy)), stats: Stats::default() }
+        let observer = Observer::new(Arc::clone(&policy.runtime.metrics), None, None);
+        Authorizer::with_observer(policy, observer)
+    }
+
+    pub fn with_observer(policy: Policy, observer: Observer) -> Self {
+        Authorizer { policy: RwLock::new(Arc::new(policy)), observer }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.observer.metrics
     }
 
     /// The policy in force; a Check holds its own `Arc`, so a swap never affects it midway.
@@ -47,69 +59,89 @@ impl Authorizer {
         std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
     }
 
-    /// Decides a CheckRequest as Envoy sent it (read within the policy's limits).
+    /// A Check as Envoy sends it, end to end: decided, observed, encoded.
+    pub async fn check(&self, check: &CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        let policy = self.policy();
+        let request = HttpRequest::from_check(check, &policy.limits);
+        let mut audit = Audit::default();
+        let span = self.observer.check_span(&request);
+        let decision = match &span {
+            Some(span) => decide(&policy, &request, &mut audit).instrument(span.clone()).await,
+            None => decide(&policy, &request, &mut audit).await,
+        };
+        let seen =
+            Seen { policy: &policy, request: &request, decision: &decision, audit: &audit, elapsed: started.elapsed() };
+        self.observer.observe(seen, span.as_ref());
+        check_response(&decision)
+    }
+
+    /// Decides a CheckRequest as Envoy sent it (read within the policy's limits), unobserved.
     pub async fn decide_check(&self, check: &CheckRequest) -> Decision {
         let policy = self.policy();
         let request = HttpRequest::from_check(check, &policy.limits);
-        decide(&policy, &request).await
+        decide(&policy, &request, &mut Audit::default()).await
     }
 
+    /// Decides `request`, unobserved (`token verify`, tests).
     pub async fn decide(&self, request: &HttpRequest) -> Decision {
-        decide(&self.policy(), request).await
+        decide(&self.policy(), request, &mut Audit::default()).await
     }
 }
 
-async fn decide(policy: &Policy, request: &HttpRequest) -> Decision {
+async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> Decision {
     if let Some(problem) = request.problem() {
-        return deny(DenyReason::InvalidRequest(problem), request, None, None);
+        return deny(DenyReason::InvalidRequest(problem), request, None);
     }
     let Some(route) = policy.router.route(request) else {
-        return deny(DenyReason::NoRoute, request, None, None);
+        return deny(DenyReason::NoRoute, request, None);
     };
     if request.has_path_parameters() && !route.allow_path_parameters {
-        return deny(DenyReason::InvalidRequest(RequestProblem::PathParameters), request, Some(route), None);
+        return deny(DenyReason::InvalidRequest(RequestProblem::PathParameters), request, Some(route));
     }
     match route.action {
-        Action::Deny => deny(DenyReason::RouteDenies, request, Some(route), None),
+        Action::Deny => deny(DenyReason::RouteDenies, request, Some(route)),
         Action::Allow => {
             tracing::debug!(route = %route.name, path = ?request.path, "allow (no token required)");
             // Client copies of the route's identity headers are removed all the same.
             Decision::Allow(allowed(route, None, route.identity.mutations(None), None))
         }
-        Action::Authenticate => authenticate(policy, route, request).await,
+        Action::Authenticate => authenticate(policy, route, request, audit).await,
     }
 }
 
-async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> Decision {
+async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, audit: &mut Audit) -> Decision {
     let backend = route.backend.as_ref().map(|route_backend| &*route_backend.backend);
     if let Some(refusal) = backend.and_then(|backend| backend.precheck(request)) {
-        return deny(DenyReason::Refused(refusal), request, Some(route), None);
+        return deny(DenyReason::Refused(refusal), request, Some(route));
     }
     let found = match route.extractor.extract(request) {
         Ok(Some(found)) => found,
         Ok(None) => return anonymous(route, request),
-        Err(err) => return deny(DenyReason::Unreadable(err), request, Some(route), None),
+        Err(err) => return deny(DenyReason::Unreadable(err), request, Some(route)),
     };
     // Only issuers that read the token where it was found may verify it.
     let candidates: Vec<&Arc<Issuer>> =
         found.readers.iter().map(|&position| &policy.issuers[route.issuers[position]]).collect();
     let token_digest = digest(found.token);
+    audit.digest = Some(token_digest);
     let vouched = match vouch(&policy.cache, &policy.runtime.clock, found.token, &token_digest, &candidates).await {
         Ok(vouched) => vouched,
-        Err(VerifyFailure::Invalid(err)) => {
-            return deny(DenyReason::InvalidToken(err), request, Some(route), Some(&token_digest));
-        }
+        Err(VerifyFailure::Invalid(err)) => return deny(DenyReason::InvalidToken(err), request, Some(route)),
         Err(VerifyFailure::KeysUnavailable(issuer)) => {
-            return deny(DenyReason::KeysUnavailable(issuer), request, Some(route), Some(&token_digest));
+            return deny(DenyReason::KeysUnavailable(issuer), request, Some(route));
         }
     };
     let issuer = vouched.issuer;
+    audit.issuer = Some(Arc::clone(&issuer.name));
+    audit.cache_hit = Some(vouched.cache_hit);
+    audit.token = Some(Arc::clone(&vouched.token));
     let mut dry_run = None;
     if let Some(requirements) = &route.requirements {
         let facts = Facts { token: &vouched.token, request, route: &route.name, now: policy.runtime.clock.now() };
         if let Err(unmet) = requirements.check(&facts) {
             if !route.dry_run {
-                return deny(DenyReason::RequirementUnmet(unmet), request, Some(route), Some(&token_digest));
+                return deny(DenyReason::RequirementUnmet(unmet), request, Some(route));
             }
             dry_run = Some(unmet);
         }
@@ -120,7 +152,7 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest) -> 
                 Authenticated { request, token: &vouched.token, raw_token: found.token, digest: &token_digest, issuer };
             match backend.authorize(&auth) {
                 Ok(mutations) => mutations,
-                Err(refusal) => return deny(DenyReason::Refused(refusal), request, Some(route), Some(&token_digest)),
+                Err(refusal) => return deny(DenyReason::Refused(refusal), request, Some(route)),
             }
         }
         None => Mutations::default(),
@@ -145,7 +177,7 @@ fn anonymous(route: &Route, request: &HttpRequest) -> Decision {
     let needs_token = route.requirements.is_some();
     let access = backend.and_then(|backend| backend.anonymous(request)).filter(|_| !needs_token || route.dry_run);
     let Some(mut mutations) = access else {
-        return deny(DenyReason::MissingToken, request, Some(route), None);
+        return deny(DenyReason::MissingToken, request, Some(route));
     };
     mutations.merge(route.identity.mutations(None));
     let dry_run = needs_token.then(|| Unmet { requirement: Requirement::Token, item: "no token".into(), scopes: None });
@@ -153,9 +185,6 @@ fn anonymous(route: &Route, request: &HttpRequest) -> Decision {
 }
 
 fn allowed(route: &Route, caller: Option<Caller>, mutations: Mutations, dry_run: Option<Unmet>) -> Allowed {
-    if let Some(unmet) = &dry_run {
-        tracing::info!(route = %route.name, requirement = %unmet.description(), "would deny (dry run): allowed");
-    }
     Allowed {
         route: route.name.clone(),
         backend: route.backend.as_ref().map(|backend| backend.name.clone()),
@@ -168,16 +197,8 @@ fn allowed(route: &Route, caller: Option<Caller>, mutations: Mutations, dry_run:
 }
 
 /// A deny, rendered the way the route's backend (or the plain shape) answers.
-fn deny(reason: DenyReason, request: &HttpRequest, route: Option<&Route>, token: Option<&TokenDigest>) -> Decision {
-    tracing::info!(
-        route = route.map_or("-", |route| route.name.as_str()),
-        method = %escape(&request.method),
-        path = %escape(&request.path),
-        status = reason.http_status(),
-        reason = %reason.description(),
-        token = %token.map(fingerprint).unwrap_or_else(|| "-".into()),
-        "deny"
-    );
+/// (Its log line is written by the observer, within the log budget.)
+fn deny(reason: DenyReason, request: &HttpRequest, route: Option<&Route>) -> Decision {
     let rendered = match route.and_then(|route| route.backend.as_ref().map(|backend| (route, backend))) {
         Some((route, backend)) => backend.backend.render_deny(&reason, request, route.error_status),
         None => plain::render(&reason),
@@ -203,9 +224,6 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let started = std::time::Instant::now();
-        let decision = self.authorizer.decide_check(request.get_ref()).await;
-        self.authorizer.stats.record(&decision, started.elapsed());
-        Ok(tonic::Response::new(check_response(&decision)))
+        Ok(tonic::Response::new(self.authorizer.check(request.get_ref()).await))
     }
 }

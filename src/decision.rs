@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::extract::ExtractError;
 use crate::request::RequestProblem;
 use crate::rules::Unmet;
+use crate::token::{TokenDigest, VerifiedToken};
 use crate::verify::TokenError;
 
 #[derive(Debug, Clone)]
@@ -18,8 +19,8 @@ pub enum Decision {
 
 #[derive(Debug, Clone, Default)]
 pub struct Allowed {
-    pub route: String,
-    pub backend: Option<String>,
+    pub route: Arc<str>,
+    pub backend: Option<Arc<str>>,
     /// `iss` and `sub` of the verified token, when the route authenticated one.
     pub caller: Option<Caller>,
     /// Request headers to set upstream (lower-case names, overwrite semantics).
@@ -32,6 +33,37 @@ pub struct Allowed {
     pub dry_run: Option<Unmet>,
 }
 
+impl Decision {
+    /// The status the client gets: the deny's, or 200 for an allow (Envoy's
+    /// OK; the request goes on upstream).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Decision::Allow(_) => 200,
+            Decision::Deny(denied) => denied.rendered.http_status,
+        }
+    }
+}
+
+/// How a decision was reached, for the decision log and the trace span:
+/// filled in as the Check goes, as far as it got. Never the token itself.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// The digest of the token presented (logged as its fingerprint).
+    pub digest: Option<TokenDigest>,
+    /// The configured name of the issuer that verified it.
+    pub issuer: Option<Arc<str>>,
+    /// Whether that verification was remembered by the token cache.
+    pub cache_hit: Option<bool>,
+    /// The verified token (for its `sub`).
+    pub token: Option<Arc<VerifiedToken>>,
+}
+
+impl Audit {
+    pub fn subject(&self) -> Option<&str> {
+        self.token.as_deref().and_then(|token| token.claim_str("sub"))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The verified `iss`; `None` when the issuer checks no `iss`.
@@ -42,7 +74,7 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub struct Denied {
     pub reason: DenyReason,
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// The answer as the route's backend (or the plain shape) renders it.
     pub rendered: RenderedDeny,
 }

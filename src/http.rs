@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -34,7 +34,10 @@ async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
-    let body = probes.authorizer.stats.render(&probes.authorizer.policy(), probes.readiness.is_ready());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+/// Prometheus text 0.0.4, or OpenMetrics for a scraper that asks for it.
+async fn metrics(State(probes): State<Probes>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
+    let state = probes.authorizer.policy().metrics_state(probes.readiness.is_ready());
+    let (content_type, body) = probes.authorizer.metrics().render(accept, state);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod decision_log;
 pub mod dev;
 pub mod escape;
 pub mod explain;
@@ -30,6 +31,8 @@ pub mod identity;
 pub mod issuer;
 pub mod jsonpath;
 pub mod keys;
+pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod probe;
 pub mod reflection;
@@ -40,13 +43,13 @@ pub mod route;
 pub mod rules;
 pub mod server;
 pub mod shutdown;
-pub mod stats;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
 pub mod tls;
 pub mod token;
 pub mod token_cache;
+pub mod trace;
 pub mod verify;
 
 /// Generated code for portcullis' own gRPC API.

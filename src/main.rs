@@ -4,12 +4,13 @@ use std::sync::Arc;
 use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
+use portcullis::keys::redact_url;
 use portcullis::reload::Reloader;
+use portcullis::telemetry::{LogFormat, TraceSettings};
 use portcullis::{admin, dev, explain, policy, probe, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -17,12 +18,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli.command)))
+    ExitCode::from(runtime.block_on(run(cli.command, cli.log_format)))
 }
 
-async fn run(command: Command) -> u8 {
+async fn run(command: Command, format: LogFormat) -> u8 {
+    if !matches!(command, Command::Serve(_)) {
+        telemetry::init(format, None);
+    }
     match command {
-        Command::Serve(args) => serve(&args.config.config, args.watch).await,
+        Command::Serve(args) => serve(&args.config.config, args.watch, format).await,
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
@@ -31,7 +35,9 @@ async fn run(command: Command) -> u8 {
     }
 }
 
-async fn serve(path: &std::path::Path, watch: bool) -> u8 {
+/// Loads the policy first: its `telemetry` section decides what the
+/// subscriber exports (config problems are printed, not logged).
+async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
     let policy = match policy::load_file(path) {
         Ok(policy) => policy,
         Err(err) => {
@@ -39,25 +45,39 @@ async fn serve(path: &std::path::Path, watch: bool) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let options = server::ServeOptions { config_path: Some(path.to_path_buf()), watch, ..Default::default() };
-    let running = match server::start(policy, options, terminated()).await {
-        Ok(running) => running,
-        Err(err) => {
-            tracing::error!("{err}");
-            return EXIT_RUNTIME;
-        }
+    let traces = TraceSettings::resolve(policy.telemetry.as_ref(), |name| std::env::var(name).ok());
+    let dropped = policy.runtime.metrics.spans_dropped.clone();
+    let telemetry = telemetry::init(format, traces.as_ref().map(|settings| (settings, dropped)));
+    if let Some(settings) = &traces {
+        tracing::info!(endpoint = %redact_url(&settings.endpoint), sample_ratio = settings.sample_ratio, "exporting traces");
+    }
+    let options = server::ServeOptions {
+        config_path: Some(path.to_path_buf()),
+        watch,
+        tracing: telemetry.tracing.clone(),
+        ..Default::default()
     };
-    reload_on_hangup(Arc::clone(&running.reloader));
-    match running.wait().await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            EXIT_OK
+    let code = match server::start(policy, options, terminated()).await {
+        Ok(running) => {
+            reload_on_hangup(Arc::clone(&running.reloader));
+            match running.wait().await {
+                Ok(()) => {
+                    tracing::info!("stopped");
+                    EXIT_OK
+                }
+                Err(err) => {
+                    tracing::error!("{err}");
+                    EXIT_RUNTIME
+                }
+            }
         }
         Err(err) => {
             tracing::error!("{err}");
             EXIT_RUNTIME
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }
 
 fn check_config(path: &std::path::Path) -> u8 {

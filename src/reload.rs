@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::authz::Authorizer;
-use crate::config::{self, Listen, Problem};
-use crate::policy;
+use crate::config::{self, DecisionLogConfig, Listen, Problem, TelemetryConfig};
+use crate::policy::{self, Policy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -54,7 +54,14 @@ impl Reloader {
         Arc::clone(&self.admin_token)
     }
 
+    /// Re-reads, compiles and swaps in the config (counted in `portcullis_policy_reloads_total`).
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let result = self.try_reload().await;
+        self.authorizer.metrics().record_reload(result.is_ok());
+        result
+    }
+
+    async fn try_reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.serial.lock().await;
         let path = self.path.as_ref().ok_or(ReloadError::NoConfigFile)?;
         let source_name = path.display().to_string();
@@ -72,11 +79,14 @@ impl Reloader {
             )]));
         }
         let problems = next.fetch_missing_keys(Some(&current)).await;
+        let current_observability = (current.decision_log.clone(), current.telemetry.clone());
         drop(current);
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let (generation, warnings) = (next.generation, self.listen_warnings(&next.listen));
+        let mut warnings = self.listen_warnings(&next.listen);
+        warnings.extend(restart_warnings(&current_observability, &next));
+        let generation = next.generation;
         let admin_token = next.admin_token.clone();
         let keys_changed = next.runtime.changed.clone();
         next.start();
@@ -125,4 +135,20 @@ impl Reloader {
             }
         });
     }
+}
+
+/// Settings read once at start: where the decision log goes, and tracing.
+/// (`decision_log.sample` and `denies` apply live.)
+fn restart_warnings(current: &(Option<DecisionLogConfig>, Option<TelemetryConfig>), next: &Policy) -> Vec<String> {
+    let (log, telemetry) = current;
+    let to = |log: &Option<DecisionLogConfig>| log.as_ref().map(|log| log.to.clone());
+    let mut warnings = Vec::new();
+    // A log removed stops at once; a new destination needs the file opened at start.
+    if next.decision_log.is_some() && to(log) != to(&next.decision_log) {
+        warnings.push("decision_log.to changed: takes effect after a restart".to_string());
+    }
+    if telemetry != &next.telemetry {
+        warnings.push("telemetry changed: takes effect after a restart".to_string());
+    }
+    warnings
 }

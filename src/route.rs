@@ -17,7 +17,8 @@ use crate::request::{HttpRequest, canonical_path};
 use crate::rules::Requirements;
 
 pub struct Route {
-    pub name: String,
+    /// Shared with every decision and metric series that names the route.
+    pub name: Arc<str>,
     pub action: Action,
     /// Ids (positions in the policy) of the issuers this route accepts, in route order.
     pub issuers: Vec<usize>,
@@ -40,7 +41,7 @@ pub struct Route {
 
 /// A route's backend and the name it is reported under.
 pub struct RouteBackend {
-    pub name: String,
+    pub name: Arc<str>,
     pub backend: Arc<Backend>,
 }
 
@@ -95,11 +96,11 @@ impl Route {
         };
         let backend = config.backend.as_ref().and_then(|name| {
             let backend = names.backends.get(name)?;
-            Some(RouteBackend { name: name.clone(), backend: Arc::clone(backend) })
+            Some(RouteBackend { name: Arc::from(name.as_str()), backend: Arc::clone(backend) })
         });
         let matcher = &config.matcher;
         Ok(Route {
-            name: config.name.clone().unwrap_or_else(|| format!("routes[{}]", config.position)),
+            name: Arc::from(config.name.clone().unwrap_or_else(|| format!("routes[{}]", config.position))),
             action: config.action,
             extractor: Extractor::create(issuers.iter().map(|issuer| &issuer.token_from)),
             issuers: issuers.iter().map(|issuer| issuer.id).collect(),

@@ -17,13 +17,16 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
 use crate::authz::{Authorizer, AuthzService};
+use crate::decision_log::DecisionLog;
 use crate::health::{AUTHZ_SERVICE, Readiness};
+use crate::observe::Observer;
 use crate::policy::Policy;
 use crate::proto::admin::v1::admin_server::AdminServer;
 use crate::reflection;
 use crate::reload::Reloader;
 use crate::shutdown::Shutdown;
 use crate::tls::ReloadingTls;
+use crate::trace::CheckTracing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -33,6 +36,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("cannot open decision_log.to {to:?}: {source}")]
+    DecisionLog { to: String, source: std::io::Error },
 }
 
 /// How this instance was started.
@@ -45,6 +50,8 @@ pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
     /// Reload when the file changes.
     pub watch: bool,
+    /// A span per Check, once the binary has installed the OpenTelemetry pipeline.
+    pub tracing: Option<CheckTracing>,
 }
 
 /// A started service. Dropping it does not stop it; call [`Running::stop`] or trigger the shutdown.
@@ -89,8 +96,17 @@ pub async fn start(
     if let Some(tls) = &tls {
         tls.watch();
     }
+    let decision_log = match &policy.decision_log {
+        Some(config) => Some(
+            DecisionLog::open(config, policy.runtime.metrics.decision_log_dropped.clone())
+                .await
+                .map_err(|source| ServeError::DecisionLog { to: config.to.clone(), source })?,
+        ),
+        None => None,
+    };
     policy.start();
-    let authorizer = Arc::new(Authorizer::new(policy));
+    let observer = Observer::new(Arc::clone(&policy.runtime.metrics), decision_log, options.tracing.clone());
+    let authorizer = Arc::new(Authorizer::with_observer(policy, observer));
     let reloader = Arc::new(Reloader::new(options.config_path.clone(), Arc::clone(&authorizer)));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -138,7 +154,7 @@ pub async fn start(
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
     let authz = serve(authz, authz_listener, tls.as_ref(), &shutdown);
-    let admin_auth = AdminAuth::new(reloader.admin_token());
+    let admin_auth = AdminAuth::new(reloader.admin_token(), authorizer.metrics().admin_unauthenticated());
     let (admin_reflection_v1, admin_reflection_v1alpha) = reflection::services(reflection::ADMIN_DESCRIPTOR);
     let admin = tonic::transport::Server::builder()
         .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter)))
@@ -151,9 +167,13 @@ pub async fn start(
     let admin = serve(admin, admin_listener, tls.as_ref(), &shutdown);
     let http = axum::serve(http_listener, crate::http::router(readiness.clone(), Arc::clone(&authorizer)))
         .with_graceful_shutdown(wait_for(&shutdown));
+    let drained = Arc::clone(&authorizer);
     let tasks = tokio::spawn(async move {
         let (authz, admin, http) = tokio::join!(authz, admin, async { http.await.map_err(ServeError::Http) });
         watcher.abort();
+        if let Some(log) = drained.observer.decision_log() {
+            log.flush().await;
+        }
         authz?;
         admin?;
         http

@@ -102,7 +102,7 @@ fn parse(document: &Value, empty: EmptyJwks, url: &str) -> Result<KeySet, FetchE
 
 /// A runtime on `fetcher` and a clock fixed at [`NOW`].
 pub fn runtime(fetcher: Arc<ScriptedFetcher>) -> KeyRuntime {
-    KeyRuntime { fetcher, changed: watch::channel(0).0, clock: Clock::fixed(NOW) }
+    KeyRuntime { fetcher, changed: watch::channel(0).0, clock: Clock::fixed(NOW), metrics: Default::default() }
 }
 
 /// Issuer `idp` (id 0) compiled from the YAML of its settings.

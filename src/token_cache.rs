@@ -7,11 +7,12 @@
 //! published, not expired since) is the verifier's call, made on every hit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
+use crate::metrics::CacheCounters;
 use crate::token::{Clock, TokenDigest, VerifiedToken};
 
 /// A token as verified by one issuer (its position in the policy).
@@ -20,8 +21,8 @@ pub type CacheKey = (TokenDigest, usize);
 pub struct TokenCache {
     cache: Option<Cache<CacheKey, Arc<VerifiedToken>>>,
     capacity: u64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// Process-wide (shared with /metrics), so they survive reloads.
+    counters: CacheCounters,
 }
 
 /// Counters for the admin API and metrics.
@@ -49,16 +50,26 @@ impl moka::Expiry<CacheKey, Arc<VerifiedToken>> for UntilExpiry {
 
 impl TokenCache {
     /// `capacity` 0 disables caching.
-    pub fn new(capacity: u64, clock: Clock) -> Self {
-        let cache =
-            (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(UntilExpiry { clock }).build());
-        TokenCache { cache, capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    pub fn new(capacity: u64, clock: Clock, counters: CacheCounters) -> Self {
+        let evictions = counters.evictions.clone();
+        let cache = (capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry { clock })
+                .eviction_listener(move |_, _, cause| {
+                    if cause == RemovalCause::Size {
+                        evictions.inc();
+                    }
+                })
+                .build()
+        });
+        TokenCache { cache, capacity, counters }
     }
 
     pub fn get(&self, key: &CacheKey) -> Option<Arc<VerifiedToken>> {
         let found = self.cache.as_ref()?.get(key);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
+        counter.inc();
         found
     }
 
@@ -95,8 +106,8 @@ impl TokenCache {
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.entry_count(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.counters.hits.get(),
+            misses: self.counters.misses.get(),
             capacity: self.capacity,
         }
     }
@@ -120,7 +131,7 @@ mod tests {
 
     #[test]
     fn entries_are_per_issuer_and_counted() {
-        let cache = TokenCache::new(10, Clock::fixed(1_000));
+        let cache = TokenCache::new(10, Clock::fixed(1_000), CacheCounters::default());
         let digest = crate::token::digest("t");
         cache.insert((digest, 0), token(0, "k", 2_000));
         assert!(cache.get(&(digest, 0)).is_some());
@@ -131,7 +142,7 @@ mod tests {
 
     #[test]
     fn purge_drops_tokens_of_removed_keys_for_that_issuer_only() {
-        let cache = TokenCache::new(10, Clock::fixed(1_000));
+        let cache = TokenCache::new(10, Clock::fixed(1_000), CacheCounters::default());
         let (a, b) = (crate::token::digest("a"), crate::token::digest("b"));
         cache.insert((a, 0), token(0, "old", 2_000));
         cache.insert((b, 0), token(0, "new", 2_000));
@@ -144,7 +155,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_remembers_nothing() {
-        let cache = TokenCache::new(0, Clock::system());
+        let cache = TokenCache::new(0, Clock::system(), CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", u64::MAX));
         assert!(cache.get(&key).is_none());
@@ -154,7 +165,7 @@ mod tests {
     #[test]
     fn an_entry_lives_until_its_token_expires_by_the_clock() {
         let clock = Clock::fixed(1_000);
-        let cache = TokenCache::new(10, clock);
+        let cache = TokenCache::new(10, clock, CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", 1_000));
         assert!(cache.get(&key).is_none(), "expiring now: not kept");

@@ -5,19 +5,30 @@
 
 use std::sync::{Arc, RwLock};
 
+use prometheus_client::metrics::counter::Counter;
 use tonic::{Request, Status};
 
 #[derive(Clone)]
 pub struct AdminAuth {
     token: Arc<RwLock<Option<String>>>,
+    /// Calls refused here, counted in `portcullis_admin_calls_total{result="unauthenticated"}`.
+    rejected: Counter,
 }
 
 impl AdminAuth {
-    pub fn new(token: Arc<RwLock<Option<String>>>) -> Self {
-        AdminAuth { token }
+    pub fn new(token: Arc<RwLock<Option<String>>>, rejected: Counter) -> Self {
+        AdminAuth { token, rejected }
     }
 
     pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
+        let checked = self.authenticate(request);
+        if checked.is_err() {
+            self.rejected.inc();
+        }
+        checked
+    }
+
+    fn authenticate(&self, request: Request<()>) -> Result<Request<()>, Status> {
         let expected = self.token.read().expect("admin token lock poisoned").clone();
         let Some(expected) = expected else {
             return Ok(request);
@@ -51,13 +62,15 @@ mod tests {
 
     #[test]
     fn requires_the_exact_bearer_token() {
-        let auth = AdminAuth::new(Arc::new(RwLock::new(Some("s3cret".into()))));
+        let rejected = Counter::default();
+        let auth = AdminAuth::new(Arc::new(RwLock::new(Some("s3cret".into()))), rejected.clone());
         assert!(auth.check(request(Some("Bearer s3cret"))).is_ok());
         for bad in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("s3cret"), Some("Basic s3cret")] {
             let err = auth.check(request(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
-        let open = AdminAuth::new(Arc::new(RwLock::new(None)));
+        assert_eq!(rejected.get(), 5);
+        let open = AdminAuth::new(Arc::new(RwLock::new(None)), Counter::default());
         assert!(open.check(request(None)).is_ok());
     }
 }

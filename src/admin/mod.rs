@@ -31,6 +31,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        self.authorizer.metrics().record_admin_call("GetStatus", "ok");
         let policy = self.authorizer.policy();
         let stats = policy.cache.stats();
         Ok(Response::new(GetStatusResponse {
@@ -50,7 +51,25 @@ impl Admin for AdminService {
         &self,
         request: Request<RefreshKeysRequest>,
     ) -> Result<Response<RefreshKeysResponse>, Status> {
-        let name = request.into_inner().issuer;
+        let result = self.refresh(request.into_inner().issuer).await;
+        self.count("RefreshKeys", &result);
+        result
+    }
+
+    async fn reload_policy(&self, _: Request<ReloadPolicyRequest>) -> Result<Response<ReloadPolicyResponse>, Status> {
+        let result = self.reload().await;
+        self.count("ReloadPolicy", &result);
+        result
+    }
+}
+
+impl AdminService {
+    fn count<T>(&self, method: &'static str, result: &Result<T, Status>) {
+        let label = result.as_ref().map_or_else(|status| code_label(status.code()), |_| "ok");
+        self.authorizer.metrics().record_admin_call(method, label);
+    }
+
+    async fn refresh(&self, name: String) -> Result<Response<RefreshKeysResponse>, Status> {
         let policy = self.authorizer.policy();
         let targets: Vec<_> = policy.issuers.iter().filter(|issuer| name.is_empty() || *issuer.name == *name).collect();
         if targets.is_empty() {
@@ -71,7 +90,7 @@ impl Admin for AdminService {
         Ok(Response::new(RefreshKeysResponse { issuers: statuses }))
     }
 
-    async fn reload_policy(&self, _: Request<ReloadPolicyRequest>) -> Result<Response<ReloadPolicyResponse>, Status> {
+    async fn reload(&self) -> Result<Response<ReloadPolicyResponse>, Status> {
         match self.reloader.reload().await {
             Ok(done) => {
                 Ok(Response::new(ReloadPolicyResponse { policy_generation: done.generation, warnings: done.warnings }))
@@ -82,6 +101,17 @@ impl Admin for AdminService {
                 Err(Status::invalid_argument(err.to_string()))
             }
         }
+    }
+}
+
+/// The `result` label of an admin call that failed.
+fn code_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::NotFound => "not_found",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::FailedPrecondition => "failed_precondition",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        _ => "error",
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use crate::config::{BackendConfig, ErrorStatus, Problem, TokenFrom};
 use crate::decision::{DenyReason, Refusal, RenderedDeny};
 use crate::issuer::Issuer;
+use crate::metrics::Metrics;
 use crate::request::HttpRequest;
 use crate::token::{Clock, TokenDigest, VerifiedToken};
 
@@ -82,11 +83,18 @@ impl Authenticated<'_> {
 
 impl Backend {
     /// Compiles `backends.<name>`; problems have paths relative to it.
-    pub fn compile(config: &BackendConfig, cache_capacity: u64, clock: &Clock) -> Result<Backend, Vec<Problem>> {
+    pub fn compile(
+        name: &str,
+        config: &BackendConfig,
+        cache_capacity: u64,
+        clock: &Clock,
+        metrics: &Metrics,
+    ) -> Result<Backend, Vec<Problem>> {
         match config {
             BackendConfig::Hasura(hasura) => hasura::HasuraBackend::compile(hasura).map(Backend::Hasura),
             BackendConfig::Supabase(supabase) => {
-                supabase::SupabaseBackend::compile(supabase, cache_capacity, clock).map(Backend::Supabase)
+                let counters = metrics.mint_counters(name);
+                supabase::SupabaseBackend::compile(supabase, cache_capacity, clock, counters).map(Backend::Supabase)
             }
         }
     }

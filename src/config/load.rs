@@ -13,11 +13,13 @@ use serde_json::Value;
 use super::interpolate::interpolate;
 use super::value_de::from_value;
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, Declared, DefaultsConfig, HasuraBackendConfig,
-    IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig, SupabaseBackendConfig, join_path,
+    AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
+    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig, SupabaseBackendConfig,
+    TelemetryConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 8] = ["listen", "admin", "cache", "limits", "defaults", "issuers", "backends", "routes"];
+const TOP_LEVEL_KEYS: [&str; 10] =
+    ["listen", "admin", "cache", "limits", "defaults", "decision_log", "telemetry", "issuers", "backends", "routes"];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
 /// Loads the config at `path`.
@@ -82,10 +84,24 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     }
     let declared = Declared { issuers: keys_of(top.get("issuers")), backends: keys_of(top.get("backends")) };
     let defaults = section::<DefaultsConfig>(top.get("defaults"), "defaults", problems).unwrap_or_default();
+    let decision_log = section::<DecisionLogConfig>(top.get("decision_log"), "decision_log", problems);
+    let telemetry = section::<TelemetryConfig>(top.get("telemetry"), "telemetry", problems);
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
-    Some(Config { listen, admin, cache, limits, defaults, issuers, backends, routes, declared })
+    Some(Config {
+        listen,
+        admin,
+        cache,
+        limits,
+        defaults,
+        decision_log,
+        telemetry,
+        issuers,
+        backends,
+        routes,
+        declared,
+    })
 }
 
 fn keys_of(value: Option<&Value>) -> Vec<String> {

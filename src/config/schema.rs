@@ -14,6 +14,10 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub defaults: DefaultsConfig,
+    /// One JSON line per decision, when set.
+    pub decision_log: Option<DecisionLogConfig>,
+    /// OpenTelemetry traces, when set (the `OTEL_*` environment can also turn them on).
+    pub telemetry: Option<TelemetryConfig>,
     /// Issuers in the order they were written, by name.
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -117,6 +121,49 @@ fn default_max_headers() -> usize {
 
 fn default_max_header_bytes() -> usize {
     96 * 1024
+}
+
+/// `decision_log`: one JSON line per decision.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// `stdout`, or a file appended to.
+    pub to: String,
+    /// The fraction of allows logged (and of denies, with `denies: sampled`).
+    #[serde(default = "one")]
+    pub sample: f64,
+    #[serde(default)]
+    pub denies: DeniesLogged,
+}
+
+/// Which denies the decision log writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeniesLogged {
+    /// Every deny, whatever `sample` says.
+    #[default]
+    All,
+    /// Denies are sampled like allows.
+    Sampled,
+}
+
+/// `telemetry`: OpenTelemetry traces over OTLP/gRPC.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector, e.g. `http://otel-collector:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource; else `OTEL_SERVICE_NAME`, else `portcullis`.
+    pub service_name: Option<String>,
+    /// The fraction of new traces sampled (a parent's decision is followed); else 1.0.
+    pub sample_ratio: Option<f64>,
+    /// Put the token's `sub` on the Check span (`enduser.id`).
+    #[serde(default)]
+    pub subject: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A backend as configured (`backends.<name>`), told apart by its `type`.

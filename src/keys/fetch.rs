@@ -24,7 +24,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("request to {url} failed: {reason}")]
-    Request { url: String, reason: String },
+    Request { url: String, reason: String, timed_out: bool },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url} sent more than {MAX_BODY_BYTES} bytes")]
@@ -35,6 +35,21 @@ pub enum FetchError {
     Discovery { url: String, reason: String },
     #[error("JWKS at {url}: {reason}")]
     Jwks { url: String, reason: JwksError },
+}
+
+impl FetchError {
+    /// A short label for metrics (`result` of `portcullis_jwks_fetches_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Request { timed_out: true, .. } => "timeout",
+            FetchError::Request { .. } => "connection_error",
+            FetchError::Status { .. } => "http_error",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::Insecure { .. } => "insecure",
+            FetchError::Discovery { .. } => "discovery_error",
+            FetchError::Jwks { .. } => "parse_error",
+        }
+    }
 }
 
 /// A successful download: the keys and how long they may be trusted.
@@ -113,7 +128,11 @@ impl Fetcher {
     async fn get(&self, url: &str, timeout: Duration) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         ensure_secure(url)?;
         let shown = redact_url(url);
-        let request_error = |err: reqwest::Error| FetchError::Request { url: shown.clone(), reason: describe(err) };
+        let request_error = |err: reqwest::Error| FetchError::Request {
+            url: shown.clone(),
+            timed_out: err.is_timeout(),
+            reason: describe(err),
+        };
         let mut response = self.client.get(url).timeout(timeout).send().await.map_err(request_error)?;
         ensure_secure(response.url().as_str())?;
         if !response.status().is_success() {

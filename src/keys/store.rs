@@ -16,10 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::fetch::{FetchError, Fetcher};
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
 use crate::config::RefreshConfig;
+use crate::metrics::Metrics;
 use crate::token::Clock;
 
 /// What operators see about an issuer's keys.
@@ -45,23 +48,30 @@ struct Refetch {
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// Where keys come from, what tells readiness they changed, and the clock;
-/// shared by every issuer of a policy and handed on to the policies after it.
+/// Where keys come from, what tells readiness they changed, the clock and the
+/// process-wide metrics; shared by every issuer of a policy and handed on to
+/// the policies after it.
 #[derive(Clone)]
 pub struct KeyRuntime {
     pub fetcher: Arc<dyn KeyFetcher>,
     pub changed: watch::Sender<u64>,
     pub clock: Clock,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for KeyRuntime {
     fn default() -> Self {
-        KeyRuntime { fetcher: Arc::new(Fetcher::new()), changed: watch::channel(0).0, clock: Clock::system() }
+        KeyRuntime {
+            fetcher: Arc::new(Fetcher::new()),
+            changed: watch::channel(0).0,
+            clock: Clock::system(),
+            metrics: Arc::default(),
+        }
     }
 }
 
 pub struct IssuerKeys {
-    pub name: String,
+    pub name: Arc<str>,
     /// The issuer URL (discovery base); `None` for issuers that check no `iss`.
     pub issuer: Option<String>,
     source: KeySource,
@@ -85,7 +95,7 @@ impl IssuerKeys {
         initial: Option<KeySet>,
     ) -> Arc<Self> {
         let keys = Arc::new(IssuerKeys {
-            name: name.to_string(),
+            name: Arc::from(name),
             issuer: issuer.map(str::to_string),
             source,
             refresh,
@@ -126,12 +136,28 @@ impl IssuerKeys {
     /// Fetches now, ignoring rate limits (startup, background timer, admin).
     /// Returns how long the new keys stay fresh.
     pub async fn refresh(&self) -> Result<Duration, FetchError> {
+        self.refresh_for(None).await
+    }
+
+    /// [`IssuerKeys::refresh`] in its own trace span, linked to the span of the
+    /// Check that asked for it (`cause`): a child would keep that Check's span open until the fetch ends.
+    async fn refresh_for(&self, cause: Option<tracing::Id>) -> Result<Duration, FetchError> {
+        let span = tracing::info_span!(target: "portcullis::trace", parent: None, "jwks fetch", issuer = %self.name, result = Empty);
+        span.follows_from(cause);
+        let result = self.refresh_keys().instrument(span.clone()).await;
+        span.record("result", result.as_ref().map_or_else(FetchError::kind, |_| "ok"));
+        result
+    }
+
+    async fn refresh_keys(&self) -> Result<Duration, FetchError> {
         let Some(jwks_uri) = self.remote() else {
             return Ok(Duration::from_secs(self.refresh.max_seconds));
         };
         let issuer = self.issuer.as_deref().unwrap_or_default();
         let fetched = self.runtime.fetcher.fetch(issuer, jwks_uri.as_deref(), &self.refresh).await;
         self.refetch.lock().expect("refetch lock poisoned").last_finished = Some(self.runtime.clock.now());
+        let result = fetched.as_ref().map_or_else(FetchError::kind, |_| "ok");
+        self.runtime.metrics.record_fetch(&self.name, result);
         match fetched {
             Ok(fetched) => {
                 for why in &fetched.keys.skipped {
@@ -174,9 +200,12 @@ impl IssuerKeys {
         if self.remote().is_none() {
             return false;
         }
-        let Some(mut finished) = self.start_or_join_refetch() else {
+        let Some((mut finished, started)) = self.start_or_join_refetch() else {
+            self.runtime.metrics.record_unknown_kid(&self.name, "rate_limited");
+            self.runtime.metrics.record_fetch(&self.name, "rate_limited");
             return self.knows(kid);
         };
+        self.runtime.metrics.record_unknown_kid(&self.name, if started { "performed" } else { "joined" });
         let wait = Duration::from_millis(self.refresh.unknown_kid_wait_ms);
         let _ = tokio::time::timeout(wait, finished.wait_for(|done| *done)).await;
         self.knows(kid)
@@ -189,12 +218,12 @@ impl IssuerKeys {
         }
     }
 
-    /// The receiver of the on-demand fetch in flight (started now if none is
-    /// and the rate limit allows); `None` when rate-limited.
-    fn start_or_join_refetch(self: &Arc<Self>) -> Option<watch::Receiver<bool>> {
+    /// The receiver of the on-demand fetch in flight, and whether it was
+    /// started now (because none was and the rate limit allows); `None` when rate-limited.
+    fn start_or_join_refetch(self: &Arc<Self>) -> Option<(watch::Receiver<bool>, bool)> {
         let mut state = self.refetch.lock().expect("refetch lock poisoned");
         if let Some(in_flight) = &state.in_flight {
-            return Some(in_flight.clone());
+            return Some((in_flight.clone(), false));
         }
         let now = self.runtime.clock.now();
         if state.last_finished.is_some_and(|at| now.saturating_sub(at) < self.refresh.unknown_kid_interval_seconds) {
@@ -203,12 +232,13 @@ impl IssuerKeys {
         let (done, finished) = watch::channel(false);
         state.in_flight = Some(finished.clone());
         let this = Arc::clone(self);
+        let cause = tracing::Span::current().id();
         tokio::spawn(async move {
-            let _ = this.refresh().await;
+            let _ = this.refresh_for(cause).await;
             this.refetch.lock().expect("refetch lock poisoned").in_flight = None;
             done.send_replace(true);
         });
-        Some(finished)
+        Some((finished, true))
     }
 
     fn knows(&self, kid: &str) -> bool {

@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::config::{self, Action, Config, ConfigError, LimitsConfig, Listen, Problem, Problems};
+use crate::config::{
+    self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, TelemetryConfig,
+};
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
+use crate::metrics;
 use crate::route::{Names, Route, Router};
 use crate::tls::ReloadingTls;
 use crate::token_cache::TokenCache;
@@ -41,6 +44,10 @@ pub struct Policy {
     pub limits: LimitsConfig,
     /// TLS for the authz and admin listeners, loaded (listeners use the first policy's).
     pub tls: Option<Arc<ReloadingTls>>,
+    /// Where decisions are logged (opened at start; `sample` and `denies` apply live).
+    pub decision_log: Option<DecisionLogConfig>,
+    /// OpenTelemetry export (read at start).
+    pub telemetry: Option<TelemetryConfig>,
     pub runtime: Runtime,
 }
 
@@ -62,6 +69,7 @@ impl Policy {
     pub fn compile(config: &Config, runtime: &Runtime, previous: Option<&Policy>) -> Result<Policy, Vec<Problem>> {
         let mut problems = Problems::default();
         check_admin(config, &mut problems);
+        check_observability(config, &mut problems);
         let tls =
             config.listen.tls.as_ref().and_then(|files| {
                 ReloadingTls::load(files).map_err(|message| problems.push("listen.tls", message)).ok()
@@ -80,7 +88,7 @@ impl Policy {
             .backends
             .iter()
             .filter_map(|(name, backend)| {
-                let compiled = Backend::compile(backend, config.cache.tokens, &runtime.clock);
+                let compiled = Backend::compile(name, backend, config.cache.tokens, &runtime.clock, &runtime.metrics);
                 Some((name.clone(), Arc::new(problems.take(&config::join_path("backends", name), compiled)?)))
             })
             .collect();
@@ -106,9 +114,11 @@ impl Policy {
             issuers,
             backends,
             router: Router::new(routes),
-            cache: TokenCache::new(config.cache.tokens, runtime.clock.clone()),
+            cache: TokenCache::new(config.cache.tokens, runtime.clock.clone(), runtime.metrics.cache_counters()),
             limits: config.limits.clone(),
             tls,
+            decision_log: config.decision_log.clone(),
+            telemetry: config.telemetry.clone(),
             runtime: runtime.clone(),
         })
     }
@@ -137,6 +147,24 @@ impl Policy {
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
         self.issuers.iter().find(|issuer| &*issuer.name == name)
+    }
+
+    /// What `/metrics` reports about this policy; `ready` is the service's readiness.
+    pub fn metrics_state(&self, ready: bool) -> metrics::State {
+        let issuers = self
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let status = issuer.keys.status();
+                metrics::IssuerState {
+                    name: issuer.name.to_string(),
+                    keys: status.key_ids.len(),
+                    // Static keys are never refreshed: no age to watch.
+                    last_refresh: status.last_refresh.filter(|_| status.jwks_uri.is_some()),
+                }
+            })
+            .collect();
+        metrics::State { ready, generation: self.generation, cache_entries: self.cache.entry_count(), issuers }
     }
 
     /// Fetches keys, concurrently and each within a bound, for issuers that have
@@ -188,6 +216,29 @@ fn check_admin(config: &Config, problems: &mut Problems) {
     }
     if config.admin.token.as_ref().is_some_and(|token| token.len() < MIN_ADMIN_TOKEN_CHARS) {
         problems.push("admin.token", format!("use at least {MIN_ADMIN_TOKEN_CHARS} characters"));
+    }
+}
+
+/// Fractions are fractions, the log has somewhere to go, the collector is a URL.
+fn check_observability(config: &Config, problems: &mut Problems) {
+    let fraction = |value: f64| (0.0..=1.0).contains(&value);
+    if let Some(log) = &config.decision_log {
+        if !fraction(log.sample) {
+            problems.push("decision_log.sample", "must be between 0 and 1");
+        }
+        if log.to.trim().is_empty() {
+            problems.push("decision_log.to", "must be `stdout` or a file path");
+        }
+    }
+    let Some(telemetry) = &config.telemetry else { return };
+    if telemetry.sample_ratio.is_some_and(|ratio| !fraction(ratio)) {
+        problems.push("telemetry.sample_ratio", "must be between 0 and 1");
+    }
+    if let Some(endpoint) = &telemetry.otlp_endpoint {
+        let scheme = url::Url::parse(endpoint).map(|url| url.scheme().to_string());
+        if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            problems.push("telemetry.otlp_endpoint", "must be an http:// or https:// URL (OTLP over gRPC)");
+        }
     }
 }
 

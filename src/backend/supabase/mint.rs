@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moka::sync::Cache;
 use serde_json::{Map, Value, json};
 
+use crate::metrics::MintCounters;
 use crate::token::{Clock, TokenDigest};
 use crate::token_cache::CacheKey;
 
@@ -71,6 +72,7 @@ pub struct MintCache {
     anonymous: Mutex<Option<Arc<Minted>>>,
     margin: u64,
     clock: Clock,
+    counters: MintCounters,
 }
 
 struct UntilRefresh {
@@ -87,10 +89,22 @@ impl moka::Expiry<CacheKey, Arc<Minted>> for UntilRefresh {
 impl MintCache {
     /// `capacity` 0 disables reuse (every request mints); `margin` is how long
     /// before `exp` a minted token is replaced.
-    pub fn new(capacity: u64, margin: u64, clock: Clock) -> Self {
+    pub fn new(capacity: u64, margin: u64, clock: Clock, counters: MintCounters) -> Self {
         let expiry = UntilRefresh { margin, clock: clock.clone() };
         let by_token = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(expiry).build());
-        MintCache { by_token, anonymous: Mutex::new(None), margin, clock }
+        MintCache { by_token, anonymous: Mutex::new(None), margin, clock, counters }
+    }
+
+    /// Mints (counted, in its own trace span) or returns `None` when `mint` fails.
+    fn mint(&self, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {
+        let minted = tracing::info_span!(target: "portcullis::trace", "supabase mint").in_scope(mint)?;
+        self.counters.fresh.inc();
+        Some(Arc::new(minted))
+    }
+
+    fn reuse(&self, minted: &Arc<Minted>) -> Arc<Minted> {
+        self.counters.reused.inc();
+        Arc::clone(minted)
     }
 
     fn fresh(&self, minted: &Minted) -> bool {
@@ -99,12 +113,12 @@ impl MintCache {
 
     pub fn for_token(&self, key: CacheKey, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {
         let Some(cache) = &self.by_token else {
-            return mint().map(Arc::new);
+            return self.mint(mint);
         };
         if let Some(hit) = cache.get(&key).filter(|hit| self.fresh(hit)) {
-            return Some(hit);
+            return Some(self.reuse(&hit));
         }
-        let minted = Arc::new(mint()?);
+        let minted = self.mint(mint)?;
         cache.insert(key, Arc::clone(&minted));
         Some(minted)
     }
@@ -112,9 +126,9 @@ impl MintCache {
     pub fn anonymous(&self, mint: impl FnOnce() -> Option<Minted>) -> Option<Arc<Minted>> {
         let mut slot = self.anonymous.lock().expect("anonymous token lock poisoned");
         if let Some(hit) = slot.as_ref().filter(|hit| self.fresh(hit)) {
-            return Some(Arc::clone(hit));
+            return Some(self.reuse(hit));
         }
-        let minted = Arc::new(mint()?);
+        let minted = self.mint(mint)?;
         *slot = Some(Arc::clone(&minted));
         Some(minted)
     }

@@ -17,6 +17,7 @@ use crate::config::{Problem, SupabaseBackendConfig, SupabaseMode as Mode, TokenF
 use crate::decision::Refusal;
 use crate::header::is_header_value;
 use crate::jsonpath::JsonPath;
+use crate::metrics::MintCounters;
 use crate::request::HttpRequest;
 use crate::token::Clock;
 use mint::{MintCache, Minted, Signer, UserClaims, anonymous_claims, session_id_from};
@@ -52,7 +53,12 @@ impl SupabaseBackend {
     /// Compiles `backends.<name>` with `type: supabase` (the signing key is
     /// parsed and probe-signed once); problems are relative to it.
     /// `cache_capacity` bounds minted-token reuse.
-    pub fn compile(config: &SupabaseBackendConfig, cache_capacity: u64, clock: &Clock) -> Result<Self, Vec<Problem>> {
+    pub fn compile(
+        config: &SupabaseBackendConfig,
+        cache_capacity: u64,
+        clock: &Clock,
+        counters: MintCounters,
+    ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         if config.apikey.is_empty() {
             problems.push(Problem::new("apikey", "must not be empty"));
@@ -101,7 +107,7 @@ impl SupabaseBackend {
             minted_issuer: config.minted_issuer.clone(),
             app_metadata,
             user_metadata,
-            minted: MintCache::new(cache_capacity, margin, clock.clone()),
+            minted: MintCache::new(cache_capacity, margin, clock.clone(), counters),
             clock: clock.clone(),
         })
     }
