@@ -13,6 +13,8 @@
 //! | `eddsa_cache_off`     | `decide`, valid EdDSA (Ed25519) token, cache off                     |
 //! | `garbage_token`       | `decide`, `Bearer` + a non-JWT: the cheapest deny                   |
 //! | `wire_rs256_cache_hit`| CheckRequest -> request -> `decide` -> CheckResponse -> protobuf bytes |
+//! | `check_rs256_cache_hit` | `Authorizer::check` (what the gRPC handler runs: decide, then metrics and logs) -> protobuf bytes, tracing off |
+//! | `check_traced_rs256_cache_hit` | the same with tracing on, sample ratio 1.0, exporting to a collector that is not there |
 //! | `crypto_*`            | the signature check alone: aws-lc-rs with a key parsed once          |
 //!
 //! jsonwebtoken parses the public key again on every verification; the
@@ -40,8 +42,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis::authz::Authorizer;
 use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
+use portcullis::observe::Observer;
 use portcullis::request::HttpRequest;
 use portcullis::response::check_response;
+use portcullis::telemetry::{LogFormat, TraceSettings};
+use portcullis::trace::CheckTracing;
 use prost::Message;
 use serde_json::{Map, Value};
 use tokio::runtime::Runtime;
@@ -60,6 +65,10 @@ struct Fixture {
     /// Cache on, the route has `require:` (three requirements and one CEL expression).
     ruled: Authorizer,
     uncached: Authorizer,
+    /// Cache on, a span per Check (exported when a tracing subscriber is in scope).
+    traced: Authorizer,
+    /// Where `traced` exports to: a port nothing listens on.
+    dead_collector: String,
     rs256: String,
     es256: String,
     eddsa: String,
@@ -93,6 +102,33 @@ async fn authorizer(issuer: &DevIssuer, cache_tokens: u64, route: &str) -> Autho
     Authorizer::new(policy)
 }
 
+/// `authorizer` with a span per Check.
+fn traced(authorizer: Authorizer) -> Authorizer {
+    let policy = Arc::into_inner(authorizer.swap(portcullis::policy::parse_str("routes: []", "empty").unwrap()))
+        .expect("the only reference");
+    let observer = Observer::new(Arc::clone(authorizer.metrics()), None, Some(CheckTracing::default()));
+    Authorizer::with_observer(policy, observer)
+}
+
+/// An OTLP endpoint where nothing answers.
+fn dead_collector() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    format!("http://{}", closed.local_addr().expect("bound"))
+}
+
+impl Fixture {
+    /// The service's subscriber with trace export on at sample ratio 1.0 (built inside the runtime).
+    fn tracing_subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let settings = TraceSettings {
+            endpoint: self.dead_collector.clone(),
+            service_name: None,
+            sample_ratio: 1.0,
+            subject: false,
+        };
+        portcullis::telemetry::subscriber(LogFormat::Text, Some((&settings, Default::default()))).0
+    }
+}
+
 async fn fixture() -> Fixture {
     let rs = SigningKey::generate(Algorithm::RS256, "rs256");
     let es = SigningKey::generate(Algorithm::ES256, "es256");
@@ -107,6 +143,8 @@ async fn fixture() -> Fixture {
         cached: authorizer(&issuer, 100_000, "").await,
         ruled: authorizer(&issuer, 100_000, RULES).await,
         uncached: authorizer(&issuer, 0, "").await,
+        traced: traced(authorizer(&issuer, 100_000, "").await),
+        dead_collector: dead_collector(),
         rs256: rs.sign(&claims),
         es256: es.sign(&claims),
         eddsa: ed.sign(&claims),
@@ -241,6 +279,31 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
 
     // What the gRPC handler does around the decision, minus HTTP/2 and tonic.
     let wire = check_request(&format!("Bearer {}", fixture.rs256));
+    for (id, authorizer) in
+        [("check_rs256_cache_hit", &fixture.cached), ("check_traced_rs256_cache_hit", &fixture.traced)]
+    {
+        let tracing = {
+            let _exporter_needs_the_runtime = runtime.enter();
+            tracing::Dispatch::new(fixture.tracing_subscriber())
+        };
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let run = || {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            black_box(authorizer.check(black_box(&wire)).await.encode_to_vec());
+                        }
+                        start.elapsed()
+                    })
+                };
+                // Only the traced scenario runs under the exporting subscriber.
+                let elapsed =
+                    if id.contains("traced") { tracing::dispatcher::with_default(&tracing, run) } else { run() };
+                record(samples, id, elapsed, iters)
+            });
+        });
+    }
     group.bench_function("wire_rs256_cache_hit", |b| {
         b.iter_custom(|iters| {
             let elapsed = runtime.block_on(async {
@@ -349,6 +412,8 @@ fn print_ratios(samples: &Samples) {
         "eddsa_cache_off",
         "garbage_token",
         "wire_rs256_cache_hit",
+        "check_rs256_cache_hit",
+        "check_traced_rs256_cache_hit",
         "crypto_rs256",
         "crypto_es256",
         "crypto_eddsa",
@@ -360,6 +425,12 @@ fn print_ratios(samples: &Samples) {
         println!("| {id} | {} | {:.0} | {ratio} |", human(ns), 1e9 / ns);
     }
     let median = |id: &str| samples.get(id).map(|runs| median_ns(runs));
+    if let (Some(traced), Some(untraced)) = (median("check_traced_rs256_cache_hit"), median("check_rs256_cache_hit")) {
+        println!(
+            "\ncheck_traced_rs256_cache_hit / check_rs256_cache_hit = {:.2} (a cached allow with tracing on vs off)",
+            traced / untraced
+        );
+    }
     if let (Some(rules), Some(plain)) = (median("rules_cache_hit"), median("rs256_cache_hit")) {
         println!(
             "\nrules_cache_hit / rs256_cache_hit = {:.2} (a cached allow with requirements vs without)",

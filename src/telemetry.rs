@@ -94,6 +94,17 @@ impl Telemetry {
 /// layer. `RUST_LOG` overrides the default `info` for logs. The exporter is
 /// built here, so with `traces` this must run inside the tokio runtime.
 pub fn init(format: LogFormat, traces: Option<(&TraceSettings, Counter)>) -> Telemetry {
+    let (subscriber, telemetry) = subscriber(format, traces);
+    let _ = subscriber.try_init();
+    telemetry
+}
+
+/// The subscriber [`init`] installs, for a caller that installs it itself
+/// (scoped, e.g. in a benchmark).
+pub fn subscriber(
+    format: LogFormat,
+    traces: Option<(&TraceSettings, Counter)>,
+) -> (impl tracing::Subscriber + Send + Sync + use<>, Telemetry) {
     let mut telemetry = Telemetry::default();
     let otel = traces.map(|(settings, dropped)| {
         let provider = provider(settings, dropped);
@@ -109,8 +120,7 @@ pub fn init(format: LogFormat, traces: Option<(&TraceSettings, Counter)>) -> Tel
         telemetry.tracing = Some(CheckTracing { subject: settings.subject });
         layer
     });
-    let _ = tracing_subscriber::registry().with(log_layer(format)).with(otel).try_init();
-    telemetry
+    (tracing_subscriber::registry().with(log_layer(format)).with(otel), telemetry)
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::fetch::{FetchError, Fetcher};
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
@@ -139,11 +140,15 @@ impl IssuerKeys {
         self.refresh_for(None).await
     }
 
-    /// [`IssuerKeys::refresh`] in its own trace span, linked to the span of the
-    /// Check that asked for it (`cause`): a child would keep that Check's span open until the fetch ends.
-    async fn refresh_for(&self, cause: Option<tracing::Id>) -> Result<Duration, FetchError> {
+    /// [`IssuerKeys::refresh`] in its own trace span. When a Check asked for
+    /// it, the exported span is that Check's child (`cause`, its trace
+    /// context); locally it has no parent, so a fetch that outlives the Check's
+    /// wait does not hold the Check's span open.
+    async fn refresh_for(&self, cause: Option<opentelemetry::Context>) -> Result<Duration, FetchError> {
         let span = tracing::info_span!(target: "portcullis::trace", parent: None, "jwks fetch", issuer = %self.name, result = Empty);
-        span.follows_from(cause);
+        if let Some(cause) = cause {
+            let _ = span.set_parent(cause);
+        }
         let result = self.refresh_keys().instrument(span.clone()).await;
         span.record("result", result.as_ref().map_or_else(FetchError::kind, |_| "ok"));
         result
@@ -232,7 +237,8 @@ impl IssuerKeys {
         let (done, finished) = watch::channel(false);
         state.in_flight = Some(finished.clone());
         let this = Arc::clone(self);
-        let cause = tracing::Span::current().id();
+        let current = tracing::Span::current();
+        let cause = (!current.is_disabled()).then(|| current.context());
         tokio::spawn(async move {
             let _ = this.refresh_for(cause).await;
             this.refetch.lock().expect("refetch lock poisoned").in_flight = None;
