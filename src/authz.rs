@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tracing::Instrument;
 
+use crate::admission::{Admitted, Gate};
 use crate::authenticate::vouch;
 use crate::backend::{Authenticated, Mutations, plain};
 use crate::config::Action;
@@ -32,6 +33,8 @@ pub struct Authorizer {
     policy: RwLock<Arc<Policy>>,
     /// Metrics, decision log, deny lines and trace spans; they outlive reloads.
     pub observer: Observer,
+    /// Checks in progress against `limits.concurrent_checks` (the gRPC layer counts, reloads set the limit).
+    pub gate: Arc<Gate>,
 }
 
 impl Authorizer {
@@ -42,7 +45,8 @@ impl Authorizer {
     }
 
     pub fn with_observer(policy: Policy, observer: Observer) -> Self {
-        Authorizer { policy: RwLock::new(Arc::new(policy)), observer }
+        let gate = Arc::new(Gate::new(policy.limits.concurrent_checks, observer.metrics.checks_in_flight.clone()));
+        Authorizer { policy: RwLock::new(Arc::new(policy)), observer, gate }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -56,19 +60,22 @@ impl Authorizer {
 
     /// Installs a new policy; returns the old one.
     pub fn swap(&self, policy: Policy) -> Arc<Policy> {
+        self.gate.set_limit(policy.limits.concurrent_checks);
         std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
     }
 
-    /// A Check as Envoy sends it, end to end: decided, observed, encoded.
-    pub async fn check(&self, check: &CheckRequest) -> CheckResponse {
+    /// A Check as Envoy sends it, end to end: decided (unless it was not
+    /// `admitted`: over `limits.concurrent_checks`), observed, encoded.
+    pub async fn check(&self, check: &CheckRequest, admitted: Admitted) -> CheckResponse {
         let started = Instant::now();
         let policy = self.policy();
         let request = HttpRequest::from_check(check, &policy.limits);
         let mut audit = Audit::default();
         let span = self.observer.check_span(&request);
-        let decision = match &span {
-            Some(span) => decide(&policy, &request, &mut audit).instrument(span.clone()).await,
-            None => decide(&policy, &request, &mut audit).await,
+        let decision = match (&span, admitted) {
+            (_, Admitted(false)) => deny(DenyReason::Overloaded, &request, None),
+            (Some(span), _) => decide(&policy, &request, &mut audit).instrument(span.clone()).await,
+            (None, _) => decide(&policy, &request, &mut audit).await,
         };
         let seen =
             Seen { policy: &policy, request: &request, decision: &decision, audit: &audit, elapsed: started.elapsed() };
@@ -224,6 +231,8 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.authorizer.check(request.get_ref()).await))
+        // Requests that did not come through the admission layer (none in the service) are admitted.
+        let admitted = request.extensions().get::<Admitted>().copied().unwrap_or(Admitted(true));
+        Ok(tonic::Response::new(self.authorizer.check(request.get_ref(), admitted).await))
     }
 }

@@ -110,6 +110,8 @@ pub enum DenyReason {
     InvalidRequest(RequestProblem),
     /// A valid token that does not meet the route's `require:`.
     RequirementUnmet(Unmet),
+    /// More Checks in progress than `limits.concurrent_checks`: not decided.
+    Overloaded,
 }
 
 impl DenyReason {
@@ -123,7 +125,7 @@ impl DenyReason {
             DenyReason::InvalidRequest(_) => 400,
             DenyReason::Unreadable(err) if err.is_bad_request() => 400,
             DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
-            DenyReason::KeysUnavailable(_) => 503,
+            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded => 503,
         }
     }
 
@@ -137,6 +139,7 @@ impl DenyReason {
             DenyReason::Unreadable(_) => "unreadable_token",
             DenyReason::InvalidToken(err) => err.kind(),
             DenyReason::KeysUnavailable(_) => "keys_unavailable",
+            DenyReason::Overloaded => "overloaded",
             DenyReason::Refused(_) => "refused_by_backend",
             DenyReason::InvalidRequest(problem) => problem.kind(),
             DenyReason::RequirementUnmet(_) => "requirement_unmet",
@@ -154,7 +157,7 @@ impl DenyReason {
             DenyReason::Unreadable(err) if err.is_bad_request() => "invalid_request",
             DenyReason::MissingToken => "unauthorized",
             DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
-            DenyReason::KeysUnavailable(_) => "temporarily_unavailable",
+            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded => "temporarily_unavailable",
             DenyReason::RequirementUnmet(_) => "insufficient_scope",
         }
     }
@@ -168,6 +171,7 @@ impl DenyReason {
             DenyReason::Unreadable(err) => err.to_string(),
             DenyReason::InvalidToken(err) => err.to_string(),
             DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
+            DenyReason::Overloaded => "too many requests in progress; retry shortly".into(),
             DenyReason::Refused(refusal) => refusal.message.clone(),
             DenyReason::InvalidRequest(problem) => problem.description().into(),
             DenyReason::RequirementUnmet(unmet) => unmet.description(),

@@ -13,6 +13,7 @@
 //! zero-setup demo and the offline `token verify`. See docs/architecture.md.
 
 pub mod admin;
+pub mod admission;
 pub mod authenticate;
 pub mod authz;
 pub mod backend;

@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -83,6 +83,8 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub decision_log_dropped: Counter,
     pub deny_log_suppressed: Counter,
+    /// Checks accepted and not yet answered (the admission count).
+    pub checks_in_flight: Gauge,
     /// What the policy in force says, handed in by each scrape.
     state: Arc<Mutex<Option<State>>>,
     /// One scrape at a time, so each renders its own state.
@@ -149,6 +151,7 @@ impl Metrics {
             spans_dropped: Counter::default(),
             decision_log_dropped: Counter::default(),
             deny_log_suppressed: Counter::default(),
+            checks_in_flight: Gauge::default(),
             state: Arc::default(),
             scrape: Mutex::new(()),
         };
@@ -204,6 +207,11 @@ impl Metrics {
             "deny_log_lines_suppressed",
             "Deny log lines not written to stay within the log rate",
             self.deny_log_suppressed.clone(),
+        );
+        registry.register(
+            "checks_in_flight",
+            "Checks accepted and not yet answered (over limits.concurrent_checks they get a 503)",
+            self.checks_in_flight.clone(),
         );
         registry.register("build", "The running build", Info::new([("version", env!("CARGO_PKG_VERSION"))]));
         registry.register_collector(Box::new(StateCollector { state: Arc::clone(&self.state) }));

@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn limits_stop_reading_oversized_requests() {
-        let limits = LimitsConfig { max_headers: 3, max_header_bytes: 64 };
+        let limits = LimitsConfig { max_headers: 3, max_header_bytes: 64, ..LimitsConfig::default() };
         let mut http = EnvoyHttpRequest { path: "/".into(), ..Default::default() };
         for index in 0..4 {
             http.headers.insert(format!("x-{index}"), "v".into());

@@ -6,16 +6,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::codegen::{Body, Bytes, Service, StdError, http};
+use tonic::service::Routes;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
+use crate::admission::AdmissionLayer;
 use crate::authz::{Authorizer, AuthzService};
 use crate::decision_log::DecisionLog;
 use crate::health::{AUTHZ_SERVICE, Readiness};
@@ -148,15 +152,19 @@ pub async fn start(
         }
         false => (None, None),
     };
-    let authz = tonic::transport::Server::builder()
+    let authz = grpc_limits(tonic::transport::Server::builder())
+        .layer(AdmissionLayer::new(Arc::clone(&authorizer.gate)))
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer))))
+        .add_service(
+            AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer)))
+                .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES),
+        )
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
     let authz = serve(authz, authz_listener, tls.as_ref(), &shutdown);
     let admin_auth = AdminAuth::new(reloader.admin_token(), authorizer.metrics().admin_unauthenticated());
     let (admin_reflection_v1, admin_reflection_v1alpha) = reflection::services(reflection::ADMIN_DESCRIPTOR);
-    let admin = tonic::transport::Server::builder()
+    let admin = grpc_limits(tonic::transport::Server::builder())
         .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter)))
         .add_service(AdminServer::with_interceptor(
             AdminService::new(Arc::clone(&authorizer), Arc::clone(&reloader)),
@@ -184,14 +192,46 @@ pub async fn start(
 type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// Serves `router` on `listener`, over TLS when `tls` is set, until shutdown.
-fn serve(router: Router, listener: TcpListener, tls: Option<&Arc<ReloadingTls>>, shutdown: &Shutdown) -> Serving {
+/// (The bounds are tonic's own for a layered router.)
+fn serve<L, ResBody>(
+    router: Router<L>,
+    listener: TcpListener,
+    tls: Option<&Arc<ReloadingTls>>,
+    shutdown: &Shutdown,
+) -> Serving
+where
+    L: tower::Layer<Routes> + Send + Sync + 'static,
+    L::Service: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<http::Request<tonic::body::Body>>>::Future: Send,
+    <L::Service as Service<http::Request<tonic::body::Body>>>::Error: Into<StdError> + Send,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<StdError>,
+{
     match tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), wait_for(shutdown))),
-        None => Box::pin(
-            router
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), wait_for(shutdown)),
-        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE)),
+            wait_for(shutdown),
+        )),
     }
+}
+
+/// Idle TCP connections are probed after this long (a vanished Envoy is noticed).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The largest CheckRequest read: ample for Envoy's headers (96 KiB by
+/// default here) and a buffered body (`with_request_body`), bounded all the same.
+const MAX_CHECK_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// HTTP/2 limits for both gRPC ports: streams per connection bounded (Envoy
+/// queues beyond them under its own timeout), dead peers found by keepalive
+/// pings, and a connection that floods resets closed (hyper's rapid-reset guard).
+fn grpc_limits(builder: tonic::transport::Server) -> tonic::transport::Server {
+    builder
+        .max_concurrent_streams(1024)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_pending_accept_reset_streams(Some(64))
 }
 
 fn wait_for(shutdown: &Shutdown) -> impl Future<Output = ()> + use<> {

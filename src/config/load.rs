@@ -77,7 +77,11 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
     let cache = section::<CacheConfig>(top.get("cache"), "cache", problems).unwrap_or_default();
     let limits = section::<LimitsConfig>(top.get("limits"), "limits", problems).unwrap_or_default();
-    for (key, value) in [("max_headers", limits.max_headers), ("max_header_bytes", limits.max_header_bytes)] {
+    for (key, value) in [
+        ("max_headers", limits.max_headers),
+        ("max_header_bytes", limits.max_header_bytes),
+        ("concurrent_checks", limits.concurrent_checks),
+    ] {
         if value == 0 {
             problems.push(join_path("limits", key), "must be greater than 0");
         }

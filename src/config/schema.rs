@@ -107,12 +107,27 @@ pub struct LimitsConfig {
     /// More bytes of header names, values and path than this is a 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// More Checks in progress than this (queued ones included) get an immediate 503.
+    #[serde(default = "default_concurrent_checks")]
+    pub concurrent_checks: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_headers: default_max_headers(), max_header_bytes: default_max_header_bytes() }
+        LimitsConfig {
+            max_headers: default_max_headers(),
+            max_header_bytes: default_max_header_bytes(),
+            concurrent_checks: default_concurrent_checks(),
+        }
     }
+}
+
+/// Generous for real traffic (a cached Check takes microseconds, so even a
+/// busy service has few in progress; each core could hold 1024 Checks all
+/// waiting out a key refetch), and small enough that a queue beyond it could
+/// not be answered within Envoy's timeout anyway.
+fn default_concurrent_checks() -> usize {
+    1024 * std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
 fn default_max_headers() -> usize {

@@ -56,6 +56,10 @@ fn postgrest_error(reason: &DenyReason) -> PostgrestError {
             let (code, message) = token_error(err);
             invalid(code, message)
         }
+        // Answered before routing, in the plain shape; kept here for completeness.
+        DenyReason::Overloaded => {
+            PostgrestError { http_status: 503, code: "PGRST003", message: reason.description(), challenge: None }
+        }
         DenyReason::KeysUnavailable(_) => PostgrestError {
             http_status: 503,
             code: "PGRST300",
