@@ -12,6 +12,11 @@
 //!   is decoded strictly into istio.io/api's MeshConfig. CRDs come from the
 //!   pinned upstream Go modules (tests/tools.txt).
 //! - The portcullis.yaml each kustomization ships: `portcullis check-config`.
+//! - Prometheus alerts: `promtool check rules` and the unit tests beside them
+//!   (`promtool test rules`); the PrometheusRule and ServiceMonitor against the
+//!   Prometheus Operator's CRDs. The Grafana dashboard: its structure, and every
+//!   query as PromQL through promtool. Every metric, label and label value the
+//!   alerts and the dashboard read exists in a real /metrics after real traffic.
 //! - Each validator rejects a typo'd copy, so a green run means something; and
 //!   every file under deploy/ is validated by one of the above.
 
@@ -32,12 +37,28 @@ use serde_json::{Value, json};
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 
 /// Every kustomization under deploy/ (checked against the tree below).
-const KUSTOMIZATIONS: [&str; 4] =
-    ["deploy/kubernetes/base", "deploy/kubernetes/overlays/tls", "deploy/istio", "deploy/envoy-gateway"];
+const KUSTOMIZATIONS: [&str; 6] = [
+    "deploy/kubernetes/base",
+    "deploy/kubernetes/overlays/tls",
+    "deploy/istio",
+    "deploy/envoy-gateway",
+    "deploy/prometheus",
+    "deploy/grafana",
+];
 
 /// API groups validated against CRDs; everything else is a core kind.
-const CUSTOM_GROUPS: [&str; 5] =
-    ["gateway.networking.k8s.io", "gateway.envoyproxy.io", "security.istio.io", "install.istio.io", "cert-manager.io"];
+const CUSTOM_GROUPS: [&str; 6] = [
+    "gateway.networking.k8s.io",
+    "gateway.envoyproxy.io",
+    "security.istio.io",
+    "install.istio.io",
+    "cert-manager.io",
+    "monitoring.coreos.com",
+];
+
+const ALERTS: &str = "deploy/prometheus/alerts.yaml";
+const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yaml";
+const DASHBOARD: &str = "deploy/grafana/portcullis.json";
 
 const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 const SDS_SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
@@ -198,6 +219,12 @@ fn crd_files() -> &'static Vec<PathBuf> {
             .map(|entry| entry.unwrap().path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
             .collect();
+        // Of the Prometheus Operator's CRDs, the two kinds deploy/prometheus uses.
+        let operator = tools::go_module("prometheus-operator").join("example/prometheus-operator-crd");
+        files.extend(
+            ["servicemonitors", "prometheusrules"]
+                .map(|kind| operator.join(format!("monitoring.coreos.com_{kind}.yaml"))),
+        );
         files.sort();
         assert!(files.len() >= 20, "CRDs missing: {files:?}");
         files
@@ -431,6 +458,9 @@ fn core_kinds_pass_the_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     for (kustomization, docs) in rendered() {
         let core: Vec<&Value> = docs.iter().filter(|doc| !is_custom(doc)).collect();
+        if core.is_empty() {
+            continue;
+        }
         let file = write(dir.path(), &format!("{}.yaml", kustomization.replace('/', "_")), &to_yaml_stream(&core));
         assert_core_valid(&file, core.len());
     }
@@ -574,7 +604,12 @@ fn shipped_configs_pass_check_config() {
             .env("PORTCULLIS_ADMIN_TOKEN", admin_token))
     };
     let base_config = yaml(&read("deploy/kubernetes/base/portcullis.yaml"));
+    let mut checked = 0;
     for (kustomization, docs) in rendered() {
+        if !docs.iter().any(|doc| doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "portcullis-config") {
+            continue; // monitoring add-ons, not portcullis itself
+        }
+        checked += 1;
         let text = find(docs, "ConfigMap", "portcullis-config")["data"]["portcullis.yaml"].as_str().unwrap();
         let name = format!("{}.yaml", kustomization.replace('/', "_"));
         let (ok, output) = check(&name, text);
@@ -583,6 +618,7 @@ fn shipped_configs_pass_check_config() {
         config["listen"].as_object_mut().unwrap().remove("tls");
         assert_eq!(config, base_config, "{kustomization}: the policy differs from the base in listen.tls at most");
     }
+    assert_eq!(checked, 4, "the base and its three variants each ship a policy");
 }
 
 /// Proof that each validator is strict: a typo'd copy of a real manifest fails.
@@ -636,6 +672,8 @@ fn validators_reject_typos() {
         ),
         ("deploy/envoy-gateway/referencegrant.yaml", "kind: SecurityPolicy", "kinds: SecurityPolicy", "kinds"),
         ("deploy/kubernetes/overlays/tls/certificate.yaml", "renewBefore:", "renewbefore:", "renewbefore"),
+        ("deploy/prometheus/servicemonitor.yaml", "scrapeTimeout:", "scrapeTimout:", "scrapeTimout"),
+        ("deploy/prometheus/prometheusrule.yaml", "for: 2m", "fore: 2m", "fore"),
     ];
     // One run for all of them (loading the CRDs is the slow part); each mutated
     // file must have its own INVALID line naming the problem.
@@ -671,6 +709,8 @@ fn every_deploy_file_is_validated() {
         "deploy/istio/istio-operator.yaml",
         "deploy/istio/helm-values.yaml",
         "deploy/kubernetes/base/secret.example.yaml",
+        ALERTS,
+        ALERT_TESTS,
     ]
     .into_iter()
     .map(|rel| repo().join(rel))
@@ -725,5 +765,631 @@ fn every_deploy_file_is_validated() {
         if path.file_name().unwrap() == "kustomization.yaml" {
             assert!(kustomizations.contains(path.parent().unwrap()), "{} is not in KUSTOMIZATIONS", path.display());
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus alerts and the Grafana dashboard
+
+/// The pinned promtool, installed once per test binary.
+fn promtool() -> &'static Path {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    PROMTOOL.get_or_init(|| tools::go_tool("promtool"))
+}
+
+/// The alerting rules of a rules file (alerts.yaml has no recording rules).
+fn alert_rules(rules_file: &Value) -> Vec<&Value> {
+    let groups = rules_file["groups"].as_array().expect("groups");
+    groups.iter().flat_map(|group| group["rules"].as_array().expect("rules")).collect()
+}
+
+/// `promtool check rules FILE`: (accepted with exactly `rules` rules, output).
+fn promtool_check_rules(file: &Path, rules: usize) -> (bool, String) {
+    let (ok, output) = run(Command::new(promtool()).args(["check", "rules"]).arg(file));
+    (ok && output.contains(&format!("SUCCESS: {rules} rules found")), output)
+}
+
+/// GitHub's anchors for the headings of a Markdown file.
+fn markdown_anchors(markdown: &str) -> BTreeSet<String> {
+    markdown
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(|heading| {
+            let text = heading.trim_start_matches('#').trim().to_lowercase();
+            text.chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_pass_promtool_and_their_unit_tests() {
+    let alerts = yaml(&read(ALERTS));
+    let rules = alert_rules(&alerts);
+    let (ok, output) = promtool_check_rules(&repo().join(ALERTS), rules.len());
+    assert!(ok, "promtool check rules {ALERTS}:\n{output}");
+    let (ok, output) = run(Command::new(promtool()).args(["test", "rules"]).arg(repo().join(ALERT_TESTS)));
+    assert!(ok && output.contains("SUCCESS"), "promtool test rules {ALERT_TESTS}:\n{output}");
+
+    // The unit tests show every alert firing on some series and silent on others.
+    let tests = yaml(&read(ALERT_TESTS));
+    let (mut fires, mut silent) = (BTreeSet::new(), BTreeSet::new());
+    for case in tests["tests"].as_array().unwrap() {
+        for check in case["alert_rule_test"].as_array().into_iter().flatten() {
+            let name = check["alertname"].as_str().unwrap();
+            let expected = check["exp_alerts"].as_array().map_or(0, Vec::len);
+            if expected == 0 {
+                silent.insert(name)
+            } else {
+                fires.insert(name)
+            };
+        }
+    }
+    let anchors = markdown_anchors(&read("docs/deploy.md"));
+    for rule in &rules {
+        let name = rule["alert"].as_str().unwrap_or_else(|| panic!("only alerting rules: {rule}"));
+        assert!(fires.contains(name), "{ALERT_TESTS} never expects {name} to fire");
+        assert!(silent.contains(name), "{ALERT_TESTS} never expects {name} to stay silent");
+        let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(["critical", "warning", "info"].contains(&severity), "{name}: severity {severity:?}");
+        for key in ["summary", "description", "runbook"] {
+            assert!(rule["annotations"][key].as_str().is_some_and(|text| !text.is_empty()), "{name}: no {key}");
+        }
+        let runbook = rule["annotations"]["runbook"].as_str().unwrap();
+        assert_eq!(runbook, format!("docs/deploy.md#{}", name.to_lowercase()), "{name}: its runbook section");
+        let anchor = runbook.split_once('#').unwrap().1;
+        assert!(anchors.contains(anchor), "{name}: docs/deploy.md has no section #{anchor}");
+    }
+
+    // The PrometheusRule carries exactly these groups.
+    let wrapper = yaml(&read("deploy/prometheus/prometheusrule.yaml"));
+    assert_eq!(wrapper["spec"], alerts, "prometheusrule.yaml's spec must be alerts.yaml, verbatim");
+}
+
+/// One query of the dashboard: where it is, its PromQL as written, and the
+/// labels its display names read (`{{route}}` in a legend, a variable's label).
+struct DashboardQuery {
+    place: String,
+    expr: String,
+    labels: Vec<String>,
+}
+
+/// Labels a `{{ name }}` / `{{ $labels.name }}` template reads.
+fn template_labels(template: &str) -> Vec<String> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}"))
+        .map(|(inside, _)| inside.trim().trim_start_matches("$labels.").to_string())
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+/// Every panel, those inside rows included.
+fn dashboard_panels(dashboard: &Value) -> Vec<&Value> {
+    let mut panels = Vec::new();
+    let mut pending: Vec<&Value> = dashboard["panels"].as_array().expect("panels").iter().collect();
+    while let Some(panel) = pending.pop() {
+        pending.extend(panel["panels"].as_array().into_iter().flatten());
+        panels.push(panel);
+    }
+    panels.sort_by_key(|panel| panel["id"].as_u64());
+    panels
+}
+
+/// Every PromQL query of the dashboard: panel targets, annotations, and the
+/// series selectors of its `label_values` variables.
+fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
+    let mut queries = Vec::new();
+    for panel in dashboard_panels(dashboard) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(DashboardQuery {
+                place: format!("panel {:?} query {}", panel["title"].as_str().unwrap_or_default(), target["refId"]),
+                expr: target["expr"].as_str().expect("every target has an expr").to_string(),
+                labels: template_labels(target["legendFormat"].as_str().unwrap_or_default()),
+            });
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let mut labels = template_labels(annotation["textFormat"].as_str().unwrap_or_default());
+            labels.extend(template_labels(annotation["titleFormat"].as_str().unwrap_or_default()));
+            queries.push(DashboardQuery {
+                place: format!("annotation {}", annotation["name"]),
+                expr: expr.into(),
+                labels,
+            });
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().expect("templating") {
+        if variable["type"] != "query" {
+            continue;
+        }
+        let query = variable["query"]["query"].as_str().or(variable["query"].as_str()).expect("a variable query");
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("variable {}: only label_values(SELECTOR, LABEL) is used", variable["name"]));
+        let (selector, label) = inner.rsplit_once(',').expect("label_values with a series selector");
+        queries.push(DashboardQuery {
+            place: format!("variable {}", variable["name"]),
+            expr: selector.trim().to_string(),
+            labels: vec![label.trim().to_string()],
+        });
+    }
+    queries
+}
+
+/// `expr` with Grafana's variables replaced by values Prometheus would see.
+fn substitute_variables(expr: &str) -> String {
+    let value = |name: &str| match name {
+        "__rate_interval" => "5m",
+        "__interval" => "1m",
+        "__range" => "1h",
+        "job" => "portcullis",
+        "instance" | "route" | "issuer" => ".*",
+        other => panic!("unknown dashboard variable ${other} in {expr}"),
+    };
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
+            let (inside, tail) = braced.split_once('}').expect("closed ${...}");
+            (inside.split(':').next().unwrap(), tail)
+        } else {
+            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push_str(value(name));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The dashboard's queries as recording rules, so `promtool check rules` parses
+/// each as PromQL: (rules file, number of rules).
+fn dashboard_as_rules(queries: &[DashboardQuery]) -> (String, usize) {
+    let rules: Vec<Value> = queries
+        .iter()
+        .enumerate()
+        .map(
+            |(i, query)| json!({ "record": format!("dashboard:query_{i}"), "expr": substitute_variables(&query.expr) }),
+        )
+        .collect();
+    let count = rules.len();
+    (serde_json::to_string_pretty(&json!({ "groups": [{ "name": "dashboard", "rules": rules }] })).unwrap(), count)
+}
+
+/// Importable as it is: a data source variable instead of a fixed data source,
+/// the variables every query uses, units, a layout without overlaps.
+#[test]
+fn dashboard_is_importable_and_every_query_is_promql() {
+    let text = read(DASHBOARD);
+    let dashboard: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{DASHBOARD}: {err}"));
+    for key in ["uid", "title"] {
+        assert!(dashboard[key].as_str().is_some_and(|value| !value.is_empty()), "{key}");
+    }
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|version| version >= 36), "schemaVersion");
+    assert!(!text.contains("${DS_") && dashboard.get("__inputs").is_none(), "no import-time inputs: a variable");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| variables.iter().find(|variable| variable["name"] == name);
+    assert_eq!(
+        variable("datasource").map(|v| (&v["type"], &v["query"])),
+        Some((&json!("datasource"), &json!("prometheus")))
+    );
+    for name in ["job", "instance"] {
+        assert_eq!(variable(name).map(|v| &v["type"]), Some(&json!("query")), "a ${name} variable");
+    }
+    let datasource = json!({ "type": "prometheus", "uid": "${datasource}" });
+
+    let panels = dashboard_panels(&dashboard);
+    let ids: BTreeSet<u64> = panels.iter().map(|panel| panel["id"].as_u64().expect("panel id")).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let mut cells = BTreeMap::new();
+    for panel in &panels {
+        let title = panel["title"].as_str().expect("a title");
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] =
+            ["x", "y", "w", "h"].map(|key| grid[key].as_u64().unwrap_or_else(|| panic!("{title}: gridPos")));
+        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: gridPos {grid}");
+        for cell in (x..x + w).flat_map(|col| (y..y + h).map(move |row| (col, row))) {
+            if let Some(other) = cells.insert(cell, title) {
+                panic!("{title} overlaps {other}");
+            }
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"], datasource, "{title}: the data source variable");
+        let targets = panel["targets"].as_array().filter(|targets| !targets.is_empty());
+        let targets = targets.unwrap_or_else(|| panic!("{title}: no query"));
+        let refs: BTreeSet<&str> = targets.iter().map(|target| target["refId"].as_str().unwrap()).collect();
+        assert_eq!(refs.len(), targets.len(), "{title}: refIds are unique");
+        for target in targets {
+            assert_eq!(target["datasource"], datasource, "{title}: the data source variable");
+        }
+        let unit = panel["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or_default();
+        let units = ["short", "s", "reqps", "ops", "percentunit", "dateTimeFromNow"];
+        assert!(units.contains(&unit), "{title}: unit {unit:?}");
+        assert!(panel["description"].as_str().is_some_and(|text| !text.is_empty()), "{title}: a description");
+    }
+
+    let queries = dashboard_queries(&dashboard);
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, count) = dashboard_as_rules(&queries);
+    let (ok, output) = promtool_check_rules(&write(dir.path(), "dashboard-rules.yaml", &rules), count);
+    assert!(ok, "a dashboard query is not PromQL:\n{output}\n{rules}");
+}
+
+/// Proof that the promtool checks are strict.
+#[test]
+fn promtool_checks_reject_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = alert_rules(&yaml(&read(ALERTS))).len();
+
+    // A syntax error in an alert.
+    let broken = replaced(&read(ALERTS), "max by (job) (portcullis_ready", "max by job) (portcullis_ready");
+    let (ok, output) = promtool_check_rules(&write(dir.path(), "broken/alerts.yaml", &broken), count);
+    assert!(!ok && output.contains("PortcullisUnavailable"), "promtool accepted a broken alert:\n{output}");
+
+    // A threshold the unit tests do not agree with, and a label the descriptions name wrongly.
+    for (needle, with) in [
+        ("portcullis_issuer_key_age_seconds > 87300", "portcullis_issuer_key_age_seconds > 90000"),
+        ("severity: info", "severity: warning"),
+        (
+            "sum by (job, route) (rate(portcullis_checks_total[10m])) > 1",
+            "sum by (job, route) (rate(portcullis_checks_total[10m])) > 0.1",
+        ),
+    ] {
+        let copy = dir.path().join(format!("mutated-{}", with.len()));
+        write(&copy, "alerts.yaml", &replaced(&read(ALERTS), needle, with));
+        write(&copy, "alerts.test.yaml", &read(ALERT_TESTS));
+        let (ok, output) = run(Command::new(promtool()).args(["test", "rules"]).arg(copy.join("alerts.test.yaml")));
+        assert!(!ok && output.contains("FAILED"), "the unit tests pass with `{with}`:\n{output}");
+    }
+
+    // A broken dashboard query.
+    let dashboard: Value =
+        serde_json::from_str(&replaced(&read(DASHBOARD), "sum by (le) (rate(", "sum by (le) rate((")).unwrap();
+    let (rules, count) = dashboard_as_rules(&dashboard_queries(&dashboard));
+    let (ok, output) = promtool_check_rules(&write(dir.path(), "dashboard-rules.yaml", &rules), count);
+    assert!(!ok && output.contains("dashboard:query_"), "promtool accepted a broken dashboard query:\n{output}");
+}
+
+/// What the monitoring manifests assume about the base: the Service and its
+/// metrics port, the job name the alerts select, the dashboard in the ConfigMap.
+#[test]
+fn monitoring_manifests_agree_with_the_base() {
+    let base = &rendered()["deploy/kubernetes/base"];
+    let service = find(base, "Service", "portcullis");
+    let prometheus = &rendered()["deploy/prometheus"];
+    let monitor = find(prometheus, "ServiceMonitor", "portcullis");
+    assert_eq!(monitor["metadata"]["namespace"], service["metadata"]["namespace"]);
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    for (label, value) in selector {
+        assert_eq!(&service["metadata"]["labels"][label], value, "the ServiceMonitor selects the Service");
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let port = service["spec"]["ports"].as_array().unwrap().iter().find(|port| port["name"] == endpoint["port"]);
+    assert_eq!(port.map(|port| &port["port"]), Some(&json!(9090)), "the metrics port");
+    assert_eq!(endpoint["path"], "/metrics");
+    // Other Services it selects have no metrics port, so each pod is scraped once.
+    for other in base.iter().filter(|doc| doc["kind"] == "Service" && doc["metadata"]["name"] != "portcullis") {
+        let labels = &other["metadata"]["labels"];
+        if selector.iter().all(|(label, value)| &labels[label] == value) {
+            let ports = other["spec"]["ports"].as_array().unwrap();
+            assert!(
+                ports.iter().all(|port| port["name"] != endpoint["port"]),
+                "{} is scraped twice",
+                other["metadata"]["name"]
+            );
+        }
+    }
+    // The Operator names the job after the Service; the alerts select that job.
+    let alerts = read(ALERTS);
+    let jobs: BTreeSet<&str> = alerts.split("job=\"").skip(1).map(|rest| rest.split_once('"').unwrap().0).collect();
+    assert_eq!(jobs, BTreeSet::from([service["metadata"]["name"].as_str().unwrap()]), "job names in {ALERTS}");
+    let rule = find(prometheus, "PrometheusRule", "portcullis");
+    assert_eq!(rule["spec"], yaml(&alerts));
+
+    let grafana = &rendered()["deploy/grafana"];
+    let config_map = find(grafana, "ConfigMap", "portcullis-dashboard");
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1", "the sidecar's label");
+    assert_eq!(config_map["data"]["portcullis.json"], read(DASHBOARD), "the dashboard, verbatim");
+}
+
+/// Sample name -> label name -> values, from a Prometheus text exposition.
+type Exposition = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+fn parse_exposition(text: &str) -> Exposition {
+    let mut exposition = Exposition::new();
+    for line in text.lines().filter(|line| !line.is_empty() && !line.starts_with('#')) {
+        let end = line.find(['{', ' ']).expect("name then value");
+        let labels = exposition.entry(line[..end].to_string()).or_default();
+        let Some(mut rest) = line[end..].strip_prefix('{') else { continue };
+        while let Some((name, after)) = rest.split_once("=\"") {
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let close = loop {
+                match chars.next().expect("a closed label value") {
+                    (_, '\\') => value.push(chars.next().expect("an escape").1),
+                    (at, '"') => break at,
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.entry(name.trim_start_matches(',').trim().to_string()).or_default().insert(value);
+            rest = &after[close + 1..];
+        }
+    }
+    exposition
+}
+
+/// Labels every series has once scraped (not in the exposition).
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+/// A `portcullis_*` series selector in PromQL: name and (label, operator, value) matchers.
+type Selector = (String, Vec<(String, String, String)>);
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+fn selectors(expr: &str) -> Vec<Selector> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = expr[from..].find("portcullis_").map(|at| from + at) {
+        let end = expr[at..].find(|c: char| !is_ident(c)).map_or(expr.len(), |end| at + end);
+        from = end;
+        if expr[..at].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let mut matchers = Vec::new();
+        if let Some(mut rest) = expr[end..].trim_start().strip_prefix('{') {
+            loop {
+                rest = rest.trim_start().trim_start_matches(',').trim_start();
+                if rest.starts_with('}') {
+                    break;
+                }
+                let name_end = rest.find(|c: char| !is_ident(c)).expect("a matcher");
+                let (name, after) = rest.split_at(name_end);
+                let after = after.trim_start();
+                let op = ["=~", "!~", "!=", "="].into_iter().find(|op| after.starts_with(op)).expect("an operator");
+                let quoted = after[op.len()..].trim_start().strip_prefix('"').expect("a quoted value");
+                let (value, tail) = quoted.split_once('"').expect("a closed value");
+                matchers.push((name.to_string(), op.to_string(), value.to_string()));
+                rest = tail;
+            }
+        }
+        found.push((expr[at..end].to_string(), matchers));
+    }
+    found
+}
+
+/// Labels named in `by`, `without`, `on`, `ignoring`, `group_left/right` clauses.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    for keyword in ["by", "without", "on", "ignoring", "group_left", "group_right"] {
+        let mut from = 0;
+        while let Some(at) = expr[from..].find(keyword).map(|at| from + at) {
+            from = at + keyword.len();
+            let before = expr[..at].chars().next_back();
+            let Some(list) = expr[from..].trim_start().strip_prefix('(') else { continue };
+            if before.is_some_and(is_ident) || expr[from..].starts_with(is_ident) {
+                continue;
+            }
+            let list = list.split_once(')').expect("a closed label list").0;
+            labels.extend(list.split(',').map(str::trim).filter(|label| !label.is_empty()).map(String::from));
+        }
+    }
+    labels
+}
+
+/// What `expr` reads that `exposition` does not have: metric names, label names
+/// (in matchers, groupings and `extra`: legends, annotation templates), and
+/// label values matched exactly or as a list of alternatives.
+fn unknown_references(expr: &str, extra: &[String], exposition: &Exposition) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut available: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
+    for (name, matchers) in selectors(expr) {
+        let Some(labels) = exposition.get(&name) else {
+            unknown.push(format!("metric {name}"));
+            continue;
+        };
+        available.extend(labels.keys().map(String::as_str));
+        for (label, op, value) in matchers {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            let Some(values) = labels.get(&label) else {
+                unknown.push(format!("label {label} of {name}"));
+                continue;
+            };
+            let words = value.split('|').all(|word| !word.is_empty() && word.chars().all(|c| is_ident(c)));
+            if op.ends_with('=') || words {
+                for word in value.split('|').filter(|word| !values.contains(*word)) {
+                    unknown.push(format!("{name}{{{label}=\"{word}\"}}"));
+                }
+            }
+        }
+    }
+    for label in grouping_labels(expr).iter().chain(extra) {
+        if !available.contains(label.as_str()) {
+            unknown.push(format!("label {label}"));
+        }
+    }
+    unknown
+}
+
+/// Every query of the alerts and the dashboard: (where, PromQL, labels its templates read).
+fn monitoring_queries(alerts: &str, dashboard: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut queries = Vec::new();
+    for rule in alert_rules(&yaml(alerts)) {
+        let name = rule["alert"].as_str().unwrap();
+        let templates = rule["annotations"].as_object().into_iter().flatten().filter_map(|(_, text)| text.as_str());
+        let labels = templates.flat_map(template_labels).collect();
+        queries.push((format!("alert {name}"), rule["expr"].as_str().unwrap().to_string(), labels));
+    }
+    let dashboard: Value = serde_json::from_str(dashboard).unwrap();
+    for query in dashboard_queries(&dashboard) {
+        queries.push((format!("dashboard {}", query.place), substitute_variables(&query.expr), query.labels));
+    }
+    queries
+}
+
+/// Everything `queries` read that is not in `exposition`, each with its place.
+fn missing_from(queries: &[(String, String, Vec<String>)], exposition: &Exposition) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (place, expr, labels) in queries {
+        missing.extend(unknown_references(expr, labels, exposition).into_iter().map(|what| format!("{place}: {what}")));
+    }
+    missing
+}
+
+const METRICS_ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// A policy with something for every metric: a JWKS issuer, a Supabase backend,
+/// a dry-run route, the Admin API, a one-token cache (evictions).
+fn metrics_config(issuer: &common::DevIssuer) -> String {
+    format!(
+        "{listen}admin: {{ token: {METRICS_ADMIN_TOKEN} }}\ncache: {{ tokens: 1 }}\nlimits: {{ concurrent_checks: 1 }}\n\
+         issuers:\n  idp: {{ issuer: \"{iss}\", jwks_uri: \"{jwks}\", refresh: {{ unknown_kid_wait_ms: 1000 }} }}\n\
+         backends:\n  db: {{ type: supabase, apikey: anon-key, mode: remint, signing_key: {secret} }}\n\
+         routes:\n  - {{ name: api, match: {{ prefix: /api/ }} }}\n  - {{ name: rest, match: {{ prefix: /rest/v1/ }}, backend: db }}\n\
+         \x20 - {{ name: rollout, match: {{ prefix: /rollout/ }}, mode: dry_run, require: {{ permissions: [orders:admin] }} }}\n",
+        listen = common::LISTEN_ANY,
+        iss = issuer.issuer(),
+        jwks = issuer.jwks_uri(),
+        secret = "super-secret-jwt-token-with-at-least-32-characters",
+    )
+}
+
+/// GET /metrics of a real server after allows, denies, unknown kids (refetched
+/// and rate-limited), Supabase mints, a dry-run deny, Admin API calls and two
+/// reloads, one refused.
+async fn metrics_after_traffic() -> String {
+    use common::{SigningKey, assert_allowed, assert_denied, check, check_token, request};
+    use jsonwebtoken::Algorithm;
+    use portcullis::proto::admin::v1::admin_client::AdminClient;
+    use portcullis::proto::admin::v1::{GetStatusRequest, ReloadPolicyRequest};
+
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = common::DevIssuer::start(&[&key]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = write(dir.path(), "portcullis.yaml", &metrics_config(&issuer));
+    // A fixed clock: the unknown-kid rate limit then depends on no wall time.
+    let clock = common::clock_now();
+    let runtime = portcullis::policy::Runtime { clock: clock.clone(), ..Default::default() };
+    let policy = portcullis::policy::load_file_with(&config_file, &runtime, None).unwrap_or_else(|err| panic!("{err}"));
+    let options = portcullis::server::ServeOptions { config_path: Some(config_file.clone()), ..Default::default() };
+    let running = portcullis::server::start(policy, options, std::future::pending()).await.expect("server starts");
+    common::wait_until("server ready", || running.readiness.is_ready()).await;
+
+    let mut client = common::client(&running).await;
+    let alice = key.sign(&issuer.claims("alice", "x", 600));
+    assert_allowed(&check_token(&mut client, "/api/a", &alice).await);
+    assert_allowed(&check_token(&mut client, "/api/a", &alice).await);
+    assert_allowed(&check_token(&mut client, "/api/a", &key.sign(&issuer.claims("bob", "x", 600))).await);
+    assert_denied(&check_token(&mut client, "/api/a", &key.sign(&issuer.claims("u", "x", -3600))).await, 401);
+    assert_denied(&check(&mut client, request("GET", "/api/a", &[])).await, 401);
+    assert_denied(&check(&mut client, request("GET", "/elsewhere", &[])).await, 403);
+    clock.advance(60); // past the unknown-kid rate limit: the first refetches, the second is limited
+    for kid in ["not-published", "also-not-published"] {
+        let stranger = SigningKey::generate(Algorithm::RS256, kid);
+        assert_denied(&check_token(&mut client, "/api/a", &stranger.sign(&issuer.claims("u", "x", 60))).await, 401);
+    }
+    assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
+    assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
+    assert_allowed(&check_token(&mut client, "/rollout/x", &alice).await);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.admin_addr)).unwrap();
+    let mut admin = AdminClient::new(channel.connect().await.unwrap());
+    fn authorized<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {METRICS_ADMIN_TOKEN}").parse().unwrap());
+        request
+    }
+    admin.get_status(authorized(GetStatusRequest {})).await.unwrap();
+    admin.get_status(GetStatusRequest {}).await.unwrap_err();
+    admin.reload_policy(authorized(ReloadPolicyRequest {})).await.unwrap();
+    let good = std::fs::read_to_string(&config_file).unwrap();
+    std::fs::write(&config_file, good.replace("routes:", "routes: 7\nbroken:")).unwrap();
+    admin.reload_policy(authorized(ReloadPolicyRequest {})).await.unwrap_err();
+
+    // One Check held in flight (its unknown kid waits for a fetch the IdP stalls)
+    // fills `concurrent_checks: 1`: the next is shed with 503 `overloaded`.
+    clock.advance(60);
+    issuer.set_jwks_delay(std::time::Duration::from_secs(5));
+    let held = SigningKey::generate(Algorithm::RS256, "held").sign(&issuer.claims("u", "x", 60));
+    let mut holder_client = common::client(&running).await;
+    let holder = tokio::spawn(async move { check_token(&mut holder_client, "/api/a", &held).await });
+    let gate = std::sync::Arc::clone(&running.authorizer.gate);
+    common::wait_until("a check in flight", || gate.in_flight() == 1).await;
+    assert_denied(&check_token(&mut client, "/api/a", &alice).await, 503);
+    assert_denied(&holder.await.unwrap(), 401);
+
+    let url = format!("http://{}/metrics", running.http_addr);
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The alerts and the dashboard read only what portcullis exposes (a typo'd
+/// name, label or value would match nothing and stay silent forever), and the
+/// dashboard shows every metric family.
+#[tokio::test]
+async fn alerts_and_dashboard_read_only_metrics_the_service_exposes() {
+    let text = metrics_after_traffic().await;
+    let exposition = parse_exposition(&text);
+    let (alerts, dashboard) = (read(ALERTS), read(DASHBOARD));
+    let queries = monitoring_queries(&alerts, &dashboard);
+    let missing = missing_from(&queries, &exposition);
+    assert!(missing.is_empty(), "not in /metrics after real traffic:\n{}\n\n{text}", missing.join("\n"));
+
+    let families: BTreeSet<&str> = exposition
+        .keys()
+        .map(|name| {
+            ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |name, suffix| name.trim_end_matches(suffix))
+        })
+        .collect();
+    let on_dashboard: BTreeSet<String> = monitoring_queries("groups: []", &dashboard)
+        .iter()
+        .flat_map(|(_, expr, _)| selectors(expr))
+        .map(|(name, _)| name.trim_end_matches("_bucket").to_string())
+        .collect();
+    let absent: Vec<&&str> = families.iter().filter(|family| !on_dashboard.contains(**family)).collect();
+    assert!(absent.is_empty(), "metrics the dashboard does not show: {absent:?}");
+
+    // Typos in a metric name, a label name, a label value, a grouping label and a
+    // template are each caught, and named.
+    for (in_alerts, needle, with, named) in [
+        (true, "portcullis_issuer_key_age_seconds", "portcullis_issuer_key_age", "metric portcullis_issuer_key_age"),
+        (true, "result=\"error\"", "result=\"failed\"", "portcullis_policy_reloads_total{result=\"failed\"}"),
+        (true, "decision=\"deny\"", "decison=\"deny\"", "label decison of portcullis_checks_total"),
+        (true, "result!~\"ok|rate_limited\"", "result!~\"ok|ratelimited\"", "{result=\"ratelimited\"}"),
+        (true, "{{ $labels.issuer }} has no keys", "{{ $labels.isuer }} has no keys", "label isuer"),
+        (false, "sum by (route, reason)", "sum by (route, reasons)", "label reasons"),
+        (
+            false,
+            "portcullis_token_cache_hits_total",
+            "portcullis_token_cache_hit_total",
+            "metric portcullis_token_cache_hit_total",
+        ),
+        (false, "{{outcome}}", "{{outcomes}}", "label outcomes"),
+    ] {
+        let queries = if in_alerts {
+            monitoring_queries(&replaced(&alerts, needle, with), &dashboard)
+        } else {
+            monitoring_queries(&alerts, &replaced(&dashboard, needle, with))
+        };
+        let missing = missing_from(&queries, &exposition);
+        assert!(missing.iter().any(|line| line.contains(named)), "`{with}` was not caught: {missing:?}");
     }
 }
