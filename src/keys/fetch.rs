@@ -23,8 +23,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// carry credentials, and these errors reach logs and the Admin API.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    #[error("request to {url} failed: {reason}")]
-    Request { url: String, reason: String, timed_out: bool },
+    #[error("request to {url} failed ({failure}): {reason}")]
+    Request { url: String, failure: RequestFailure, reason: String },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url} sent more than {MAX_BODY_BYTES} bytes")]
@@ -37,12 +37,34 @@ pub enum FetchError {
     Jwks { url: String, reason: JwksError },
 }
 
+/// What went wrong with a request that got no usable HTTP answer, told from
+/// the error's type (never from its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestFailure {
+    #[error("timed out")]
+    Timeout,
+    /// The server's certificate was refused (unknown CA, wrong name, expired)
+    /// or the TLS handshake failed.
+    #[error("TLS handshake failed")]
+    Tls,
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("redirected to a URL that is neither https nor loopback")]
+    InsecureRedirect,
+    /// Connection refused or reset, DNS, a broken HTTP exchange.
+    #[error("connection failed")]
+    Connection,
+}
+
 impl FetchError {
     /// A short label for metrics (`result` of `portcullis_jwks_fetches_total`).
     pub fn kind(&self) -> &'static str {
         match self {
-            FetchError::Request { timed_out: true, .. } => "timeout",
-            FetchError::Request { .. } => "connection_error",
+            FetchError::Request { failure: RequestFailure::Timeout, .. } => "timeout",
+            FetchError::Request { failure: RequestFailure::Tls, .. } => "tls_error",
+            FetchError::Request { failure: RequestFailure::TooManyRedirects, .. } => "too_many_redirects",
+            FetchError::Request { failure: RequestFailure::InsecureRedirect, .. } => "insecure",
+            FetchError::Request { failure: RequestFailure::Connection, .. } => "connection_error",
             FetchError::Status { .. } => "http_error",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::Insecure { .. } => "insecure",
@@ -77,10 +99,10 @@ impl Fetcher {
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
-                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                    attempt.error(RedirectRefused(RequestFailure::TooManyRedirects))
                 } else if ensure_secure(attempt.url().as_str()).is_err() {
                     // A man in the middle on one plain-http hop could serve any keys.
-                    attempt.error("redirected to a URL that is neither https nor loopback")
+                    attempt.error(RedirectRefused(RequestFailure::InsecureRedirect))
                 } else {
                     attempt.follow()
                 }
@@ -128,10 +150,13 @@ impl Fetcher {
     async fn get(&self, url: &str, timeout: Duration) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         ensure_secure(url)?;
         let shown = redact_url(url);
-        let request_error = |err: reqwest::Error| FetchError::Request {
-            url: shown.clone(),
-            timed_out: err.is_timeout(),
-            reason: describe(err),
+        let request_error = |err: reqwest::Error| {
+            let failure = classify(&err);
+            let reason = match failure {
+                RequestFailure::Timeout => format!("no complete answer within {} ms", timeout.as_millis()),
+                _ => describe(err),
+            };
+            FetchError::Request { url: shown.clone(), failure, reason }
         };
         let mut response = self.client.get(url).timeout(timeout).send().await.map_err(request_error)?;
         ensure_secure(response.url().as_str())?;
@@ -174,11 +199,47 @@ fn ensure_secure(url: &str) -> Result<(), FetchError> {
     }
 }
 
+/// Why the redirect policy stopped following: carried as the error's source,
+/// so [`classify`] finds it by type.
+#[derive(Debug)]
+struct RedirectRefused(RequestFailure);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// The kind of a failed request, from the types in its chain of causes: our
+/// redirect refusal, or rustls' error (which reaches us inside `io::Error`s,
+/// whose `source` skips what they wrap, hence `get_ref`).
+fn classify(err: &reqwest::Error) -> RequestFailure {
+    if err.is_timeout() {
+        return RequestFailure::Timeout;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if let Some(RedirectRefused(failure)) = current.downcast_ref::<RedirectRefused>() {
+            return *failure;
+        }
+        if current.is::<rustls::Error>() {
+            return RequestFailure::Tls;
+        }
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    RequestFailure::Connection
+}
+
 /// reqwest's Display hides the cause (connection refused, timeout); show it,
 /// without the URL (it is shown redacted beside this).
 fn describe(err: reqwest::Error) -> String {
     let err = err.without_url();
-    let mut text = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
+    let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         text.push_str(": ");

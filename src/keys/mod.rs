@@ -8,7 +8,7 @@ mod store;
 
 use jsonwebtoken::Algorithm;
 
-pub use fetch::{FetchError, Fetched, Fetcher};
+pub use fetch::{FetchError, Fetched, Fetcher, RequestFailure};
 pub use jwks::{JwksError, KeyKind, KeySet, VerificationKey};
 pub use store::{IssuerKeys, KeyRuntime, KeyStatus};
 
