@@ -100,6 +100,10 @@ fn issuers(list: &[IssuerStatus]) -> String {
             if issuer.key_ids.is_empty() { "(none)".into() } else { issuer.key_ids.join(", ") }
         ));
         out.push_str(&format!("  last refresh: {age}; fetches: {}\n", issuer.fetches));
+        for skipped in &issuer.skipped_keys {
+            let key = if skipped.kid.is_empty() { format!("#{}", skipped.index) } else { skipped.kid.clone() };
+            out.push_str(&format!("  skipped key {key}: {}\n", skipped.reason));
+        }
         if !issuer.jwks_uri.is_empty() {
             out.push_str(&format!("  jwks: {}\n", issuer.jwks_uri));
         }

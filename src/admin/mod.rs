@@ -13,7 +13,7 @@ use crate::issuer::Issuer;
 use crate::proto::admin::v1::admin_server::Admin;
 use crate::proto::admin::v1::{
     CacheStatus, GetStatusRequest, GetStatusResponse, IssuerStatus, RefreshKeysRequest, RefreshKeysResponse,
-    ReloadPolicyRequest, ReloadPolicyResponse,
+    ReloadPolicyRequest, ReloadPolicyResponse, SkippedKey,
 };
 use crate::reload::{ReloadError, Reloader};
 
@@ -126,5 +126,14 @@ fn issuer_status(issuer: &Issuer) -> IssuerStatus {
         jwks_uri: status.jwks_uri.unwrap_or_default(),
         has_keys: issuer.keys.current().is_some(),
         fetches: status.fetches,
+        skipped_keys: status
+            .skipped
+            .iter()
+            .map(|skipped| SkippedKey {
+                kid: skipped.kid.clone().unwrap_or_default(),
+                index: u32::try_from(skipped.index).unwrap_or(u32::MAX),
+                reason: skipped.reason.to_string(),
+            })
+            .collect(),
     }
 }

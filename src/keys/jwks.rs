@@ -67,11 +67,57 @@ pub struct KeySet {
     keys: Vec<Arc<VerificationKey>>,
     by_kid: HashMap<String, Arc<VerificationKey>>,
     /// JWKS entries that were skipped, with why (shown by status and logs).
-    pub skipped: Vec<String>,
+    pub skipped: Vec<SkippedKey>,
+}
+
+/// A JWKS entry that was not loaded, and why; the other keys of the set are used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// The entry's `kid` (escaped: it is IdP-controlled text), if it has one.
+    pub kid: Option<String>,
+    /// Its position in the JWKS `keys` array.
+    pub index: usize,
+    pub reason: SkipReason,
+}
+
+impl std::fmt::Display for SkippedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "key {kid}: {}", self.reason),
+            None => write!(f, "key #{}: {}", self.index, self.reason),
+        }
+    }
+}
+
+/// Why a JWKS entry cannot verify signatures. Text from the document inside is escaped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    #[error("not a JWK this service understands ({0})")]
+    NotAJwk(String),
+    #[error("use=enc (an encryption key)")]
+    Encryption,
+    #[error("unsupported curve")]
+    UnsupportedCurve,
+    /// Symmetric keys never come from a public JWKS: accepting one would let
+    /// whoever reads the JWKS mint tokens.
+    #[error("symmetric key in a JWKS")]
+    Symmetric,
+    #[error("unsupported key type")]
+    UnsupportedKeyType,
+    #[error("alg {0} does not fit its key type")]
+    AlgorithmMismatch(String),
+    #[error("RSA modulus is not base64url")]
+    RsaModulusEncoding,
+    #[error("RSA modulus of {0} bits (accepted: {min} to {max})", min = RSA_BITS.start(), max = RSA_BITS.end())]
+    RsaModulusSize(usize),
+    #[error("RSA exponent other than 65537")]
+    RsaExponent,
+    #[error("unusable key material ({0})")]
+    KeyMaterial(String),
 }
 
 impl KeySet {
-    pub fn from_keys(keys: Vec<VerificationKey>, skipped: Vec<String>) -> Self {
+    pub fn from_keys(keys: Vec<VerificationKey>, skipped: Vec<SkippedKey>) -> Self {
         let keys: Vec<Arc<VerificationKey>> = keys.into_iter().map(Arc::new).collect();
         let by_kid = keys.iter().filter_map(|key| key.kid.clone().map(|kid| (kid, key.clone()))).collect();
         KeySet { keys, by_kid, skipped }
@@ -122,13 +168,16 @@ impl KeySet {
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
-            match parse_key(entry, index) {
+            match parse_key(entry) {
                 Ok(key) => keys.push(key),
-                Err(why) => skipped.push(escape(&why)),
+                Err(reason) => {
+                    let kid = entry.get("kid").and_then(Value::as_str).map(escape);
+                    skipped.push(SkippedKey { kid, index, reason });
+                }
             }
         }
         if keys.is_empty() {
-            return Err(JwksError::NoUsableKey(skipped.join("; ")));
+            return Err(JwksError::NoUsableKey(skipped));
         }
         Ok(Self::from_keys(keys, skipped))
     }
@@ -170,8 +219,12 @@ pub enum JwksError {
     TooManyKeys(usize),
     #[error("the JWKS is empty (refresh.empty_jwks: keep keeps the last good keys)")]
     Empty,
-    #[error("the JWKS holds no usable signing key ({0})")]
-    NoUsableKey(String),
+    #[error("the JWKS holds no usable signing key ({})", join(.0))]
+    NoUsableKey(Vec<SkippedKey>),
+}
+
+fn join(skipped: &[SkippedKey]) -> String {
+    skipped.iter().map(SkippedKey::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// More keys than any IdP publishes; each one is parsed and may be tried.
@@ -182,62 +235,56 @@ pub const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
 /// The only RSA public exponent accepted (F4; every IdP uses it).
 const RSA_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 
-fn parse_key(entry: &Value, index: usize) -> Result<VerificationKey, String> {
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|err| format!("key {index}: {err}"))?;
-    let kid = jwk.common.key_id.clone();
-    let label = kid.clone().unwrap_or_else(|| format!("#{index}"));
+fn parse_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
+    let jwk: Jwk =
+        serde_json::from_value(entry.clone()).map_err(|err| SkipReason::NotAJwk(escape(&err.to_string())))?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Err(format!("key {label}: use=enc"));
+        return Err(SkipReason::Encryption);
     }
     let kind = match &jwk.algorithm {
         AlgorithmParameters::RSA(params) => {
-            check_rsa(&params.n, &params.e).map_err(|why| format!("key {label}: {why}"))?;
+            check_rsa(&params.n, &params.e)?;
             KeyKind::Rsa
         }
         AlgorithmParameters::EllipticCurve(params) => match params.curve {
             EllipticCurve::P256 => KeyKind::EcP256,
             EllipticCurve::P384 => KeyKind::EcP384,
-            _ => return Err(format!("key {label}: unsupported curve")),
+            _ => return Err(SkipReason::UnsupportedCurve),
         },
         AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => KeyKind::Ed25519,
-        AlgorithmParameters::OctetKeyPair(_) => {
-            return Err(format!("key {label}: unsupported OKP curve"));
-        }
-        // Symmetric keys never come from a public JWKS: accepting one would let
-        // whoever reads the JWKS mint tokens.
-        AlgorithmParameters::OctetKey(_) => {
-            return Err(format!("key {label}: symmetric key in a JWKS"));
-        }
-        _ => return Err(format!("key {label}: unsupported key type")),
+        AlgorithmParameters::OctetKeyPair(_) => return Err(SkipReason::UnsupportedCurve),
+        AlgorithmParameters::OctetKey(_) => return Err(SkipReason::Symmetric),
+        _ => return Err(SkipReason::UnsupportedKeyType),
     };
     let mut algorithms = kind.algorithms().to_vec();
     if let Some(declared) = jwk.common.key_algorithm {
         algorithms.retain(|alg| same_algorithm(*alg, declared));
         if algorithms.is_empty() {
-            return Err(format!("key {label}: alg {declared:?} does not fit its key type"));
+            return Err(SkipReason::AlgorithmMismatch(format!("{declared:?}")));
         }
     }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|err| format!("key {label}: {err}"))?;
+    let kid = jwk.common.key_id.clone();
+    let key = DecodingKey::from_jwk(&jwk).map_err(|err| SkipReason::KeyMaterial(escape(&err.to_string())))?;
     let id = jwk
         .thumbprint(ThumbprintHash::SHA256)
-        .map_err(|err| format!("key {label}: cannot compute its thumbprint: {err}"))?;
+        .map_err(|err| SkipReason::KeyMaterial(format!("no thumbprint: {}", escape(&err.to_string()))))?;
     Ok(VerificationKey { id, kid, kind, algorithms, key })
 }
 
 /// Modulus size and exponent of an RSA JWK (base64url big-endian integers).
-fn check_rsa(modulus: &str, exponent: &str) -> Result<(), String> {
+fn check_rsa(modulus: &str, exponent: &str) -> Result<(), SkipReason> {
     let integer = |text: &str| -> Option<Vec<u8>> {
         let bytes = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()?;
         let first = bytes.iter().position(|byte| *byte != 0).unwrap_or(bytes.len());
         Some(bytes[first..].to_vec())
     };
-    let n = integer(modulus).ok_or("RSA modulus is not base64url")?;
+    let n = integer(modulus).ok_or(SkipReason::RsaModulusEncoding)?;
     let bits = n.first().map_or(0, |top| (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize));
     if !RSA_BITS.contains(&bits) {
-        return Err(format!("RSA modulus of {bits} bits (accepted: {} to {})", RSA_BITS.start(), RSA_BITS.end()));
+        return Err(SkipReason::RsaModulusSize(bits));
     }
     if integer(exponent).as_deref() != Some(&RSA_EXPONENT[..]) {
-        return Err("RSA exponent other than 65537".into());
+        return Err(SkipReason::RsaExponent);
     }
     Ok(())
 }
@@ -263,7 +310,9 @@ mod tests {
         ]});
         let set = KeySet::parse(body.to_string().as_bytes(), EmptyJwks::Keep).unwrap();
         assert_eq!(set.ids(), vec!["ec".to_string()]);
-        assert_eq!(set.skipped.len(), 2);
+        let skipped: Vec<_> = set.skipped.iter().map(|skip| (skip.kid.as_deref(), skip.index, &skip.reason)).collect();
+        assert_eq!(skipped, [(Some("sym"), 0, &SkipReason::Symmetric), (Some("enc"), 2, &SkipReason::Encryption)]);
+        assert_eq!(set.skipped[0].to_string(), "key sym: symmetric key in a JWKS");
         assert!(set.by_kid("ec").unwrap().accepts(Algorithm::ES256));
         assert!(!set.by_kid("ec").unwrap().accepts(Algorithm::HS256));
     }
@@ -298,8 +347,11 @@ mod tests {
         .to_string();
         let set = KeySet::parse(body.as_bytes(), EmptyJwks::Keep).unwrap();
         assert_eq!(set.ids(), vec!["ok".to_string(), "ok-4096".to_string()]);
-        assert!(set.skipped[0].contains("8192 bits"), "{:?}", set.skipped);
-        assert!(set.skipped[1].contains("exponent"), "{:?}", set.skipped);
-        assert!(set.skipped[2].contains("1024 bits"), "{:?}", set.skipped);
+        let reasons: Vec<_> = set.skipped.iter().map(|skip| skip.reason.clone()).collect();
+        assert_eq!(
+            reasons,
+            [SkipReason::RsaModulusSize(8192), SkipReason::RsaExponent, SkipReason::RsaModulusSize(1024)]
+        );
+        assert_eq!(set.skipped[0].to_string(), "key huge: RSA modulus of 8192 bits (accepted: 2048 to 4096)");
     }
 }

@@ -9,7 +9,7 @@ mod store;
 use jsonwebtoken::Algorithm;
 
 pub use fetch::{FetchError, Fetched, Fetcher, RequestFailure};
-pub use jwks::{JwksError, KeyKind, KeySet, VerificationKey};
+pub use jwks::{JwksError, KeyKind, KeySet, SkipReason, SkippedKey, VerificationKey};
 pub use store::{IssuerKeys, KeyRuntime, KeyStatus};
 
 use std::future::Future;

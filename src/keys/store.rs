@@ -21,6 +21,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::fetch::{FetchError, Fetcher};
+use super::jwks::SkippedKey;
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
 use crate::config::RefreshConfig;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct KeyStatus {
     pub jwks_uri: Option<String>,
     pub fetches: u64,
     pub errors: u64,
+    /// JWKS entries of the installed set that were not loaded, with why.
+    pub skipped: Vec<SkippedKey>,
 }
 
 /// The on-demand fetch shared by every Check that waits for it, and when the
@@ -165,8 +168,8 @@ impl IssuerKeys {
         self.runtime.metrics.record_fetch(&self.name, result);
         match fetched {
             Ok(fetched) => {
-                for why in &fetched.keys.skipped {
-                    tracing::warn!(issuer = %self.name, reason = %why, "skipped JWKS entry");
+                for skipped in &fetched.keys.skipped {
+                    tracing::warn!(issuer = %self.name, key = %skipped, "skipped JWKS entry");
                 }
                 tracing::info!(issuer = %self.name, keys = ?fetched.keys.ids(), ttl_s = fetched.ttl.as_secs(), "keys refreshed");
                 self.install(fetched.keys, Some(fetched.jwks_uri));
@@ -187,6 +190,7 @@ impl IssuerKeys {
         {
             let mut status = self.status.lock().expect("status lock poisoned");
             status.key_ids = keys.ids();
+            status.skipped = keys.skipped.clone();
             status.last_refresh = Some(SystemTime::now());
             status.last_error = None;
             status.fetches += u64::from(jwks_uri.is_some());
