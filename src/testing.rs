@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::{EmptyJwks, IssuerConfig, RefreshConfig};
 use crate::dev::SigningKey;
 use crate::issuer::Issuer;
-use crate::keys::{FetchError, Fetched, KeyFetcher, KeyRuntime, KeySet};
+use crate::keys::{FetchError, Fetched, Jitter, KeyFetcher, KeyRuntime, KeySet};
 use crate::token::Clock;
 
 /// The time every test starts at.
@@ -47,16 +47,28 @@ pub fn jwks(keys: &[&SigningKey]) -> Value {
     json!({ "keys": keys.iter().map(|key| &key.jwk).collect::<Vec<_>>() })
 }
 
-/// Answers fetches from a script (the last answer repeats), counting them.
+/// Answers fetches from a script (the last answer repeats), counting them and
+/// noting when each started (tokio's clock).
 #[derive(Default)]
 pub struct ScriptedFetcher {
     script: Mutex<VecDeque<Answer>>,
     calls: AtomicU64,
+    started: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl ScriptedFetcher {
     pub fn new(answers: impl IntoIterator<Item = Answer>) -> Arc<Self> {
-        Arc::new(ScriptedFetcher { script: Mutex::new(answers.into_iter().collect()), calls: AtomicU64::new(0) })
+        Arc::new(ScriptedFetcher {
+            script: Mutex::new(answers.into_iter().collect()),
+            calls: AtomicU64::new(0),
+            started: Mutex::default(),
+        })
+    }
+
+    /// Seconds between the starts of consecutive fetches.
+    pub fn gaps(&self) -> Vec<f64> {
+        let started = self.started.lock().unwrap();
+        started.windows(2).map(|pair| (pair[1] - pair[0]).as_secs_f64()).collect()
     }
 
     /// Replaces what the next fetches answer.
@@ -82,6 +94,7 @@ impl KeyFetcher for ScriptedFetcher {
         refresh: &'a RefreshConfig,
     ) -> Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send + 'a>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.started.lock().unwrap().push(tokio::time::Instant::now());
         let answer = self.next();
         let url = jwks_uri.unwrap_or("https://idp.test/jwks").to_string();
         let empty = refresh.empty_jwks;
@@ -102,7 +115,13 @@ fn parse(document: &Value, empty: EmptyJwks, url: &str) -> Result<KeySet, FetchE
 
 /// A runtime on `fetcher` and a clock fixed at [`NOW`].
 pub fn runtime(fetcher: Arc<ScriptedFetcher>) -> KeyRuntime {
-    KeyRuntime { fetcher, changed: watch::channel(0).0, clock: Clock::fixed(NOW), metrics: Default::default() }
+    KeyRuntime {
+        fetcher,
+        changed: watch::channel(0).0,
+        clock: Clock::fixed(NOW),
+        jitter: Jitter::fixed(1.0),
+        metrics: Default::default(),
+    }
 }
 
 /// Issuer `idp` (id 0) compiled from the YAML of its settings.

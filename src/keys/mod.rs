@@ -2,12 +2,14 @@
 //! holds (`jwks`), and how they are kept fresh without ever blocking a Check
 //! on a background refresh (`store`).
 
+mod backoff;
 mod fetch;
 mod jwks;
 mod store;
 
 use jsonwebtoken::Algorithm;
 
+pub use backoff::{Backoff, Jitter};
 pub use fetch::{FetchError, Fetched, Fetcher, RequestFailure};
 pub use jwks::{JwksError, KeyKind, KeySet, SkipReason, SkippedKey, VerificationKey};
 pub use store::{IssuerKeys, KeyRuntime, KeyStatus};

@@ -6,7 +6,8 @@
 //! turn portcullis into a load generator against the IdP. A Check waits for it
 //! only `unknown_kid_wait_ms`: a slow IdP never holds a Check past Envoy's
 //! timeout, where `failure_mode_allow` could let it through.
-//! A failed fetch never discards the last good keys.
+//! A failed fetch never discards the last good keys; failed background
+//! fetches are retried with jittered exponential backoff ([`super::backoff`]).
 //!
 //! Refresh timing is tokio's time and the rate limit reads the runtime's
 //! [`Clock`], so tests drive both without waiting.
@@ -20,6 +21,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::backoff::{Backoff, Jitter};
 use super::fetch::{FetchError, Fetcher};
 use super::jwks::SkippedKey;
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
@@ -49,17 +51,15 @@ struct Refetch {
     last_finished: Option<u64>,
 }
 
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
-
-/// Where keys come from, what tells readiness they changed, the clock and the
-/// process-wide metrics; shared by every issuer of a policy and handed on to
-/// the policies after it.
+/// Where keys come from, what tells readiness they changed, the clock, the
+/// jitter of retries and the process-wide metrics; shared by every issuer of a
+/// policy and handed on to the policies after it.
 #[derive(Clone)]
 pub struct KeyRuntime {
     pub fetcher: Arc<dyn KeyFetcher>,
     pub changed: watch::Sender<u64>,
     pub clock: Clock,
+    pub jitter: Jitter,
     pub metrics: Arc<Metrics>,
 }
 
@@ -69,6 +69,7 @@ impl Default for KeyRuntime {
             fetcher: Arc::new(Fetcher::new()),
             changed: watch::channel(0).0,
             clock: Clock::system(),
+            jitter: Jitter::random(),
             metrics: Arc::default(),
         }
     }
@@ -256,8 +257,9 @@ impl IssuerKeys {
     }
 
     /// Starts keeping the keys fresh (once; later calls do nothing). The first
-    /// fetch happens at once; failures retry with backoff while the last good
-    /// keys stay. The task ends when the last policy using these keys is gone.
+    /// fetch happens at once; failures retry with jittered exponential backoff
+    /// while the last good keys stay. The task ends when the last policy using
+    /// these keys is gone.
     pub fn start_refresher(self: &Arc<Self>) {
         if self.remote().is_none() {
             return;
@@ -267,20 +269,16 @@ impl IssuerKeys {
             return;
         }
         let weak = Arc::downgrade(self);
+        let mut backoff = Backoff::new(&self.refresh);
         *slot = Some(tokio::spawn(async move {
-            let mut retry = FIRST_RETRY;
             loop {
                 let Some(keys) = weak.upgrade() else { return };
                 let wait = match keys.refresh().await {
                     Ok(ttl) => {
-                        retry = FIRST_RETRY;
+                        backoff.reset();
                         ttl
                     }
-                    Err(_) => {
-                        let wait = retry;
-                        retry = (retry * 2).min(MAX_RETRY);
-                        wait
-                    }
+                    Err(_) => backoff.after_failure(&keys.runtime.jitter),
                 };
                 drop(keys);
                 tokio::time::sleep(wait).await;
@@ -303,7 +301,11 @@ mod tests {
     use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
 
     fn keys(fetcher: &Arc<ScriptedFetcher>, refresh: &str) -> (Arc<IssuerKeys>, KeyRuntime) {
-        let runtime = runtime(fetcher.clone());
+        keys_with(fetcher, refresh, Jitter::fixed(1.0))
+    }
+
+    fn keys_with(fetcher: &Arc<ScriptedFetcher>, refresh: &str, jitter: Jitter) -> (Arc<IssuerKeys>, KeyRuntime) {
+        let runtime = KeyRuntime { jitter, ..runtime(fetcher.clone()) };
         let refresh: RefreshConfig =
             crate::config::value_de::from_value(&serde_saphyr::from_str(refresh).unwrap()).unwrap();
         let source = KeySource::Jwks(Some("https://idp.test/jwks".into()));
@@ -379,12 +381,62 @@ mod tests {
         assert_eq!((fetcher.calls(), ids(&keys)), (1, vec!["a".to_string()]));
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert_eq!(fetcher.calls(), 2, "the next fetch after the TTL");
-        // Failures retry after 0.5 s, 1 s, 2 s ...
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Failures retry after 1 s, 2 s, 4 s ... (the test runtime's jitter keeps the whole base).
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(fetcher.calls(), 3);
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(fetcher.calls(), 4);
         assert_eq!(ids(&keys), ["a"], "the last good keys stay");
+    }
+
+    /// Runs the refresher of an issuer whose IdP fails `failures` times and
+    /// then answers, and returns the gaps between its fetches.
+    async fn retry_gaps(refresh: &str, jitter: Jitter, failures: usize) -> Vec<f64> {
+        let mut script = vec![Answer::status(503); failures];
+        script.push(Answer::keys(&[&es256("a")]));
+        let fetcher = ScriptedFetcher::new(script);
+        let (keys, _) = keys_with(&fetcher, refresh, jitter);
+        keys.start_refresher();
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+        assert_eq!(ids(&keys), ["a"], "recovered by itself");
+        fetcher.gaps()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_refreshes_back_off_exponentially_with_jitter_up_to_the_cap() {
+        // The whole base (jitter 1): 1 s doubling, capped at five minutes with the default refresh maximum.
+        let gaps = retry_gaps("{}", Jitter::fixed(1.0), 12).await;
+        assert_eq!(gaps[..12], [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0]);
+        // A lower refresh maximum is the cap.
+        let gaps = retry_gaps("{ min_seconds: 1, max_seconds: 10 }", Jitter::fixed(1.0), 6).await;
+        assert_eq!(gaps[..6], [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]);
+        // Jitter spreads each wait over [base / 2, base]: replicas with other
+        // random draws retry at other moments.
+        let gaps = retry_gaps("{}", Jitter::fixed(0.0), 4).await;
+        assert_eq!(gaps[..4], [0.5, 1.0, 2.0, 4.0]);
+        let draws = std::sync::Mutex::new([0.5, 0.25, 1.0].into_iter().cycle());
+        let scripted = Jitter::from_fn(move || draws.lock().unwrap().next().unwrap());
+        let gaps = retry_gaps("{}", scripted, 4).await;
+        assert_eq!(gaps[..4], [0.75, 1.25, 4.0, 6.0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_success_the_schedule_starts_again_at_one_second() {
+        let a = es256("a");
+        let fetcher = ScriptedFetcher::new([
+            Answer::status(503),
+            Answer::status(503),
+            Answer::status(503),
+            Answer::keys(&[&a]),
+            Answer::status(503),
+            Answer::status(503),
+            Answer::keys(&[&a]),
+        ]);
+        let (keys, _) = keys(&fetcher, "{ default_seconds: 600 }");
+        keys.start_refresher();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        // 1 s, 2 s, 4 s, then keys (next fetch after the TTL), then 1 s, 2 s again.
+        assert_eq!(fetcher.gaps()[..6], [1.0, 2.0, 4.0, 600.0, 1.0, 2.0]);
     }
 
     #[tokio::test(start_paused = true)]
