@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::extract::ExtractError;
+use crate::keys::KeysUnavailable;
 use crate::request::RequestProblem;
 use crate::rules::Unmet;
 use crate::token::{TokenDigest, VerifiedToken};
@@ -103,7 +104,8 @@ pub enum DenyReason {
     MissingToken,
     Unreadable(ExtractError),
     InvalidToken(TokenError),
-    KeysUnavailable(Arc<str>),
+    /// No usable keys for the token's issuer (none yet, or stale): 503.
+    KeysUnavailable(KeysUnavailable),
     /// A valid token the backend's rules refuse (e.g. a Hasura role not allowed).
     Refused(Refusal),
     /// A request two parsers could read differently, or one larger than the limits.
@@ -170,7 +172,7 @@ impl DenyReason {
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::Unreadable(err) => err.to_string(),
             DenyReason::InvalidToken(err) => err.to_string(),
-            DenyReason::KeysUnavailable(issuer) => format!("keys of issuer {issuer} are not available yet"),
+            DenyReason::KeysUnavailable(unavailable) => unavailable.to_string(),
             DenyReason::Overloaded => "too many requests in progress; retry shortly".into(),
             DenyReason::Refused(refusal) => refusal.message.clone(),
             DenyReason::InvalidRequest(problem) => problem.description().into(),

@@ -1,8 +1,10 @@
-//! Readiness: SERVING once every issuer a route relies on has keys (SPEC section 8).
+//! Readiness: SERVING once every issuer a route relies on has keys (SPEC section 8),
+//! and NOT_SERVING again while an issuer's keys are stale (`refresh.max_stale_seconds`).
 //! One watcher keeps grpc.health.v1 and HTTP /readyz in agreement.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -12,6 +14,10 @@ use crate::authz::Authorizer;
 
 /// The service names Envoy and Kubernetes probes ask about.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// Keys go stale by the passing of time, which no event announces: readiness
+/// is also recomputed this often.
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Default)]
 pub struct Readiness {
@@ -23,7 +29,7 @@ impl Readiness {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Recomputes readiness whenever keys change, until the channel closes.
+    /// Recomputes readiness whenever keys change, and every [`RECHECK`], until the channel closes.
     pub fn spawn_watch(
         &self,
         authorizer: Arc<Authorizer>,
@@ -45,8 +51,13 @@ impl Readiness {
                     tracing::info!(ready = now_ready, "readiness changed");
                     last = Some(now_ready);
                 }
-                if keys_changed.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    changed = keys_changed.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    () = tokio::time::sleep(RECHECK) => {}
                 }
             }
         })

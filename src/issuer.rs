@@ -232,6 +232,15 @@ fn check_refresh(refresh: &RefreshConfig, problems: &mut Vec<Problem>) {
     if refresh.min_seconds == 0 || refresh.min_seconds > refresh.max_seconds {
         problems.push(Problem::new("refresh", "need 0 < min_seconds <= max_seconds"));
     }
+    // Keys refreshed as late as the IdP may ask (max_seconds) must not go stale first.
+    if let Some(max_stale) = refresh.max_stale_seconds
+        && max_stale < refresh.max_seconds
+    {
+        problems.push(Problem::new(
+            "refresh.max_stale_seconds",
+            format!("must be at least refresh.max_seconds ({})", refresh.max_seconds),
+        ));
+    }
     if refresh.fetch_timeout_ms == 0 {
         problems.push(Problem::new("refresh.fetch_timeout_ms", "must be greater than 0"));
     }
@@ -252,5 +261,40 @@ fn check_key_url(url: &str, key: &str, problems: &mut Vec<Problem>) {
         Ok(parsed) if parsed.scheme() == "https" => {}
         Ok(parsed) if parsed.scheme() == "http" && is_loopback_url(&parsed) => {}
         Ok(_) => problems.push(Problem::new(key, "keys must be fetched over https (http only for loopback)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IssuerConfig;
+    use crate::testing::{ScriptedFetcher, runtime};
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let value: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        let config: IssuerConfig = crate::config::value_de::from_value(&value).unwrap();
+        let runtime = runtime(ScriptedFetcher::new([]));
+        match Issuer::compile(0, "idp", &config, &runtime, None) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn max_stale_seconds_covers_at_least_the_longest_refresh_interval() {
+        let base = "{ issuer: 'https://idp.test', jwks_uri: 'https://idp.test/jwks', refresh: ";
+        assert_eq!(problems(&format!("{base}{{ max_stale_seconds: 86400 }} }}")), Vec::<String>::new());
+        assert_eq!(
+            problems(&format!("{base}{{ max_stale_seconds: 3600, max_seconds: 3600 }} }}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(&format!("{base}{{ max_stale_seconds: 3599, max_seconds: 3600 }} }}")),
+            ["refresh.max_stale_seconds: must be at least refresh.max_seconds (3600)"]
+        );
+        // Unset, it follows a raised max_seconds instead of refusing the config.
+        let refresh = RefreshConfig { max_seconds: 7 * 86_400, ..RefreshConfig::default() };
+        assert_eq!(refresh.max_stale(), 7 * 86_400);
+        assert_eq!(RefreshConfig::default().max_stale(), 86_400);
     }
 }

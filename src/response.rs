@@ -188,7 +188,11 @@ mod tests {
         for (reason, http, rpc) in [
             (DenyReason::MissingToken, 401, Code::Unauthenticated),
             (DenyReason::NoRoute, 403, Code::PermissionDenied),
-            (DenyReason::KeysUnavailable("idp".into()), 503, Code::Unavailable),
+            (
+                DenyReason::KeysUnavailable(crate::keys::KeysUnavailable::NotLoaded("idp".into())),
+                503,
+                Code::Unavailable,
+            ),
             (DenyReason::InvalidRequest(crate::request::RequestProblem::TooManyHeaders), 431, Code::PermissionDenied),
         ] {
             let rendered = plain::render(&reason);

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::escape::escape;
 use crate::issuer::Issuer;
-use crate::keys::{KeySet, VerificationKey};
+use crate::keys::{KeySet, KeysUnavailable, VerificationKey};
 use crate::token::{Clock, VerifiedToken};
 
 /// A token without `kid` is tried against at most this many keys of its type.
@@ -119,8 +119,8 @@ impl TokenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyFailure {
     Invalid(TokenError),
-    /// The issuer has no keys yet (IdP unreachable since start): a 503, not the client's fault.
-    KeysUnavailable(Arc<str>),
+    /// The issuer has no usable keys (none fetched yet, or stale): a 503, not the client's fault.
+    KeysUnavailable(KeysUnavailable),
 }
 
 impl From<TokenError> for VerifyFailure {
@@ -200,10 +200,10 @@ pub async fn verify(
     let Some(validation) = issuer.validation(alg) else {
         return Err(TokenError::DisallowedAlgorithm(format!("{alg:?}")).into());
     };
-    let Some(mut keys) = issuer.keys.current() else {
+    let mut keys = issuer.keys.usable().map_err(|unavailable| {
         issuer.keys.nudge();
-        return Err(VerifyFailure::KeysUnavailable(Arc::clone(&issuer.name)));
-    };
+        VerifyFailure::KeysUnavailable(unavailable)
+    })?;
     // Keys without any kid (a shared secret, a PEM key, a kid-less JWKS) cannot be
     // selected by kid: the token's kid is then ignored, as Hasura ignores it.
     let kid = parsed.kid.as_deref().filter(|_| keys.has_kids());
@@ -211,7 +211,7 @@ pub async fn verify(
         && keys.by_kid(kid).is_none()
         && issuer.keys.refetch_for_kid(kid).await
     {
-        keys = issuer.keys.current().expect("keys present after a successful refetch");
+        keys = issuer.keys.usable().map_err(VerifyFailure::KeysUnavailable)?;
     }
     let candidates = select_keys(&keys, alg, kid)?;
     let mut last_error = TokenError::BadSignature;
@@ -232,9 +232,9 @@ pub async fn verify(
 }
 
 /// Whether a remembered verification by `issuer` still holds: its key is still
-/// published and the token has not expired since.
+/// published, the keys are not stale, and the token has not expired since.
 pub fn still_valid(verified: &VerifiedToken, issuer: &Issuer, clock: &Clock) -> bool {
-    let key_present = issuer.keys.current().is_some_and(|keys| keys.contains_id(&verified.key_id));
+    let key_present = issuer.keys.usable().is_ok_and(|keys| keys.contains_id(&verified.key_id));
     key_present && verified.exp.saturating_add(issuer.leeway_seconds) >= clock.now()
 }
 
@@ -474,7 +474,7 @@ mod tests {
         let clock = Clock::fixed(NOW);
         assert_eq!(
             check(&a.sign(&claims(ISS, "x", 60)), &idp, &clock).await.unwrap_err(),
-            VerifyFailure::KeysUnavailable("idp".into())
+            VerifyFailure::KeysUnavailable(KeysUnavailable::NotLoaded("idp".into()))
         );
         idp.keys.refresh().await.unwrap();
 

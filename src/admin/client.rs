@@ -100,6 +100,9 @@ fn issuers(list: &[IssuerStatus]) -> String {
             if issuer.key_ids.is_empty() { "(none)".into() } else { issuer.key_ids.join(", ") }
         ));
         out.push_str(&format!("  last refresh: {age}; fetches: {}\n", issuer.fetches));
+        if issuer.stale {
+            out.push_str("  stale: yes (past refresh.max_stale_seconds; tokens get 503 until a fetch succeeds)\n");
+        }
         for skipped in &issuer.skipped_keys {
             let key = if skipped.kid.is_empty() { format!("#{}", skipped.index) } else { skipped.kid.clone() };
             out.push_str(&format!("  skipped key {key}: {}\n", skipped.reason));

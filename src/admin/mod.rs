@@ -135,5 +135,6 @@ fn issuer_status(issuer: &Issuer) -> IssuerStatus {
                 reason: skipped.reason.to_string(),
             })
             .collect(),
+        stale: status.stale,
     }
 }

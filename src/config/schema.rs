@@ -375,6 +375,22 @@ pub struct RefreshConfig {
     /// What an empty JWKS (`{"keys": []}`) means.
     #[serde(default)]
     pub empty_jwks: EmptyJwks,
+    /// How long fetched keys stay usable without a successful fetch; past it
+    /// the issuer's tokens get 503. See [`RefreshConfig::max_stale`].
+    #[serde(default)]
+    pub max_stale_seconds: Option<u64>,
+}
+
+impl RefreshConfig {
+    /// Default staleness budget: a day, as long as the longest refresh interval allowed by default.
+    pub const DEFAULT_MAX_STALE_SECONDS: u64 = 24 * 3600;
+
+    /// Seconds since the last successful fetch after which keys are stale:
+    /// `max_stale_seconds`, else a day or `max_seconds` if that is longer (keys
+    /// the IdP may ask us to keep that long must not go stale before their refresh).
+    pub fn max_stale(&self) -> u64 {
+        self.max_stale_seconds.unwrap_or(Self::DEFAULT_MAX_STALE_SECONDS.max(self.max_seconds))
+    }
 }
 
 /// An IdP that publishes no keys at all is either broken or revoking everything.
@@ -398,6 +414,7 @@ impl Default for RefreshConfig {
             unknown_kid_wait_ms: default_unknown_kid_wait(),
             fetch_timeout_ms: default_fetch_timeout(),
             empty_jwks: EmptyJwks::default(),
+            max_stale_seconds: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 pub use backoff::{Backoff, Jitter};
 pub use fetch::{FetchError, Fetched, Fetcher, RequestFailure};
 pub use jwks::{JwksError, KeyKind, KeySet, SkipReason, SkippedKey, VerificationKey};
-pub use store::{IssuerKeys, KeyRuntime, KeyStatus};
+pub use store::{IssuerKeys, KeyRuntime, KeyStatus, KeysUnavailable};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -6,12 +6,16 @@
 //! turn portcullis into a load generator against the IdP. A Check waits for it
 //! only `unknown_kid_wait_ms`: a slow IdP never holds a Check past Envoy's
 //! timeout, where `failure_mode_allow` could let it through.
-//! A failed fetch never discards the last good keys; failed background
-//! fetches are retried with jittered exponential backoff ([`super::backoff`]).
+//! A failed fetch never discards the last good keys, but keys are only
+//! trusted for `refresh.max_stale_seconds` after the last successful fetch:
+//! past it the issuer's tokens, cached ones included, get 503 and readiness
+//! drops until a fetch succeeds. Failed background fetches are retried with
+//! jittered exponential backoff ([`super::backoff`]).
 //!
-//! Refresh timing is tokio's time and the rate limit reads the runtime's
-//! [`Clock`], so tests drive both without waiting.
+//! Refresh timing is tokio's time; the rate limit and staleness read the
+//! runtime's [`Clock`], so tests drive both without waiting.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +44,27 @@ pub struct KeyStatus {
     pub errors: u64,
     /// JWKS entries of the installed set that were not loaded, with why.
     pub skipped: Vec<SkippedKey>,
+    /// Past `refresh.max_stale_seconds` since the last successful fetch.
+    pub stale: bool,
+}
+
+/// Why an issuer's tokens cannot be verified now: a 503, not the client's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysUnavailable {
+    /// No fetch has succeeded since start (or since the key source changed).
+    #[error("keys of issuer {0} are not available yet")]
+    NotLoaded(Arc<str>),
+    /// The last successful fetch is older than `refresh.max_stale_seconds`.
+    #[error("keys of issuer {issuer} are stale (last fetched {age_seconds} s ago)")]
+    Stale { issuer: Arc<str>, age_seconds: u64 },
+}
+
+impl KeysUnavailable {
+    pub fn issuer(&self) -> &Arc<str> {
+        match self {
+            KeysUnavailable::NotLoaded(issuer) | KeysUnavailable::Stale { issuer, .. } => issuer,
+        }
+    }
 }
 
 /// The on-demand fetch shared by every Check that waits for it, and when the
@@ -83,6 +108,11 @@ pub struct IssuerKeys {
     refresh: RefreshConfig,
     runtime: KeyRuntime,
     current: RwLock<Option<Arc<KeySet>>>,
+    /// When fetched keys were last installed, in seconds on the runtime's
+    /// clock (0: never); staleness counts from here.
+    fetched_at: AtomicU64,
+    /// Whether the stale state was already logged (reset by a successful fetch).
+    stale_logged: AtomicBool,
     status: Mutex<KeyStatus>,
     refetch: Mutex<Refetch>,
     refresher: Mutex<Option<JoinHandle<()>>>,
@@ -106,6 +136,8 @@ impl IssuerKeys {
             refresh,
             runtime,
             current: RwLock::new(None),
+            fetched_at: AtomicU64::new(0),
+            stale_logged: AtomicBool::new(false),
             status: Mutex::new(KeyStatus::default()),
             refetch: Mutex::new(Refetch::default()),
             refresher: Mutex::new(None),
@@ -122,13 +154,43 @@ impl IssuerKeys {
         self.issuer.as_deref() == issuer && &self.source == source && &self.refresh == refresh
     }
 
-    /// The keys as of now; `None` until the first successful fetch.
+    /// The keys as of now, stale or not; `None` until the first successful fetch.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.current.read().expect("key lock poisoned").clone()
     }
 
+    /// The keys a token may be verified with now: loaded, and fetched within
+    /// `refresh.max_stale_seconds`. Static keys (a secret, a PEM key) never go stale.
+    pub fn usable(&self) -> Result<Arc<KeySet>, KeysUnavailable> {
+        let keys = self.current().ok_or_else(|| KeysUnavailable::NotLoaded(Arc::clone(&self.name)))?;
+        match self.stale_age() {
+            None => Ok(keys),
+            Some(age_seconds) => {
+                if !self.stale_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        issuer = %self.name,
+                        age_s = age_seconds,
+                        max_stale_s = self.refresh.max_stale(),
+                        "keys are stale: tokens of this issuer get 503 until a fetch succeeds"
+                    );
+                }
+                Err(KeysUnavailable::Stale { issuer: Arc::clone(&self.name), age_seconds })
+            }
+        }
+    }
+
+    /// Seconds since the last successful fetch, when that is past the staleness budget.
+    fn stale_age(&self) -> Option<u64> {
+        self.remote()?;
+        let fetched_at = self.fetched_at.load(Ordering::Acquire);
+        let age = self.runtime.clock.now().saturating_sub(fetched_at);
+        (fetched_at != 0 && age > self.refresh.max_stale()).then_some(age)
+    }
+
     pub fn status(&self) -> KeyStatus {
-        self.status.lock().expect("status lock poisoned").clone()
+        let mut status = self.status.lock().expect("status lock poisoned").clone();
+        status.stale = self.stale_age().is_some();
+        status
     }
 
     fn remote(&self) -> Option<&Option<String>> {
@@ -197,7 +259,12 @@ impl IssuerKeys {
             status.fetches += u64::from(jwks_uri.is_some());
             status.jwks_uri = jwks_uri.as_deref().map(redact_url);
         }
+        // Fresh before the new keys are visible: a reader never sees them stale.
+        self.fetched_at.store(self.runtime.clock.now(), Ordering::Release);
         *self.current.write().expect("key lock poisoned") = Some(Arc::new(keys));
+        if self.stale_logged.swap(false, Ordering::Relaxed) {
+            tracing::info!(issuer = %self.name, "keys are fresh again");
+        }
         self.runtime.changed.send_modify(|generation| *generation += 1);
     }
 
@@ -221,7 +288,8 @@ impl IssuerKeys {
         self.knows(kid)
     }
 
-    /// No keys at all yet: ask for a fetch without making the Check wait.
+    /// No usable keys (none yet, or stale): ask for a fetch without making the
+    /// Check wait. Shares the unknown-kid refetch and its rate limit.
     pub fn nudge(self: &Arc<Self>) {
         if self.remote().is_some() {
             let _ = self.start_or_join_refetch();
@@ -256,6 +324,13 @@ impl IssuerKeys {
         self.current().is_some_and(|keys| keys.by_kid(kid).is_some())
     }
 
+    /// How long after a successful fetch the next one starts: the IdP's TTL
+    /// (already clamped to the refresh bounds), but at most half the staleness
+    /// budget, so one failed refresh never makes the keys stale.
+    fn next_refresh(&self, ttl: Duration) -> Duration {
+        ttl.min(Duration::from_millis(self.refresh.max_stale().saturating_mul(500)))
+    }
+
     /// Starts keeping the keys fresh (once; later calls do nothing). The first
     /// fetch happens at once; failures retry with jittered exponential backoff
     /// while the last good keys stay. The task ends when the last policy using
@@ -276,7 +351,7 @@ impl IssuerKeys {
                 let wait = match keys.refresh().await {
                     Ok(ttl) => {
                         backoff.reset();
-                        ttl
+                        keys.next_refresh(ttl)
                     }
                     Err(_) => backoff.after_failure(&keys.runtime.jitter),
                 };
@@ -437,6 +512,54 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         // 1 s, 2 s, 4 s, then keys (next fetch after the TTL), then 1 s, 2 s again.
         assert_eq!(fetcher.gaps()[..6], [1.0, 2.0, 4.0, 600.0, 1.0, 2.0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_comes_at_least_twice_per_staleness_budget() {
+        // The IdP asks for a day (max_seconds allows it); keys go stale after
+        // 25 h, so the refresher comes back after 12.5 h, not 24 h.
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")])]);
+        let (keys, _) = keys(
+            &fetcher,
+            "{ min_seconds: 86400, max_seconds: 86400, max_stale_seconds: 90000, default_seconds: 86400 }",
+        );
+        keys.start_refresher();
+        tokio::time::sleep(Duration::from_secs(2 * 86400)).await;
+        assert_eq!(fetcher.gaps()[..2], [45000.0, 45000.0]);
+    }
+
+    #[tokio::test]
+    async fn keys_past_max_stale_seconds_are_unusable_until_a_fetch_succeeds() {
+        let fetcher = ScriptedFetcher::new([Answer::keys(&[&es256("a")])]);
+        let (keys, runtime) = keys(&fetcher, "{ max_stale_seconds: 86400 }");
+        assert_eq!(keys.usable().unwrap_err(), KeysUnavailable::NotLoaded("idp".into()));
+        keys.refresh().await.unwrap();
+        fetcher.answer([Answer::status(503)]);
+        runtime.clock.advance(86400);
+        assert!(keys.usable().is_ok(), "exactly max_stale_seconds old: still usable");
+        assert!(!keys.status().stale);
+        assert!(keys.refresh().await.is_err());
+        runtime.clock.advance(1);
+        let stale = keys.usable().unwrap_err();
+        assert_eq!(stale, KeysUnavailable::Stale { issuer: "idp".into(), age_seconds: 86401 });
+        assert_eq!(stale.to_string(), "keys of issuer idp are stale (last fetched 86401 s ago)");
+        let status = keys.status();
+        assert!(status.stale && status.last_error.is_some());
+        assert_eq!(status.key_ids, ["a"], "the keys are kept, only not trusted");
+        fetcher.answer([Answer::keys(&[&es256("a")])]);
+        keys.refresh().await.unwrap();
+        assert!(keys.usable().is_ok() && !keys.status().stale);
+    }
+
+    #[tokio::test]
+    async fn static_keys_never_go_stale() {
+        let runtime = runtime(ScriptedFetcher::new([]));
+        let refresh = RefreshConfig { max_stale_seconds: Some(86400), ..RefreshConfig::default() };
+        let source = KeySource::Secret(b"a-shared-secret-of-at-least-32-bytes".to_vec());
+        let initial = source.static_keys().unwrap();
+        let keys = IssuerKeys::new("hs", None, source, refresh, runtime.clone(), initial);
+        runtime.clock.advance(10 * 86400);
+        assert!(keys.usable().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

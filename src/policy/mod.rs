@@ -140,9 +140,10 @@ impl Policy {
         })
     }
 
-    /// SERVING once every issuer in use has keys (SPEC section 8).
+    /// SERVING once every issuer in use has keys (SPEC section 8), and while
+    /// none of them is stale (`refresh.max_stale_seconds`).
     pub fn is_ready(&self) -> bool {
-        self.issuers_in_use().all(|issuer| issuer.keys.current().is_some())
+        self.issuers_in_use().all(|issuer| issuer.keys.usable().is_ok())
     }
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {

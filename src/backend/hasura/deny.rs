@@ -95,7 +95,8 @@ mod tests {
         let http = render(&DenyReason::InvalidToken(TokenError::Expired), false);
         assert_eq!(http.http_status, 401);
         assert!(http.challenge.unwrap().starts_with("Bearer error=\"invalid_token\""));
-        let unavailable = render(&DenyReason::KeysUnavailable("idp".into()), true);
+        let unavailable =
+            render(&DenyReason::KeysUnavailable(crate::keys::KeysUnavailable::NotLoaded("idp".into())), true);
         assert_eq!(unavailable.http_status, 503, "retry-later stays visible");
         let encoding = render(&DenyReason::InvalidToken(TokenError::Malformed(Malformed::PayloadNotBase64)), true);
         assert_eq!(

@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(code_and_message(claims), (401, "PGRST303".into(), "Parsing claims failed".into()));
         let header = DenyReason::InvalidToken(TokenError::Malformed(Malformed::HeaderNotJson));
         assert_eq!(code_and_message(header).1, "PGRST301");
-        assert_eq!(code_and_message(DenyReason::KeysUnavailable("idp".into())).0, 503);
+        assert_eq!(
+            code_and_message(DenyReason::KeysUnavailable(crate::keys::KeysUnavailable::NotLoaded("idp".into()))).0,
+            503
+        );
         let challenge = render(&DenyReason::InvalidToken(TokenError::Expired)).challenge.unwrap();
         assert_eq!(challenge, "Bearer error=\"invalid_token\", error_description=\"JWT expired\"");
     }
