@@ -1,5 +1,5 @@
 //! JWKS lifecycle against a real loopback issuer: discovery, caching, rotation,
-//! the unknown-kid rate limit, outages at start and after.
+//! the unknown-kid rate limit. Outages and other IdP faults: tests/idp_faults.rs.
 
 mod common;
 
@@ -7,9 +7,6 @@ use std::sync::Arc;
 
 use common::*;
 use jsonwebtoken::Algorithm;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const AUD: &str = "api";
 
@@ -20,21 +17,6 @@ fn config_with_interval(issuer: &DevIssuer, interval_seconds: u64) -> String {
         issuer.issuer(),
         issuer.jwks_uri()
     )
-}
-
-async fn health(running: &portcullis::server::Running, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.authz_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
-    let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
-    ServingStatus::try_from(response.status).unwrap()
-}
-
-async fn readyz(running: &portcullis::server::Running) -> u16 {
-    http_get(&format!("http://{}/readyz", running.http_addr)).await.0
 }
 
 #[tokio::test]
@@ -109,48 +91,6 @@ async fn a_flood_of_random_kids_causes_a_bounded_number_of_fetches() {
     }
     let refetches = issuer.jwks_fetches() - before;
     assert!((1..=2).contains(&refetches), "200 unknown kids caused {refetches} refetches");
-}
-
-#[tokio::test]
-async fn idp_down_at_start_is_not_serving_and_503_then_recovers() {
-    let key = SigningKey::generate(Algorithm::RS256, "k1");
-    let issuer = DevIssuer::start(&[&key]).await.unwrap();
-    issuer.set_up(false);
-    let running = start(&config_for(&issuer, AUD)).await;
-    let mut client = client(&running).await;
-    let token = key.sign(&issuer.claims("u", AUD, 300));
-
-    assert_eq!(health(&running, "").await, ServingStatus::NotServing);
-    assert_eq!(health(&running, "envoy.service.auth.v3.Authorization").await, ServingStatus::NotServing);
-    assert_eq!(readyz(&running).await, 503);
-    let response = check_token(&mut client, "/", &token).await;
-    let denied = assert_denied(&response, 503);
-    assert!(denied.body.contains("temporarily_unavailable"), "{}", denied.body);
-    assert_eq!(status_code(&response), 14, "UNAVAILABLE");
-    let status = running.authorizer.policy().issuer("idp").unwrap().keys.status();
-    assert!(status.last_error.as_deref().unwrap_or_default().contains("503"), "{status:?}");
-
-    issuer.set_up(true);
-    wait_until("keys after the IdP came back", || running.readiness.is_ready()).await;
-    assert_eq!(health(&running, "").await, ServingStatus::Serving);
-    assert_eq!(health(&running, "envoy.service.auth.v3.Authorization").await, ServingStatus::Serving);
-    assert_eq!(readyz(&running).await, 200);
-    assert_allowed(&check_token(&mut client, "/", &token).await);
-}
-
-#[tokio::test]
-async fn unreachable_idp_is_503_never_an_error_or_a_hang() {
-    // Nothing listens on this port once the probe listener is dropped.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "{LISTEN_ANY}issuers:\n  idp:\n    issuer: http://127.0.0.1:{port}\n    jwks_uri: http://127.0.0.1:{port}/jwks\nroutes:\n  - match: {{ prefix: / }}\n"
-    );
-    let running = start(&config).await;
-    let mut client = client(&running).await;
-    let key = SigningKey::generate(Algorithm::RS256, "k");
-    let claims = serde_json::json!({"iss": format!("http://127.0.0.1:{port}"), "exp": portcullis::token::Clock::system().now() + 60});
-    assert_denied(&check_token(&mut client, "/", &key.sign(&claims)).await, 503);
-    assert!(!running.readiness.is_ready());
 }
 
 #[tokio::test]
