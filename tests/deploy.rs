@@ -1212,7 +1212,7 @@ fn unknown_references(expr: &str, extra: &[String], exposition: &Exposition) -> 
                 unknown.push(format!("label {label} of {name}"));
                 continue;
             };
-            let words = value.split('|').all(|word| !word.is_empty() && word.chars().all(|c| is_ident(c)));
+            let words = value.split('|').all(|word| !word.is_empty() && word.chars().all(is_ident));
             if op.ends_with('=') || words {
                 for word in value.split('|').filter(|word| !values.contains(*word)) {
                     unknown.push(format!("{name}{{{label}=\"{word}\"}}"));
