@@ -71,6 +71,7 @@ mod tests {
     use super::*;
     use crate::testing::{Answer, NOW, ScriptedFetcher, claims, es256, issuer_with_id, runtime};
     use crate::token::digest;
+    use crate::token_cache::CacheBudget;
     use crate::verify::TokenError;
 
     const ISS: &str = "https://idp.test";
@@ -92,7 +93,7 @@ mod tests {
         for issuer in [&a, &b] {
             issuer.keys.refresh().await.unwrap();
         }
-        let cache = TokenCache::new(100, runtime.clock.clone(), Default::default());
+        let cache = TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default());
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
 
@@ -121,7 +122,7 @@ mod tests {
             &runtime,
         );
         idp.keys.refresh().await.unwrap();
-        let cache = TokenCache::new(100, runtime.clock.clone(), Default::default());
+        let cache = TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default());
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
         assert!(vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.is_ok());

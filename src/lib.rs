@@ -25,6 +25,7 @@ pub mod dev;
 pub mod escape;
 pub mod explain;
 pub mod extract;
+pub mod footprint;
 pub mod header;
 pub mod health;
 pub mod http;

@@ -97,6 +97,8 @@ pub struct State {
     pub ready: bool,
     pub generation: u64,
     pub cache_entries: u64,
+    /// The cache's estimate of the bytes its tokens hold (capped by `cache.max_bytes`).
+    pub cache_bytes: u64,
     pub issuers: Vec<IssuerState>,
 }
 
@@ -323,6 +325,9 @@ impl Collector for StateCollector {
         )?;
         let entries = clamp(state.cache_entries);
         gauge(&mut encoder, "token_cache_entries", "Verified tokens cached by the policy in force", None, entries)?;
+        let bytes = clamp(state.cache_bytes);
+        let help = "Estimated bytes the cached tokens hold, capped by cache.max_bytes";
+        gauge(&mut encoder, "token_cache_bytes", help, None, bytes)?;
         let issuers = &state.issuers;
         per_issuer(&mut encoder, issuers, "issuer_keys", "Verification keys loaded per issuer", None, |issuer| {
             Some(clamp(issuer.keys as u64))

@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::footprint;
+
 /// SHA-256 of the token: a collision would need a SHA-256 break, unlike a fast
 /// hash an attacker could aim at.
 pub type TokenDigest = [u8; 32];
@@ -63,6 +65,21 @@ const MAX_MEMO_ENTRIES: usize = 16;
 impl VerifiedToken {
     pub fn new(issuer: usize, key_id: String, exp: u64, claims: Map<String, Value>) -> Self {
         VerifiedToken { issuer, key_id, exp, claims, rules_view: OnceLock::new(), memo: Mutex::new(Vec::new()) }
+    }
+
+    /// Estimated bytes this token holds in the cache: itself, its key id and
+    /// its claims (the remembered rule outcomes and the CEL view of the claims
+    /// are added after insertion; [`crate::token_cache::CacheBudget`] allows for them).
+    pub fn footprint(&self) -> usize {
+        footprint::allocation(std::mem::size_of::<Self>() + 16)
+            + footprint::string(&self.key_id)
+            + footprint::object(&self.claims)
+    }
+
+    /// The footprint once CEL rules have read the token: the claims converted
+    /// for CEL take about as much again as the parsed claims (measured).
+    pub fn footprint_with_cel_view(&self) -> usize {
+        self.footprint() + footprint::object(&self.claims)
     }
 
     pub fn claim_str(&self, name: &str) -> Option<&str> {

@@ -20,9 +20,46 @@ pub type CacheKey = (TokenDigest, usize);
 
 pub struct TokenCache {
     cache: Option<Cache<CacheKey, Arc<VerifiedToken>>>,
-    capacity: u64,
+    budget: CacheBudget,
     /// Process-wide (shared with /metrics), so they survive reloads.
     counters: CacheCounters,
+}
+
+/// How much a cache may hold: `entries` entries and about `bytes` bytes
+/// (`cache.tokens`, `cache.max_bytes`), whichever binds first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheBudget {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What the cache itself spends per entry besides the value (its key, hash
+/// table slot, eviction and expiry bookkeeping): measured at about 250 bytes.
+const ENTRY_OVERHEAD: u64 = 256;
+
+impl CacheBudget {
+    /// Whether anything may be cached at all.
+    pub fn is_enabled(&self) -> bool {
+        self.entries > 0 && self.bytes > 0
+    }
+
+    /// moka caps the sum of one weight per entry. Weighing every entry at
+    /// least `bytes / entries` (rounded up) caps the count at `entries` and
+    /// the estimated bytes at `bytes` at once.
+    pub fn weight(&self, estimated_bytes: usize) -> u32 {
+        let floor = self.bytes.div_ceil(self.entries.max(1));
+        let weight = (estimated_bytes as u64).saturating_add(ENTRY_OVERHEAD).max(floor);
+        u32::try_from(weight).unwrap_or(u32::MAX)
+    }
+
+    /// A moka builder with this budget's weigher and capacity.
+    pub fn builder<K, V>(self, estimate: fn(&V) -> usize) -> moka::sync::CacheBuilder<K, V, Cache<K, V>>
+    where
+        K: Eq + std::hash::Hash + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        Cache::builder().max_capacity(self.bytes).weigher(move |_, value| self.weight(estimate(value)))
+    }
 }
 
 /// Counters for the admin API and metrics.
@@ -49,12 +86,16 @@ impl moka::Expiry<CacheKey, Arc<VerifiedToken>> for UntilExpiry {
 }
 
 impl TokenCache {
-    /// `capacity` 0 disables caching.
-    pub fn new(capacity: u64, clock: Clock, counters: CacheCounters) -> Self {
+    /// A budget of 0 entries or 0 bytes disables caching. `cel_views`: the
+    /// policy has CEL rules, so a cached token also comes to hold its claims
+    /// converted for CEL (about as large again), which its weight allows for.
+    pub fn new(budget: CacheBudget, cel_views: bool, clock: Clock, counters: CacheCounters) -> Self {
         let evictions = counters.evictions.clone();
-        let cache = (capacity > 0).then(|| {
-            Cache::builder()
-                .max_capacity(capacity)
+        let weigh: fn(&Arc<VerifiedToken>) -> usize =
+            if cel_views { |token| token.footprint_with_cel_view() } else { |token| token.footprint() };
+        let cache = budget.is_enabled().then(|| {
+            budget
+                .builder(weigh)
                 .expire_after(UntilExpiry { clock })
                 .eviction_listener(move |_, _, cause| {
                     if cause == RemovalCause::Size {
@@ -63,7 +104,7 @@ impl TokenCache {
                 })
                 .build()
         });
-        TokenCache { cache, capacity, counters }
+        TokenCache { cache, budget, counters }
     }
 
     pub fn get(&self, key: &CacheKey) -> Option<Arc<VerifiedToken>> {
@@ -100,7 +141,7 @@ impl TokenCache {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.budget.entries
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -108,8 +149,17 @@ impl TokenCache {
             entries: self.entry_count(),
             hits: self.counters.hits.get(),
             misses: self.counters.misses.get(),
-            capacity: self.capacity,
+            capacity: self.budget.entries,
         }
+    }
+
+    /// Estimated bytes held, as weighed against `cache.max_bytes` (settles
+    /// moka's pending bookkeeping first; for status, not the hot path).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.weighted_size()
+        })
     }
 
     /// Exact count (settles moka's pending bookkeeping first; for status, not the hot path).
@@ -125,13 +175,17 @@ impl TokenCache {
 mod tests {
     use super::*;
 
+    fn entries(entries: u64) -> CacheBudget {
+        CacheBudget { entries, bytes: 1 << 30 }
+    }
+
     fn token(issuer: usize, key_id: &str, exp: u64) -> Arc<VerifiedToken> {
         Arc::new(VerifiedToken::new(issuer, key_id.into(), exp, Default::default()))
     }
 
     #[test]
     fn entries_are_per_issuer_and_counted() {
-        let cache = TokenCache::new(10, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
         let digest = crate::token::digest("t");
         cache.insert((digest, 0), token(0, "k", 2_000));
         assert!(cache.get(&(digest, 0)).is_some());
@@ -142,7 +196,7 @@ mod tests {
 
     #[test]
     fn purge_drops_tokens_of_removed_keys_for_that_issuer_only() {
-        let cache = TokenCache::new(10, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
         let (a, b) = (crate::token::digest("a"), crate::token::digest("b"));
         cache.insert((a, 0), token(0, "old", 2_000));
         cache.insert((b, 0), token(0, "new", 2_000));
@@ -155,7 +209,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_remembers_nothing() {
-        let cache = TokenCache::new(0, Clock::system(), CacheCounters::default());
+        let cache = TokenCache::new(entries(0), false, Clock::system(), CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", u64::MAX));
         assert!(cache.get(&key).is_none());
@@ -165,11 +219,43 @@ mod tests {
     #[test]
     fn an_entry_lives_until_its_token_expires_by_the_clock() {
         let clock = Clock::fixed(1_000);
-        let cache = TokenCache::new(10, clock, CacheCounters::default());
+        let cache = TokenCache::new(entries(10), false, clock, CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", 1_000));
         assert!(cache.get(&key).is_none(), "expiring now: not kept");
         cache.insert(key, token(0, "k", u64::MAX));
         assert!(cache.get(&key).is_some(), "an absurd exp is capped, not an overflow");
+    }
+
+    fn claims_of(bytes: usize) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({ "sub": "x".repeat(bytes) }).as_object().cloned().expect("an object")
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_large_tokens_and_the_entry_budget_small_ones() {
+        let budget = CacheBudget { entries: 1_000, bytes: 100_000 };
+        let cache = TokenCache::new(budget, false, Clock::fixed(1_000), CacheCounters::default());
+        for n in 0..200 {
+            let large = VerifiedToken::new(0, "k".into(), 2_000, claims_of(4_000));
+            cache.insert((crate::token::digest(&n.to_string()), 0), Arc::new(large));
+        }
+        let count = cache.entry_count();
+        assert!(count > 0 && count <= 100_000 / 4_000, "about 4 KiB each within 100 KB: {count}");
+
+        let cache = TokenCache::new(CacheBudget { entries: 10, bytes: 1 << 30 }, false, Clock::fixed(1_000), CacheCounters::default());
+        for n in 0..200 {
+            cache.insert((crate::token::digest(&n.to_string()), 0), token(0, "k", 2_000));
+        }
+        assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
+    }
+
+    #[test]
+    fn every_entry_weighs_at_least_its_share_of_the_bytes() {
+        let budget = CacheBudget { entries: 100, bytes: 1_000_000 };
+        assert_eq!(budget.weight(0), 10_000);
+        assert_eq!(budget.weight(50_000), 50_000 + ENTRY_OVERHEAD as u32);
+        assert_eq!(CacheBudget { entries: 3, bytes: 10 }.weight(0), ENTRY_OVERHEAD as u32);
+        assert_eq!(budget.weight(usize::MAX), u32::MAX);
+        assert!(!CacheBudget { entries: 0, bytes: 1 }.is_enabled() && !CacheBudget { entries: 1, bytes: 0 }.is_enabled());
     }
 }

@@ -489,6 +489,18 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
     })
     .await
     .unwrap();
+    // A refresh whose fetch fails is not an RPC error, but the CLI exits non-zero
+    // (a script rotating keys must not believe the new key set is in force).
+    issuer.set_up(false);
+    let served = tokio::task::spawn_blocking(move || {
+        let (code, _, stderr) = served.admin_cli(&["refresh", "a"], Some(TOKEN));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("fetching the keys of a failed; the old keys stay") && stderr.contains("keys: k1"), "{stderr}");
+        served
+    })
+    .await
+    .unwrap();
+    issuer.set_up(true);
     assert_denied(&check(&mut client, request("GET", "/b/x", &[])).await, 403);
 
     // SIGHUP: the new route applies without a restart.

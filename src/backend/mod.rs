@@ -17,6 +17,7 @@ use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::request::HttpRequest;
 use crate::token::{Clock, TokenDigest, VerifiedToken};
+use crate::token_cache::CacheBudget;
 
 /// Request-header changes for Envoy: set (overwrite) and remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl Backend {
     pub fn compile(
         name: &str,
         config: &BackendConfig,
-        cache_capacity: u64,
+        cache_budget: CacheBudget,
         clock: &Clock,
         metrics: &Metrics,
     ) -> Result<Backend, Vec<Problem>> {
@@ -94,7 +95,7 @@ impl Backend {
             BackendConfig::Hasura(hasura) => hasura::HasuraBackend::compile(hasura).map(Backend::Hasura),
             BackendConfig::Supabase(supabase) => {
                 let counters = metrics.mint_counters(name);
-                supabase::SupabaseBackend::compile(supabase, cache_capacity, clock, counters).map(Backend::Supabase)
+                supabase::SupabaseBackend::compile(supabase, cache_budget, clock, counters).map(Backend::Supabase)
             }
         }
     }
@@ -120,6 +121,14 @@ impl Backend {
         match self {
             Backend::Hasura(hasura) => hasura.authorize(auth),
             Backend::Supabase(supabase) => supabase.authorize(auth),
+        }
+    }
+
+    /// Estimated bytes held by this backend's own cache (Supabase's minted tokens).
+    pub fn cache_weighted_bytes(&self) -> u64 {
+        match self {
+            Backend::Hasura(_) => 0,
+            Backend::Supabase(supabase) => supabase.minted.weighted_bytes(),
         }
     }
 

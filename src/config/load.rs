@@ -76,6 +76,9 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let listen = section::<Listen>(top.get("listen"), "listen", problems).unwrap_or_default();
     let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
     let cache = section::<CacheConfig>(top.get("cache"), "cache", problems).unwrap_or_default();
+    if cache.max_bytes == 0 {
+        problems.push("cache.max_bytes", "must be greater than 0 (`tokens: 0` turns the cache off)");
+    }
     let limits = section::<LimitsConfig>(top.get("limits"), "limits", problems).unwrap_or_default();
     for (key, value) in [
         ("max_headers", limits.max_headers),

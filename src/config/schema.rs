@@ -84,16 +84,25 @@ pub struct AdminConfig {
 pub struct CacheConfig {
     #[serde(default = "default_token_cache")]
     pub tokens: u64,
+    /// About how many bytes the cached tokens may take (estimated per token).
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { tokens: default_token_cache() }
+        CacheConfig { tokens: default_token_cache(), max_bytes: default_cache_bytes() }
     }
 }
 
 fn default_token_cache() -> u64 {
     100_000
+}
+
+/// 256 MiB: room for tens of thousands of typical tokens, well inside the
+/// deployment's 512 MiB memory limit.
+fn default_cache_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// How much of a request portcullis reads. Envoy's own defaults (100 headers,

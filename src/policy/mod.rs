@@ -22,7 +22,7 @@ use crate::keys::KeyRuntime;
 use crate::metrics;
 use crate::route::{Names, Route, Router};
 use crate::tls::ReloadingTls;
-use crate::token_cache::TokenCache;
+use crate::token_cache::{CacheBudget, TokenCache};
 
 pub use summary::summary;
 
@@ -74,6 +74,7 @@ impl Policy {
             config.listen.tls.as_ref().and_then(|files| {
                 ReloadingTls::load(files).map_err(|message| problems.push("listen.tls", message)).ok()
             });
+        let cache_budget = CacheBudget { entries: config.cache.tokens, bytes: config.cache.max_bytes };
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
             .iter()
@@ -88,7 +89,7 @@ impl Policy {
             .backends
             .iter()
             .filter_map(|(name, backend)| {
-                let compiled = Backend::compile(name, backend, config.cache.tokens, &runtime.clock, &runtime.metrics);
+                let compiled = Backend::compile(name, backend, cache_budget, &runtime.clock, &runtime.metrics);
                 Some((name.clone(), Arc::new(problems.take(&config::join_path("backends", name), compiled)?)))
             })
             .collect();
@@ -107,6 +108,7 @@ impl Policy {
         if !problems.is_empty() {
             return Err(problems.into_vec());
         }
+        let cel_views = routes.iter().any(|route| route.requirements.as_ref().is_some_and(|rules| rules.when_source().is_some()));
         Ok(Policy {
             generation: previous.map_or(1, |old| old.generation + 1),
             listen: config.listen.clone(),
@@ -114,7 +116,7 @@ impl Policy {
             issuers,
             backends,
             router: Router::new(routes),
-            cache: TokenCache::new(config.cache.tokens, runtime.clock.clone(), runtime.metrics.cache_counters()),
+            cache: TokenCache::new(cache_budget, cel_views, runtime.clock.clone(), runtime.metrics.cache_counters()),
             limits: config.limits.clone(),
             tls,
             decision_log: config.decision_log.clone(),
@@ -165,7 +167,8 @@ impl Policy {
                 }
             })
             .collect();
-        metrics::State { ready, generation: self.generation, cache_entries: self.cache.entry_count(), issuers }
+        let (cache_entries, cache_bytes) = (self.cache.entry_count(), self.cache.weighted_bytes());
+        metrics::State { ready, generation: self.generation, cache_entries, cache_bytes, issuers }
     }
 
     /// Fetches keys, concurrently and each within a bound, for issuers that have
@@ -284,6 +287,19 @@ mod tests {
     use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
 
     const CONFIG: &str = "issuers:\n  idp: { issuer: 'https://idp.test', jwks_uri: 'https://idp.test/jwks' }\nroutes:\n  - match: { prefix: / }\n";
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes_which_must_be_positive() {
+        let fetcher = ScriptedFetcher::new([]);
+        let err = compile_text("cache: { max_bytes: 0 }\nroutes: []\n", "t", &runtime(fetcher.clone()), None).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems, ["cache.max_bytes: must be greater than 0 (`tokens: 0` turns the cache off)"]);
+        let policy = compile_text("cache: { max_bytes: 1000 }\nroutes: []\n", "t", &runtime(fetcher), None).unwrap();
+        let claims = serde_json::json!({"sub": "x".repeat(2000)}).as_object().cloned().unwrap();
+        let token = Arc::new(crate::token::VerifiedToken::new(0, "k".into(), u64::MAX, claims));
+        policy.cache.insert((crate::token::digest("t"), 0), token);
+        assert_eq!(policy.cache.entry_count(), 0, "a token estimated above max_bytes is not kept");
+    }
 
     #[test]
     fn one_run_reports_parse_and_compile_problems_by_path() {

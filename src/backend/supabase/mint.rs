@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 
 use crate::metrics::MintCounters;
 use crate::token::{Clock, TokenDigest};
-use crate::token_cache::CacheKey;
+use crate::footprint;
+use crate::token_cache::{CacheBudget, CacheKey};
 
 /// A key that signs minted tokens.
 #[derive(Clone)]
@@ -65,6 +66,12 @@ pub struct Minted {
     pub exp: u64,
 }
 
+impl Minted {
+    fn footprint(minted: &Arc<Minted>) -> usize {
+        footprint::allocation(std::mem::size_of::<Minted>() + 16) + footprint::string(&minted.token)
+    }
+}
+
 /// Minted tokens by IdP token and the issuer that verified it (the minted
 /// `app_metadata.provider` names it); entries leave shortly before they expire.
 pub struct MintCache {
@@ -87,12 +94,20 @@ impl moka::Expiry<CacheKey, Arc<Minted>> for UntilRefresh {
 }
 
 impl MintCache {
-    /// `capacity` 0 disables reuse (every request mints); `margin` is how long
-    /// before `exp` a minted token is replaced.
-    pub fn new(capacity: u64, margin: u64, clock: Clock, counters: MintCounters) -> Self {
+    /// An empty budget disables reuse (every request mints); `margin` is how
+    /// long before `exp` a minted token is replaced.
+    pub fn new(budget: CacheBudget, margin: u64, clock: Clock, counters: MintCounters) -> Self {
         let expiry = UntilRefresh { margin, clock: clock.clone() };
-        let by_token = (capacity > 0).then(|| Cache::builder().max_capacity(capacity).expire_after(expiry).build());
+        let by_token = budget.is_enabled().then(|| budget.builder(Minted::footprint).expire_after(expiry).build());
         MintCache { by_token, anonymous: Mutex::new(None), margin, clock, counters }
+    }
+
+    /// Estimated bytes held (settles moka's pending bookkeeping first).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.by_token.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.weighted_size()
+        })
     }
 
     /// Mints (counted, in its own trace span) or returns `None` when `mint` fails.

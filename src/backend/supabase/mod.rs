@@ -20,6 +20,7 @@ use crate::jsonpath::JsonPath;
 use crate::metrics::MintCounters;
 use crate::request::HttpRequest;
 use crate::token::Clock;
+use crate::token_cache::CacheBudget;
 use mint::{MintCache, Minted, Signer, UserClaims, anonymous_claims, session_id_from};
 
 const DEFAULT_APP_METADATA: [(&str, &str); 6] = [
@@ -45,7 +46,7 @@ pub struct SupabaseBackend {
     minted_issuer: String,
     app_metadata: ClaimMapping,
     user_metadata: ClaimMapping,
-    minted: MintCache,
+    pub(super) minted: MintCache,
     clock: Clock,
 }
 
@@ -55,7 +56,7 @@ impl SupabaseBackend {
     /// `cache_capacity` bounds minted-token reuse.
     pub fn compile(
         config: &SupabaseBackendConfig,
-        cache_capacity: u64,
+        cache_budget: CacheBudget,
         clock: &Clock,
         counters: MintCounters,
     ) -> Result<Self, Vec<Problem>> {
@@ -107,7 +108,7 @@ impl SupabaseBackend {
             minted_issuer: config.minted_issuer.clone(),
             app_metadata,
             user_metadata,
-            minted: MintCache::new(cache_capacity, margin, clock.clone(), counters),
+            minted: MintCache::new(cache_budget, margin, clock.clone(), counters),
             clock: clock.clone(),
         })
     }
