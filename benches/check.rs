@@ -15,6 +15,7 @@
 //! | `wire_rs256_cache_hit`| CheckRequest -> request -> `decide` -> CheckResponse -> protobuf bytes |
 //! | `check_rs256_cache_hit` | `Authorizer::check` (what the gRPC handler runs: decide, then metrics and logs) -> protobuf bytes, tracing off |
 //! | `check_traced_rs256_cache_hit` | the same with tracing on, sample ratio 1.0, exporting to a collector that is not there |
+//! | `check_allow_logged`, `check_deny_logged` | `Authorizer::check` of the cached allow and of a garbage-token deny under a production-like fmt subscriber (info, to a sink) |
 //! | `crypto_*`            | the signature check alone: aws-lc-rs with a key parsed once          |
 //!
 //! jsonwebtoken parses the public key again on every verification; the
@@ -305,6 +306,29 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
             });
         });
     }
+    // The same two paths under a production-like fmt subscriber (info, trace
+    // spans off, writing to a sink): an allow, and a deny, whose log line is
+    // budgeted (10 a second) where it used to be written for every deny.
+    let logged = tracing::Dispatch::new(
+        tracing_subscriber::fmt().with_writer(std::io::sink).with_env_filter("info,portcullis::trace=off").finish(),
+    );
+    let garbage_wire = check_request("Bearer not-a-jwt");
+    for (id, request) in [("check_allow_logged", &wire), ("check_deny_logged", &garbage_wire)] {
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let elapsed = tracing::dispatcher::with_default(&logged, || {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            black_box(fixture.cached.check(black_box(request), Admitted(true)).await.encode_to_vec());
+                        }
+                        start.elapsed()
+                    })
+                });
+                record(samples, id, elapsed, iters)
+            });
+        });
+    }
     group.bench_function("wire_rs256_cache_hit", |b| {
         b.iter_custom(|iters| {
             let elapsed = runtime.block_on(async {
@@ -415,6 +439,8 @@ fn print_ratios(samples: &Samples) {
         "wire_rs256_cache_hit",
         "check_rs256_cache_hit",
         "check_traced_rs256_cache_hit",
+        "check_allow_logged",
+        "check_deny_logged",
         "crypto_rs256",
         "crypto_es256",
         "crypto_eddsa",
