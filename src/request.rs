@@ -11,6 +11,7 @@
 //! percent-decoded once, without `;` path parameters.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttpRequest;
@@ -85,6 +86,8 @@ impl HttpRequest {
     }
 
     fn copy_headers(&mut self, http: &EnvoyHttpRequest) {
+        let raw = http.header_map.as_ref().map_or(0, |map| map.headers.len());
+        self.headers.reserve(http.headers.len() + raw);
         for (name, value) in &http.headers {
             self.add_header(name, value);
         }
@@ -100,15 +103,15 @@ impl HttpRequest {
     }
 
     fn add_header(&mut self, name: &str, value: &str) {
-        let name = name.to_ascii_lowercase();
-        match self.headers.get_mut(&name) {
+        match self.headers.entry(name.to_ascii_lowercase()) {
             // Same joining rule as Envoy's headers map, so both encodings agree.
-            Some(existing) => {
+            Entry::Occupied(mut existing) => {
+                let existing = existing.get_mut();
                 existing.push(',');
                 existing.push_str(value);
             }
-            None => {
-                self.headers.insert(name, value.to_string());
+            Entry::Vacant(slot) => {
+                slot.insert(value.to_string());
             }
         }
     }

@@ -234,8 +234,9 @@ pub async fn verify(
 /// Whether a remembered verification by `issuer` still holds: its key is still
 /// published, the keys are not stale, and the token has not expired since.
 pub fn still_valid(verified: &VerifiedToken, issuer: &Issuer, clock: &Clock) -> bool {
-    let key_present = issuer.keys.usable().is_ok_and(|keys| keys.contains_id(&verified.key_id));
-    key_present && verified.exp.saturating_add(issuer.leeway_seconds) >= clock.now()
+    let now = clock.now();
+    let key_present = issuer.keys.usable_at(now).is_ok_and(|keys| keys.contains_id(&verified.key_id));
+    key_present && verified.exp.saturating_add(issuer.leeway_seconds) >= now
 }
 
 fn select_keys<'k>(

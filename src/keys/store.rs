@@ -162,8 +162,14 @@ impl IssuerKeys {
     /// The keys a token may be verified with now: loaded, and fetched within
     /// `refresh.max_stale_seconds`. Static keys (a secret, a PEM key) never go stale.
     pub fn usable(&self) -> Result<Arc<KeySet>, KeysUnavailable> {
+        self.usable_at(self.runtime.clock.now())
+    }
+
+    /// [`Self::usable`] at `now` (the runtime clock's reading, taken once per
+    /// Check by callers that need it for more than this).
+    pub fn usable_at(&self, now: u64) -> Result<Arc<KeySet>, KeysUnavailable> {
         let keys = self.current().ok_or_else(|| KeysUnavailable::NotLoaded(Arc::clone(&self.name)))?;
-        match self.stale_age() {
+        match self.stale_age(now) {
             None => Ok(keys),
             Some(age_seconds) => {
                 if !self.stale_logged.swap(true, Ordering::Relaxed) {
@@ -180,16 +186,16 @@ impl IssuerKeys {
     }
 
     /// Seconds since the last successful fetch, when that is past the staleness budget.
-    fn stale_age(&self) -> Option<u64> {
+    fn stale_age(&self, now: u64) -> Option<u64> {
         self.remote()?;
         let fetched_at = self.fetched_at.load(Ordering::Acquire);
-        let age = self.runtime.clock.now().saturating_sub(fetched_at);
+        let age = now.saturating_sub(fetched_at);
         (fetched_at != 0 && age > self.refresh.max_stale()).then_some(age)
     }
 
     pub fn status(&self) -> KeyStatus {
         let mut status = self.status.lock().expect("status lock poisoned").clone();
-        status.stale = self.stale_age().is_some();
+        status.stale = self.stale_age(self.runtime.clock.now()).is_some();
         status
     }
 
