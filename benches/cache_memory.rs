@@ -76,7 +76,8 @@ fn resident_bytes() -> u64 {
 /// the caches' estimate per token, token length).
 fn measure(path: &str, count: usize) -> (f64, f64, usize) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let policy = portcullis::policy::parse_str(&config(path == "/rules"), "memory bench").unwrap_or_else(|err| panic!("{err}"));
+    let policy =
+        portcullis::policy::parse_str(&config(path == "/rules"), "memory bench").unwrap_or_else(|err| panic!("{err}"));
     let authorizer = Authorizer::new(policy);
     let tokens: Vec<String> = (0..count).map(token).collect();
     let requests: Vec<HttpRequest> = tokens
@@ -86,7 +87,12 @@ fn measure(path: &str, count: usize) -> (f64, f64, usize) {
     // Warm up allocator arenas and lazily built state on a few extra tokens.
     runtime.block_on(async {
         for n in 0..64 {
-            let warm = HttpRequest::new("GET", path, "api.example.com", [("authorization", &*format!("Bearer {}", token(count + n)))]);
+            let warm = HttpRequest::new(
+                "GET",
+                path,
+                "api.example.com",
+                [("authorization", &*format!("Bearer {}", token(count + n)))],
+            );
             authorizer.decide(&warm).await;
         }
     });
@@ -101,7 +107,8 @@ fn measure(path: &str, count: usize) -> (f64, f64, usize) {
     let cached = policy.cache.entry_count();
     assert!(cached >= count as u64, "every token cached: {cached}");
     let after = resident_bytes();
-    let estimated = policy.cache.weighted_bytes() + policy.backends.values().map(|backend| backend.cache_weighted_bytes()).sum::<u64>();
+    let estimated = policy.cache.weighted_bytes()
+        + policy.backends.values().map(|backend| backend.cache_weighted_bytes()).sum::<u64>();
     // The measured growth includes the cache; the tokens and requests were allocated before.
     let per_token = |bytes: u64| bytes as f64 / count as f64;
     (per_token(after.saturating_sub(before)), per_token(estimated), tokens[0].len())
@@ -122,7 +129,8 @@ fn main() {
     println!("resident memory per distinct cached token ({count} tokens per route kind)");
     println!("| route | token bytes | RSS per cached token | estimated (weighed against cache.max_bytes) |");
     println!("|---|---:|---:|---:|");
-    let kinds = [("plain", "/plain"), ("CEL rule", "/rules"), ("hasura", "/v1/graphql"), ("supabase", "/rest/v1/items")];
+    let kinds =
+        [("plain", "/plain"), ("CEL rule", "/rules"), ("hasura", "/v1/graphql"), ("supabase", "/rest/v1/items")];
     for (name, path) in kinds {
         let output = Command::new(&exe).args(["--measure", path, &count.to_string()]).output().expect("measure run");
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -93,7 +93,12 @@ mod tests {
         for issuer in [&a, &b] {
             issuer.keys.refresh().await.unwrap();
         }
-        let cache = TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default());
+        let cache = TokenCache::new(
+            CacheBudget { entries: 100, bytes: 1 << 30 },
+            false,
+            runtime.clock.clone(),
+            Default::default(),
+        );
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
 
@@ -122,7 +127,12 @@ mod tests {
             &runtime,
         );
         idp.keys.refresh().await.unwrap();
-        let cache = TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default());
+        let cache = TokenCache::new(
+            CacheBudget { entries: 100, bytes: 1 << 30 },
+            false,
+            runtime.clock.clone(),
+            Default::default(),
+        );
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
         assert!(vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.is_ok());

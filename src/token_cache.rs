@@ -242,7 +242,12 @@ mod tests {
         let count = cache.entry_count();
         assert!(count > 0 && count <= 100_000 / 4_000, "about 4 KiB each within 100 KB: {count}");
 
-        let cache = TokenCache::new(CacheBudget { entries: 10, bytes: 1 << 30 }, false, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(
+            CacheBudget { entries: 10, bytes: 1 << 30 },
+            false,
+            Clock::fixed(1_000),
+            CacheCounters::default(),
+        );
         for n in 0..200 {
             cache.insert((crate::token::digest(&n.to_string()), 0), token(0, "k", 2_000));
         }
@@ -256,6 +261,8 @@ mod tests {
         assert_eq!(budget.weight(50_000), 50_000 + ENTRY_OVERHEAD as u32);
         assert_eq!(CacheBudget { entries: 3, bytes: 10 }.weight(0), ENTRY_OVERHEAD as u32);
         assert_eq!(budget.weight(usize::MAX), u32::MAX);
-        assert!(!CacheBudget { entries: 0, bytes: 1 }.is_enabled() && !CacheBudget { entries: 1, bytes: 0 }.is_enabled());
+        assert!(
+            !CacheBudget { entries: 0, bytes: 1 }.is_enabled() && !CacheBudget { entries: 1, bytes: 0 }.is_enabled()
+        );
     }
 }

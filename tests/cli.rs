@@ -495,7 +495,10 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
     let served = tokio::task::spawn_blocking(move || {
         let (code, _, stderr) = served.admin_cli(&["refresh", "a"], Some(TOKEN));
         assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.contains("fetching the keys of a failed; the old keys stay") && stderr.contains("keys: k1"), "{stderr}");
+        assert!(
+            stderr.contains("fetching the keys of a failed; the old keys stay") && stderr.contains("keys: k1"),
+            "{stderr}"
+        );
         served
     })
     .await

@@ -71,13 +71,19 @@ async fn call(args: &AdminArgs) -> Result<String, tonic::Status> {
             let out = issuers(&refreshed.issuers);
             // A failed fetch keeps the old keys and is not an RPC error; a script
             // that refreshes (after a key rotation, say) must still learn of it.
-            let failed: Vec<&str> =
-                refreshed.issuers.iter().filter(|issuer| !issuer.last_error.is_empty()).map(|issuer| &*issuer.name).collect();
+            let failed: Vec<&str> = refreshed
+                .issuers
+                .iter()
+                .filter(|issuer| !issuer.last_error.is_empty())
+                .map(|issuer| &*issuer.name)
+                .collect();
             if failed.is_empty() {
                 Ok(out)
             } else {
                 let names = failed.join(", ");
-                Err(tonic::Status::unavailable(format!("fetching the keys of {names} failed; the old keys stay\n{out}")))
+                Err(tonic::Status::unavailable(format!(
+                    "fetching the keys of {names} failed; the old keys stay\n{out}"
+                )))
             }
         }
         AdminCommand::Reload => {

@@ -108,7 +108,8 @@ impl Policy {
         if !problems.is_empty() {
             return Err(problems.into_vec());
         }
-        let cel_views = routes.iter().any(|route| route.requirements.as_ref().is_some_and(|rules| rules.when_source().is_some()));
+        let cel_views =
+            routes.iter().any(|route| route.requirements.as_ref().is_some_and(|rules| rules.when_source().is_some()));
         Ok(Policy {
             generation: previous.map_or(1, |old| old.generation + 1),
             listen: config.listen.clone(),
@@ -291,7 +292,8 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_in_bytes_which_must_be_positive() {
         let fetcher = ScriptedFetcher::new([]);
-        let err = compile_text("cache: { max_bytes: 0 }\nroutes: []\n", "t", &runtime(fetcher.clone()), None).unwrap_err();
+        let err =
+            compile_text("cache: { max_bytes: 0 }\nroutes: []\n", "t", &runtime(fetcher.clone()), None).unwrap_err();
         let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
         assert_eq!(problems, ["cache.max_bytes: must be greater than 0 (`tokens: 0` turns the cache off)"]);
         let policy = compile_text("cache: { max_bytes: 1000 }\nroutes: []\n", "t", &runtime(fetcher), None).unwrap();

@@ -10,9 +10,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moka::sync::Cache;
 use serde_json::{Map, Value, json};
 
+use crate::footprint;
 use crate::metrics::MintCounters;
 use crate::token::{Clock, TokenDigest};
-use crate::footprint;
 use crate::token_cache::{CacheBudget, CacheKey};
 
 /// A key that signs minted tokens.
