@@ -69,7 +69,7 @@ impl VerifiedToken {
 
     /// Estimated bytes this token holds in the cache: itself, its key id and
     /// its claims (the remembered rule outcomes and the CEL view of the claims
-    /// are added after insertion; [`crate::token_cache::CacheBudget`] allows for them).
+    /// are added after insertion; the cache allows for the CEL view).
     pub fn footprint(&self) -> usize {
         footprint::allocation(std::mem::size_of::<Self>() + 16)
             + footprint::string(&self.key_id)
