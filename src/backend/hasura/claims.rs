@@ -141,6 +141,13 @@ fn parse_map(map: &Value) -> Result<Vec<(String, MapEntry)>, Vec<Problem>> {
             _ => MapEntry::Literal(raw.clone()),
         };
         let lowered = name.to_ascii_lowercase();
+        // Each entry becomes a request header next to the admin secret: a name
+        // outside x-hasura-* (authorization, content-length) would hand a claim
+        // a header Hasura never reads as a session variable.
+        if !lowered.starts_with("x-hasura-") {
+            problems.push(Problem::new("claims_map", format!("{name}: session variables start with x-hasura-")));
+            continue;
+        }
         if let Some(problem) = literal_problem(&lowered, &entry) {
             problems.push(Problem::new("claims_map", format!("{name}: {problem}")));
         }
@@ -498,5 +505,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad_literal[0].message.contains("expected Array"), "{bad_literal:?}");
+    }
+
+    #[test]
+    fn claims_map_entries_are_session_variables() {
+        let map = json!({
+            "x-hasura-allowed-roles": ["user"], "x-hasura-default-role": "user",
+            "Authorization": {"path": "$.sub"}, "x-hasura-user-id": {"path": "$.sub"}
+        });
+        let problems = ClaimsSettings::from_parts(None, None, None, Some(&map)).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            (problems[0].path.as_str(), problems[0].message.as_str()),
+            ("claims_map", "Authorization: session variables start with x-hasura-")
+        );
     }
 }
