@@ -214,6 +214,7 @@ impl RequestProblem {
             RequestProblem::AmbiguousPath => "ambiguous_path",
             RequestProblem::PathParameters => "path_parameters",
             RequestProblem::MalformedAuthority => "malformed_authority",
+            RequestProblem::InvalidHeaderName => "invalid_header_name",
             RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge => "request_too_large",
         }
     }
@@ -227,6 +228,7 @@ impl RequestProblem {
             RequestProblem::MalformedAuthority => {
                 "the :authority (Host) is not host[:port]; refused rather than guessed"
             }
+            RequestProblem::InvalidHeaderName => "a header name is not an RFC 9110 token; refused rather than guessed",
             RequestProblem::TooManyHeaders => "the request has more headers than limits.max_headers",
             RequestProblem::HeadersTooLarge => "the request headers are larger than limits.max_header_bytes",
         }

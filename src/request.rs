@@ -6,8 +6,8 @@
 //!
 //! Anything two parsers could read differently is marked as a
 //! [`RequestProblem`] here and refused before routing: a path with dot-segments
-//! or encoded slashes, an `:authority` that is not `host[:port]`, more headers
-//! than the configured limits. Routes then match one canonical form: the path
+//! or encoded slashes, an `:authority` that is not `host[:port]`, a header name
+//! that is not a token, more headers than the configured limits. Routes then match one canonical form: the path
 //! percent-decoded once, without `;` path parameters.
 
 use std::collections::HashMap;
@@ -45,6 +45,10 @@ pub enum RequestProblem {
     PathParameters,
     /// An `:authority` that is not `host[:port]` (`host:abc`, `user@host`, `host:`).
     MalformedAuthority,
+    /// A header name that is not an RFC 9110 token (`:` first for a pseudo-header):
+    /// no HTTP codec of Envoy's lets one through, and removing it from the
+    /// upstream request would need an invalid header mutation.
+    InvalidHeaderName,
     /// More headers than `limits.max_headers`.
     TooManyHeaders,
     /// Headers and path larger than `limits.max_header_bytes`.
@@ -103,6 +107,10 @@ impl HttpRequest {
     }
 
     fn add_header(&mut self, name: &str, value: &str) {
+        if !crate::header::is_header_name(name.strip_prefix(':').unwrap_or(name)) {
+            self.problem = self.problem.or(Some(RequestProblem::InvalidHeaderName));
+            return;
+        }
         match self.headers.entry(name.to_ascii_lowercase()) {
             // Same joining rule as Envoy's headers map, so both encodings agree.
             Entry::Occupied(mut existing) => {
@@ -328,6 +336,20 @@ mod tests {
         assert_eq!(request.host, "api.example.com");
         assert_eq!(request.header("authorization"), Some("Bearer t"));
         assert_eq!(request.problem(), None);
+    }
+
+    #[test]
+    fn header_names_must_be_tokens() {
+        // Found by the check fuzz target: a client x-hasura-* header with a NUL
+        // in its name came back as an invalid headers_to_remove entry.
+        for name in ["x-hasura-usa\0d", "x hasura", "", "x:y", "é", ":", "a\r\nb"] {
+            let request = HttpRequest::new("GET", "/", "h", [(name, "v")]);
+            assert_eq!(request.problem(), Some(RequestProblem::InvalidHeaderName), "{name:?}");
+            assert_eq!(request.headers().count(), 0, "{name:?} is not kept");
+        }
+        for name in ["X-Hasura-Role", ":authority", "x.y_z~!", "a#b"] {
+            assert_eq!(HttpRequest::new("GET", "/", "h", [(name, "v")]).problem(), None, "{name:?}");
+        }
     }
 
     #[test]

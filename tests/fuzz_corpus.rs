@@ -88,9 +88,7 @@ fn token_seeds_meet_the_fixture() {
 /// target reaches each backend's header mutations.
 #[test]
 fn check_seeds_reach_every_route() {
-    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
     use harness::fixtures::Answer;
-    use prost::Message;
 
     let expected = [
         ("health", "health"),
@@ -108,16 +106,38 @@ fn check_seeds_reach_every_route() {
         ("raw-headers", "graphql"),
     ];
     for (name, route) in expected {
-        let check = CheckRequest::decode(seed("check", name).as_slice()).expect("a CheckRequest");
+        let check = check_request(&seed("check", name));
         match harness::check::decide(&check) {
             Answer::Allowed(allowed) => assert_eq!(allowed.metadata["route"], route, "seed-{name}"),
             denied => panic!("seed-{name} is denied: {denied:?}"),
         }
     }
     for name in ["blocked", "no-route", "graphql-no-token", "graphql-bad-role", "admin-delete", "dot-segments"] {
-        let check = CheckRequest::decode(seed("check", name).as_slice()).expect("a CheckRequest");
+        let check = check_request(&seed("check", name));
         assert!(matches!(harness::check::decide(&check), Answer::Denied { .. }), "seed-{name} is allowed");
     }
+}
+
+/// The crash input `fuzz/regressions/<target>/<name>`.
+fn regression(target: &str, name: &str) -> Vec<u8> {
+    let path = fuzz_dir().join("regressions").join(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// A CheckRequest from the `check` target's inputs.
+fn check_request(data: &[u8]) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    prost::Message::decode(data).expect("a CheckRequest")
+}
+
+// Crashes the campaigns found, each fixed in src/ and replayed here by name.
+
+/// `check`: a client header `x-hasura-usa\0\0\0d` on an anonymous Hasura route
+/// came back as a `headers_to_remove` entry Envoy cannot apply. A header name
+/// that is not a token is now refused before routing.
+#[test]
+fn check_regression_header_name_with_nul() {
+    let answer = harness::check::decide(&check_request(&regression("check", "header-name-with-nul")));
+    assert!(matches!(answer, harness::fixtures::Answer::Denied { status: 400 }), "{answer:?}");
 }
 
 /// Seed inputs from real shapes (`cargo test --test fuzz_corpus -- --ignored`),

@@ -530,3 +530,22 @@ async fn an_empty_jwks_keeps_or_revokes_as_configured() {
         }
     }
 }
+
+// 17. Found by the check fuzz target: a client header whose name is not a
+// token (here a NUL in an x-hasura-* name) came back as a headers_to_remove
+// entry Envoy cannot apply. Such a request is refused before routing.
+#[tokio::test]
+async fn header_names_that_are_not_tokens_are_refused() {
+    let config = format!(
+        "{LISTEN_ANY}issuers:\n  hs: {{ issuer: https://hs.test, secret: a-secret-of-at-least-thirty-two-bytes }}\nbackends:\n  hasura: {{ type: hasura, admin_secret: a-hasura-admin-secret, unauthorized_role: anonymous }}\nroutes:\n  - match: {{ prefix: / }}\n    backend: hasura\n"
+    );
+    let running = start(&config).await;
+    let mut client = client(&running).await;
+    for name in ["x-hasura-user\0id", "x-hasura-role ", "x-hasura-é"] {
+        let response = check(&mut client, request("POST", "/v1/graphql", &[(name, "1")])).await;
+        let denied = assert_denied(&response, 400);
+        assert!(denied.body.contains("header name is not an RFC 9110 token"), "{name:?}: {}", denied.body);
+    }
+    let response = check(&mut client, request("POST", "/v1/graphql", &[("x-hasura-user-id", "1")])).await;
+    assert_eq!(assert_allowed(&response).headers_to_remove, ["x-hasura-user-id"]);
+}
