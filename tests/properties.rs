@@ -704,6 +704,7 @@ fn request_headers() -> impl Strategy<Value = Vec<(String, String)>> {
         "x-org",
         "content-type",
         "x-custom_1",
+        "x-hasura-user\0id",
         "cookie",
     ]);
     let values = select(vec!["admin", "websocket", "a=1", "", "é", "v\tw", "Bearer x"]);
