@@ -220,7 +220,7 @@ impl Authority {
 
     /// The host routes see, or `None` when the authority is not `host[:port]`.
     fn model_host(&self) -> Option<String> {
-        // No authority at all (an HTTP/1.0 request without Host): no host, which only host-less routes match.
+        // No authority at all: an empty host, which only host-less routes match.
         if self.render().is_empty() {
             return Some(String::new());
         }
