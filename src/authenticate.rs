@@ -69,12 +69,17 @@ fn lookup(cache: &TokenCache, clock: &Clock, digest: &TokenDigest, issuer: &Issu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyRuntime;
     use crate::testing::{Answer, NOW, ScriptedFetcher, claims, es256, issuer_with_id, runtime};
     use crate::token::digest;
     use crate::token_cache::CacheBudget;
     use crate::verify::TokenError;
 
     const ISS: &str = "https://idp.test";
+
+    fn cache(runtime: &KeyRuntime) -> TokenCache {
+        TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default())
+    }
 
     #[tokio::test]
     async fn lookup_then_verify_then_insert_in_route_order() {
@@ -93,12 +98,7 @@ mod tests {
         for issuer in [&a, &b] {
             issuer.keys.refresh().await.unwrap();
         }
-        let cache = TokenCache::new(
-            CacheBudget { entries: 100, bytes: 1 << 30 },
-            false,
-            runtime.clock.clone(),
-            Default::default(),
-        );
+        let cache = cache(&runtime);
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
 
@@ -127,12 +127,7 @@ mod tests {
             &runtime,
         );
         idp.keys.refresh().await.unwrap();
-        let cache = TokenCache::new(
-            CacheBudget { entries: 100, bytes: 1 << 30 },
-            false,
-            runtime.clock.clone(),
-            Default::default(),
-        );
+        let cache = cache(&runtime);
         let token = key.sign(&claims(ISS, "x", 60));
         let digest = digest(&token);
         assert!(vouch(&cache, &runtime.clock, &token, &digest, &[&idp]).await.is_ok());

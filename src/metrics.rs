@@ -179,7 +179,7 @@ impl Metrics {
         registry.register("token_cache_misses", "Verified-token cache misses", self.cache_misses.clone());
         registry.register(
             "token_cache_evictions",
-            "Verified tokens evicted to stay within cache.tokens",
+            "Verified tokens evicted to stay within cache.tokens and cache.max_bytes",
             self.cache_evictions.clone(),
         );
         registry.register("jwks_fetches", "Discovery and JWKS fetches by issuer and result", self.jwks_fetches.clone());

@@ -71,15 +71,20 @@ impl VerifiedToken {
     /// its claims (the remembered rule outcomes and the CEL view of the claims
     /// are added after insertion; the cache allows for the CEL view).
     pub fn footprint(&self) -> usize {
-        footprint::allocation(std::mem::size_of::<Self>() + 16)
-            + footprint::string(&self.key_id)
-            + footprint::object(&self.claims)
+        self.footprint_with_claims(1)
     }
 
     /// The footprint once CEL rules have read the token: the claims converted
     /// for CEL take about as much again as the parsed claims (measured).
     pub fn footprint_with_cel_view(&self) -> usize {
-        self.footprint() + footprint::object(&self.claims)
+        self.footprint_with_claims(2)
+    }
+
+    /// The token's own allocations plus `copies` of its claims (walked once).
+    fn footprint_with_claims(&self, copies: usize) -> usize {
+        footprint::allocation(std::mem::size_of::<Self>() + 16)
+            + footprint::string(&self.key_id)
+            + copies * footprint::object(&self.claims)
     }
 
     pub fn claim_str(&self, name: &str) -> Option<&str> {

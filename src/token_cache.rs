@@ -62,6 +62,19 @@ impl CacheBudget {
     }
 }
 
+/// A figure of `cache` (none: 0) once moka's pending bookkeeping is settled:
+/// exact, for status and metrics, not for the hot path.
+pub fn settled<K, V>(cache: Option<&Cache<K, V>>, figure: fn(&Cache<K, V>) -> u64) -> u64
+where
+    K: Eq + std::hash::Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache.map_or(0, |cache| {
+        cache.run_pending_tasks();
+        figure(cache)
+    })
+}
+
 /// Counters for the admin API and metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheStats {
@@ -153,21 +166,14 @@ impl TokenCache {
         }
     }
 
-    /// Estimated bytes held, as weighed against `cache.max_bytes` (settles
-    /// moka's pending bookkeeping first; for status, not the hot path).
+    /// Estimated bytes held, as weighed against `cache.max_bytes`.
     pub fn weighted_bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |cache| {
-            cache.run_pending_tasks();
-            cache.weighted_size()
-        })
+        settled(self.cache.as_ref(), Cache::weighted_size)
     }
 
-    /// Exact count (settles moka's pending bookkeeping first; for status, not the hot path).
+    /// Exact count.
     pub fn entry_count(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |cache| {
-            cache.run_pending_tasks();
-            cache.entry_count()
-        })
+        settled(self.cache.as_ref(), Cache::entry_count)
     }
 }
 
@@ -242,12 +248,7 @@ mod tests {
         let count = cache.entry_count();
         assert!(count > 0 && count <= 100_000 / 4_000, "about 4 KiB each within 100 KB: {count}");
 
-        let cache = TokenCache::new(
-            CacheBudget { entries: 10, bytes: 1 << 30 },
-            false,
-            Clock::fixed(1_000),
-            CacheCounters::default(),
-        );
+        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
         for n in 0..200 {
             cache.insert((crate::token::digest(&n.to_string()), 0), token(0, "k", 2_000));
         }

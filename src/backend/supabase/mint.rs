@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::footprint;
 use crate::metrics::MintCounters;
 use crate::token::{Clock, TokenDigest};
-use crate::token_cache::{CacheBudget, CacheKey};
+use crate::token_cache::{self, CacheBudget, CacheKey};
 
 /// A key that signs minted tokens.
 #[derive(Clone)]
@@ -102,12 +102,9 @@ impl MintCache {
         MintCache { by_token, anonymous: Mutex::new(None), margin, clock, counters }
     }
 
-    /// Estimated bytes held (settles moka's pending bookkeeping first).
+    /// Estimated bytes held, as weighed against `cache.max_bytes`.
     pub fn weighted_bytes(&self) -> u64 {
-        self.by_token.as_ref().map_or(0, |cache| {
-            cache.run_pending_tasks();
-            cache.weighted_size()
-        })
+        token_cache::settled(self.by_token.as_ref(), Cache::weighted_size)
     }
 
     /// Mints (counted, in its own trace span) or returns `None` when `mint` fails.
