@@ -231,8 +231,10 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        // Requests that did not come through the admission layer (none in the service) are admitted.
-        let admitted = request.extensions().get::<Admitted>().copied().unwrap_or(Admitted(true));
-        Ok(tonic::Response::new(self.authorizer.check(request.get_ref(), admitted).await))
+        // Counted from here, its message decoded, until answered (see admission.rs).
+        let ticket = self.authorizer.gate.enter();
+        let response = self.authorizer.check(request.get_ref(), Admitted(ticket.admitted())).await;
+        drop(ticket);
+        Ok(tonic::Response::new(response))
     }
 }

@@ -30,6 +30,7 @@ pub mod header;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod intake;
 pub mod issuer;
 pub mod jsonpath;
 pub mod keys;

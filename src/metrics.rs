@@ -61,6 +61,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdminLabels {
     method: &'static str,
     result: &'static str,
@@ -83,8 +88,11 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub decision_log_dropped: Counter,
     pub deny_log_suppressed: Counter,
-    /// Checks accepted and not yet answered (the admission count).
+    /// Checks decoded and not yet answered (the admission count).
     pub checks_in_flight: Gauge,
+    /// Unfinished requests on the gRPC ports: their bytes, and the streams cut (intake.rs).
+    pub intake: crate::intake::IntakeMetrics,
+    unfinished_cut: Family<ReasonLabel, Counter>,
     /// What the policy in force says, handed in by each scrape.
     state: Arc<Mutex<Option<State>>>,
     /// One scrape at a time, so each renders its own state.
@@ -154,9 +162,14 @@ impl Metrics {
             decision_log_dropped: Counter::default(),
             deny_log_suppressed: Counter::default(),
             checks_in_flight: Gauge::default(),
+            intake: crate::intake::IntakeMetrics::default(),
+            unfinished_cut: Family::default(),
             state: Arc::default(),
             scrape: Mutex::new(()),
         };
+        let cut = |reason| metrics.unfinished_cut.get_or_create(&ReasonLabel { reason }).clone();
+        metrics.intake.arrival_timeouts = cut(crate::intake::Cut::ArrivalTimeout.label());
+        metrics.intake.budget_resets = cut(crate::intake::Cut::ConnectionBudget.label());
         metrics.register();
         metrics
     }
@@ -212,8 +225,18 @@ impl Metrics {
         );
         registry.register(
             "checks_in_flight",
-            "Checks accepted and not yet answered (over limits.concurrent_checks they get a 503)",
+            "Checks received and not yet answered (over limits.concurrent_checks they get a 503)",
             self.checks_in_flight.clone(),
+        );
+        registry.register(
+            "unfinished_request_bytes",
+            "Bytes of gRPC requests received whose message has not fully arrived, all connections",
+            self.intake.unfinished_bytes.clone(),
+        );
+        registry.register(
+            "unfinished_requests_cut",
+            "gRPC requests ended before their message arrived: too slow, or over the connection's byte budget",
+            self.unfinished_cut.clone(),
         );
         registry.register("build", "The running build", Info::new([("version", env!("CARGO_PKG_VERSION"))]));
         registry.register_collector(Box::new(StateCollector { state: Arc::clone(&self.state) }));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::authz::Authorizer;
 use crate::config::{self, DecisionLogConfig, Listen, Problem, TelemetryConfig};
+use crate::intake;
 use crate::policy::{self, Policy};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub struct Reloader {
     authorizer: Arc<Authorizer>,
     /// The addresses actually bound (a reload cannot move them).
     listen: Listen,
+    /// The CheckRequest size limit the authz listener was built with.
+    message_limit: usize,
     admin_token: Arc<RwLock<Option<String>>>,
     /// One reload at a time, so generations are never skipped or reordered.
     serial: tokio::sync::Mutex<()>,
@@ -43,6 +46,7 @@ impl Reloader {
         Reloader {
             path,
             listen: current.listen.clone(),
+            message_limit: intake::check_message_limit(&current.limits),
             admin_token: Arc::new(RwLock::new(current.admin_token.clone())),
             authorizer,
             serial: tokio::sync::Mutex::new(()),
@@ -71,12 +75,8 @@ impl Reloader {
         let next = policy::load_file_with(path, &current.runtime, Some(&current)).map_err(ReloadError::Invalid)?;
         // The file's listen.admin was checked when compiling, but the port
         // actually bound is the one that counts until a restart.
-        let mutual_tls = self.listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
-        if next.admin_token.is_none() && !self.listen.admin.ip().is_loopback() && !mutual_tls {
-            return Err(invalid(vec![Problem::new(
-                "admin.token",
-                format!("required: this instance's admin port {} is not loopback", self.listen.admin),
-            )]));
+        if next.admin_token.is_none() && !self.listen.admin.ip().is_loopback() {
+            return Err(invalid(vec![Problem::new("admin.token", policy::admin_token_required(self.listen.admin))]));
         }
         let problems = next.fetch_missing_keys(Some(&current)).await;
         let current_observability = (current.decision_log.clone(), current.telemetry.clone());
@@ -85,6 +85,7 @@ impl Reloader {
             return Err(invalid(problems));
         }
         let mut warnings = self.listen_warnings(&next.listen);
+        warnings.extend(self.message_limit_warning(&next));
         warnings.extend(restart_warnings(&current_observability, &next));
         let generation = next.generation;
         let admin_token = next.admin_token.clone();
@@ -108,6 +109,18 @@ impl Reloader {
         .filter(|(_, old, new)| old != new)
         .map(|(name, old, new)| format!("listen.{name} changed from {old} to {new}: takes effect after a restart"))
         .collect()
+    }
+
+    /// `limits.max_header_bytes` applies at once, but the CheckRequest size it
+    /// implies was built into the listener.
+    fn message_limit_warning(&self, next: &Policy) -> Option<String> {
+        let wanted = intake::check_message_limit(&next.limits);
+        (wanted != self.message_limit).then(|| {
+            format!(
+                "limits.max_header_bytes changed: the CheckRequest size limit stays {} bytes until a restart (then {wanted})",
+                self.message_limit
+            )
+        })
     }
 
     /// Reloads whenever the file's content changes (polled each second,

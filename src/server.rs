@@ -19,10 +19,10 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
-use crate::admission::AdmissionLayer;
 use crate::authz::{Authorizer, AuthzService};
 use crate::decision_log::DecisionLog;
 use crate::health::{AUTHZ_SERVICE, Readiness};
+use crate::intake::{self, Bounds, IntakeLayer};
 use crate::observe::Observer;
 use crate::policy::Policy;
 use crate::proto::admin::v1::admin_server::AdminServer;
@@ -56,6 +56,9 @@ pub struct ServeOptions {
     pub watch: bool,
     /// A span per Check, once the binary has installed the OpenTelemetry pipeline.
     pub tracing: Option<CheckTracing>,
+    /// How long a request may take to arrive; `None` is [`intake::REQUEST_ARRIVAL_TIMEOUT`]
+    /// (tests set it low rather than wait).
+    pub arrival_timeout: Option<Duration>,
 }
 
 /// A started service. Dropping it does not stop it; call [`Running::stop`] or trigger the shutdown.
@@ -96,6 +99,12 @@ pub async fn start(
     let keys_rx = policy.runtime.changed.subscribe();
     let listen = policy.listen.clone();
     let open_admin = policy.admin_token.is_none();
+    // Read once: tonic's decoder is built with it (a reload warns when it would change).
+    let message_limit = intake::check_message_limit(&policy.limits);
+    let bounds = Bounds {
+        arrival: options.arrival_timeout.unwrap_or(intake::REQUEST_ARRIVAL_TIMEOUT),
+        connection_bytes: intake::connection_budget(message_limit),
+    };
     let tls = policy.tls.clone();
     if let Some(tls) = &tls {
         tls.watch();
@@ -129,12 +138,8 @@ pub async fn start(
     let http_addr = local_addr("http", &http_listener, listen.http)?;
     tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening");
     if open_admin {
-        let reach = if tls.as_ref().is_some_and(|tls| tls.requires_client_certs()) {
-            "holders of a client certificate from listen.tls.client_ca"
-        } else {
-            "this machine only (loopback)"
-        };
-        tracing::warn!(admin = %admin_addr, "admin API without a token: reachable by {reach}");
+        // Only on loopback (the config requires a token anywhere else), client certificates or not.
+        tracing::warn!(admin = %admin_addr, "admin API without a token: any process on this machine may use it");
     }
 
     let trigger = Shutdown::default();
@@ -152,12 +157,13 @@ pub async fn start(
         }
         false => (None, None),
     };
+    let intake_layer = IntakeLayer::new(bounds, authorizer.metrics().intake.clone());
     let authz = grpc_limits(tonic::transport::Server::builder())
-        .layer(AdmissionLayer::new(Arc::clone(&authorizer.gate)))
+        .layer(intake_layer.clone())
         .add_service(health_service)
         .add_service(
             AuthorizationServer::new(AuthzService::new(Arc::clone(&authorizer)))
-                .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES),
+                .max_decoding_message_size(message_limit),
         )
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
@@ -165,6 +171,7 @@ pub async fn start(
     let admin_auth = AdminAuth::new(reloader.admin_token(), authorizer.metrics().admin_unauthenticated());
     let (admin_reflection_v1, admin_reflection_v1alpha) = reflection::services(reflection::ADMIN_DESCRIPTOR);
     let admin = grpc_limits(tonic::transport::Server::builder())
+        .layer(intake_layer)
         .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(reporter)))
         .add_service(AdminServer::with_interceptor(
             AdminService::new(Arc::clone(&authorizer), Arc::clone(&reloader)),
@@ -191,8 +198,8 @@ pub async fn start(
 
 type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
-/// Serves `router` on `listener`, over TLS when `tls` is set, until shutdown.
-/// (The bounds are tonic's own for a layered router.)
+/// Serves `router` on `listener`, over TLS when `tls` is set, until shutdown;
+/// each connection is [`intake::metered`]. (The bounds are tonic's own for a layered router.)
 fn serve<L, ResBody>(
     router: Router<L>,
     listener: TcpListener,
@@ -208,9 +215,11 @@ where
     ResBody::Error: Into<StdError>,
 {
     match tls {
-        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), wait_for(shutdown))),
+        Some(tls) => {
+            Box::pin(router.serve_with_incoming_shutdown(intake::metered(tls.incoming(listener)), wait_for(shutdown)))
+        }
         None => Box::pin(router.serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE)),
+            intake::metered(TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE))),
             wait_for(shutdown),
         )),
     }
@@ -219,16 +228,26 @@ where
 /// Idle TCP connections are probed after this long (a vanished Envoy is noticed).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// The largest CheckRequest read: ample for Envoy's headers (96 KiB by
-/// default here) and a buffered body (`with_request_body`), bounded all the same.
-const MAX_CHECK_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes a peer may send on one connection before portcullis has read them
+/// (HTTP/2 flow control; hyper's default, stated). What was read but is not a
+/// complete message yet is bounded by the connection budget (intake.rs).
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-/// HTTP/2 limits for both gRPC ports: streams per connection bounded (Envoy
-/// queues beyond them under its own timeout), dead peers found by keepalive
+/// The gRPC request headers of one stream (hyper's default, stated; Envoy sends a few hundred bytes).
+const MAX_REQUEST_METADATA: u32 = 16 * 1024;
+
+/// Concurrent streams per connection (Envoy queues beyond them under its own timeout).
+const MAX_STREAMS: u32 = 1024;
+
+/// HTTP/2 limits for both gRPC ports: streams per connection, flow-control
+/// windows and request metadata bounded, dead peers found by keepalive
 /// pings, and a connection that floods resets closed (hyper's rapid-reset guard).
 fn grpc_limits(builder: tonic::transport::Server) -> tonic::transport::Server {
     builder
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(CONNECTION_WINDOW)
+        .http2_max_header_list_size(MAX_REQUEST_METADATA)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_pending_accept_reset_streams(Some(64))

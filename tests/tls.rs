@@ -13,6 +13,8 @@ use std::sync::Arc;
 use common::envoy::{Envoy, EnvoyOptions, Upstream, UpstreamTls};
 use common::*;
 use jsonwebtoken::Algorithm;
+use portcullis::proto::admin::v1::admin_client::AdminClient;
+use portcullis::proto::admin::v1::{GetStatusRequest, ReloadPolicyRequest};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -227,18 +229,75 @@ fn tls_files_and_the_admin_token_are_checked_with_the_config() {
     let ca = Ca::new("config CA");
     let files = Files { dir: tempfile::tempdir().unwrap() };
     let (cert, key) = ca.sign(&[SERVER_NAME], "portcullis");
-    let (cert, key, ca_path) =
-        (files.write("tls.crt", &cert), files.write("tls.key", &key), files.write("ca.crt", &ca.pem));
+    let (cert, key) = (files.write("tls.crt", &cert), files.write("tls.key", &key));
     let config = |tls: String| format!("listen: {{ admin: 0.0.0.0:50052, tls: {tls} }}\nissuers: {{}}\nroutes: []\n");
-    let mutual = format!("{{ cert: {}, key: {}, client_ca: {} }}", cert.display(), key.display(), ca_path.display());
-    assert!(
-        portcullis::policy::parse_str(&config(mutual), "t").is_ok(),
-        "client certificates may stand in for the admin token"
-    );
     let server_only = format!("{{ cert: {}, key: {} }}", cert.display(), key.display());
     let err = portcullis::policy::parse_str(&config(server_only), "t").unwrap_err().to_string();
     assert!(err.contains("admin.token: required"), "{err}");
     let missing = format!("{{ cert: {}/nope.crt, key: {} }}", files.dir.path().display(), key.display());
     let err = portcullis::policy::parse_str(&config(missing), "t").unwrap_err().to_string();
     assert!(err.contains("listen.tls: cannot read") && err.contains("nope.crt"), "{err}");
+}
+
+/// The Admin API is never opened by a certificate Envoy also holds: without
+/// `admin.token`, the admin port must be loopback, client certificates or not,
+/// at load and on reload.
+#[tokio::test]
+async fn a_client_certificate_never_replaces_the_admin_token() {
+    let key = SigningKey::generate(Algorithm::ES256, "k");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let ca = Ca::new("admin CA");
+    let files = Files { dir: tempfile::tempdir().unwrap() };
+    let (server_cert, server_key) = ca.sign(&[SERVER_NAME], "portcullis");
+    let (envoy_cert, envoy_key) = ca.sign(&["envoy.test"], "envoy");
+    let tls = format!(
+        "{{ cert: {}, key: {}, client_ca: {} }}",
+        files.write("tls.crt", &server_cert).display(),
+        files.write("tls.key", &server_key).display(),
+        files.write("ca.crt", &ca.pem).display()
+    );
+    let config = |admin: &str| {
+        format!(
+            "listen: {{ authz: 127.0.0.1:0, admin: 0.0.0.0:0, http: 127.0.0.1:0, tls: {tls} }}\n{admin}issuers:\n  idp: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\nroutes:\n  - match: {{ prefix: / }}\n",
+            issuer.issuer(),
+            issuer.jwks_uri()
+        )
+    };
+    let required = "admin.token: required because listen.admin (0.0.0.0:0) is not a loopback address";
+    let err = portcullis::policy::parse_str(&config(""), "t").unwrap_err().to_string();
+    assert!(err.contains(required), "mutual TLS alone is refused at load: {err}");
+
+    // Started with a token; the file then drops it.
+    let token = "admin-token-for-tls-tests-0123";
+    let file = files.write("portcullis.yaml", &config(&format!("admin: {{ token: {token} }}\n")));
+    let options = portcullis::server::ServeOptions { config_path: Some(file.clone()), ..Default::default() };
+    let policy = portcullis::policy::load_file(&file).unwrap();
+    let running = portcullis::server::start(policy, options, std::future::pending()).await.unwrap();
+    files.write("portcullis.yaml", &config(""));
+    let client_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
+        .identity(tonic::transport::Identity::from_pem(&envoy_cert, &envoy_key))
+        .domain_name(SERVER_NAME);
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", running.admin_addr.port()))
+        .unwrap()
+        .tls_config(client_tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = AdminClient::new(channel);
+    let envoy_alone = admin.get_status(GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(envoy_alone.code(), tonic::Code::Unauthenticated, "Envoy's certificate alone opens nothing");
+    let err = admin.reload_policy(with_token(ReloadPolicyRequest {}, token)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains(required), "{}", err.message());
+    let still = admin.get_status(GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(still.code(), tonic::Code::Unauthenticated, "the token still applies");
+    assert!(admin.get_status(with_token(GetStatusRequest {}, token)).await.is_ok());
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
 }

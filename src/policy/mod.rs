@@ -207,21 +207,20 @@ impl Policy {
 }
 
 /// An unauthenticated control plane is only acceptable where only this machine
-/// can reach it, or only holders of a client certificate can connect.
+/// can reach it. A client certificate does not replace the token: the listeners
+/// share `listen.tls.client_ca`, so Envoy's own certificate would open the Admin API.
 fn check_admin(config: &Config, problems: &mut Problems) {
-    let mutual_tls = config.listen.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
-    if config.admin.token.is_none() && !config.listen.admin.ip().is_loopback() && !mutual_tls {
-        problems.push(
-            "admin.token",
-            format!(
-                "required because listen.admin ({}) is not a loopback address (or require client certificates: listen.tls.client_ca)",
-                config.listen.admin
-            ),
-        );
+    if config.admin.token.is_none() && !config.listen.admin.ip().is_loopback() {
+        problems.push("admin.token", admin_token_required(config.listen.admin));
     }
     if config.admin.token.as_ref().is_some_and(|token| token.len() < MIN_ADMIN_TOKEN_CHARS) {
         problems.push("admin.token", format!("use at least {MIN_ADMIN_TOKEN_CHARS} characters"));
     }
+}
+
+/// Why a token-less admin port at `admin` is refused (at load and on reload).
+pub fn admin_token_required(admin: std::net::SocketAddr) -> String {
+    format!("required because listen.admin ({admin}) is not a loopback address (client certificates do not replace it)")
 }
 
 /// Fractions are fractions, the log has somewhere to go, the collector is a URL.

@@ -38,6 +38,23 @@ pub async fn start_with_clock(config_yaml: &str, clock: Clock) -> Running {
     portcullis::server::start(policy, ServeOptions::default(), std::future::pending()).await.expect("server starts")
 }
 
+/// Starts the server with `options` (say, a short arrival bound) on the system clock.
+pub async fn start_with_options(config_yaml: &str, options: ServeOptions) -> Running {
+    let policy = portcullis::policy::compile_text(config_yaml, "test config", &Runtime::default(), None)
+        .unwrap_or_else(|err| panic!("{err}"));
+    portcullis::server::start(policy, options, std::future::pending()).await.expect("server starts")
+}
+
+/// One sample of `name` (a metric without labels, or with exactly `labels`) in
+/// the server's Prometheus text; 0 when absent.
+pub fn metric(running: &Running, name: &str, labels: &str) -> f64 {
+    let text = running.authorizer.metrics().render(None, Default::default()).1;
+    let series = format!("{name}{labels} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.trim().parse().expect("a sample value"))
+}
+
 /// A fixed clock set to the current time.
 pub fn clock_now() -> Clock {
     Clock::fixed(Clock::system().now())
