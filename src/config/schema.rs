@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct Declared {
     pub backends: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     #[serde(default = "default_authz")]
@@ -53,7 +54,7 @@ impl Default for Listen {
 }
 
 /// PEM files, re-read when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, leaf first.
@@ -73,13 +74,13 @@ fn default_http() -> SocketAddr {
     "0.0.0.0:9090".parse().expect("literal address")
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     #[serde(default = "default_token_cache")]
@@ -107,7 +108,7 @@ fn default_cache_bytes() -> u64 {
 
 /// How much of a request portcullis reads. Envoy's own defaults (100 headers,
 /// 60 KiB) fit inside these, with room for the headers Envoy adds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// More request headers than this (pseudo-headers included) is a 431.
@@ -117,7 +118,9 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// More Checks in progress than this (queued ones included) get an immediate 503.
+    /// Default: 1024 per CPU core.
     #[serde(default = "default_concurrent_checks")]
+    #[schemars(transform = super::json_schema::without_default)]
     pub concurrent_checks: usize,
 }
 
@@ -148,7 +151,7 @@ fn default_max_header_bytes() -> usize {
 }
 
 /// `decision_log`: one JSON line per decision.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionLogConfig {
     /// `stdout`, or a file appended to.
@@ -161,7 +164,7 @@ pub struct DecisionLogConfig {
 }
 
 /// Which denies the decision log writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeniesLogged {
     /// Every deny, whatever `sample` says.
@@ -172,7 +175,7 @@ pub enum DeniesLogged {
 }
 
 /// `telemetry`: OpenTelemetry traces over OTLP/gRPC.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector, e.g. `http://otel-collector:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -198,7 +201,7 @@ pub enum BackendConfig {
 }
 
 /// How Hasura's JWT mode reads its claims (`claims_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimsFormat {
     #[default]
@@ -210,7 +213,7 @@ pub enum ClaimsFormat {
 /// sent on an upgrade: Hasura builds websocket sessions from the
 /// `connection_init` payload, which ext_authz never sees, so a client could add
 /// any role or variable to an admin-secret connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebsocketMode {
     /// Upgrades are authenticated like any request (a valid token in a header or
@@ -226,16 +229,18 @@ pub enum WebsocketMode {
 }
 
 /// `backends.<name>` with `type: hasura`, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HasuraBackendConfig {
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "hasura"))]
     pub kind: String,
     pub admin_secret: String,
     pub unauthorized_role: Option<String>,
     pub claims_namespace: Option<String>,
     pub claims_namespace_path: Option<String>,
     pub claims_format: Option<ClaimsFormat>,
+    #[schemars(with = "Option<super::json_schema::ClaimsMap>")]
     pub claims_map: Option<Value>,
     /// Keep the client's token header for the upstream (default: removed).
     #[serde(default)]
@@ -245,7 +250,7 @@ pub struct HasuraBackendConfig {
 }
 
 /// How the Supabase backend hands the upstream a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SupabaseMode {
     #[default]
@@ -254,10 +259,11 @@ pub enum SupabaseMode {
 }
 
 /// `backends.<name>` with `type: supabase`, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupabaseBackendConfig {
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "supabase"))]
     pub kind: String,
     #[serde(default)]
     pub mode: SupabaseMode,
@@ -292,7 +298,7 @@ fn default_minted_issuer() -> String {
     "portcullis".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// Exact expected value of the `iss` claim. Required, except for issuers
@@ -301,9 +307,11 @@ pub struct IssuerConfig {
     /// Where the JWKS lives; absent means OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
     /// Token `aud` must contain one of these; absent means `aud` is not checked.
+    #[schemars(with = "Option<super::json_schema::Audiences>")]
     pub audiences: Option<Vec<String>>,
     pub algorithms: Option<Vec<String>>,
     /// Default 30.
+    #[schemars(extend("default" = 30))]
     pub leeway_seconds: Option<u64>,
     /// Default `Authorization: Bearer`.
     pub token_from: Option<TokenFrom>,
@@ -313,6 +321,7 @@ pub struct IssuerConfig {
     pub refresh: RefreshConfig,
     /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim (a JSON string or a
     /// mapping); it stands for the key fields above and brings Hasura claims settings.
+    #[schemars(with = "Option<super::json_schema::HasuraJwtSecret>")]
     pub hasura_jwt_secret: Option<Value>,
 }
 
@@ -361,8 +370,8 @@ impl Default for TokenFrom {
     }
 }
 
-/// JWKS refresh timing (SPEC section 4); the defaults suit every hosted IdP.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// JWKS refresh timing; the defaults suit every hosted IdP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshConfig {
     #[serde(default = "default_min_ttl")]
@@ -385,7 +394,7 @@ pub struct RefreshConfig {
     #[serde(default)]
     pub empty_jwks: EmptyJwks,
     /// How long fetched keys stay usable without a successful fetch; past it
-    /// the issuer's tokens get 503. See [`RefreshConfig::max_stale`].
+    /// the issuer's tokens get 503. Default: a day, or `max_seconds` if that is longer.
     #[serde(default)]
     pub max_stale_seconds: Option<u64>,
 }
@@ -403,7 +412,7 @@ impl RefreshConfig {
 }
 
 /// An IdP that publishes no keys at all is either broken or revoking everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EmptyJwks {
     /// A failed refresh: the last good keys stay.
@@ -447,7 +456,7 @@ fn default_fetch_timeout() -> u64 {
     5000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Where the route was written (`routes[position]`), whether or not the
@@ -485,7 +494,7 @@ pub struct RouteConfig {
     pub forward_token: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteMode {
     #[default]
@@ -494,7 +503,7 @@ pub enum RouteMode {
 }
 
 /// `require:` on a route; every listed requirement must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireConfig {
     /// All present in `scope` (space-separated) or `scp` (a list or a space-separated string).
@@ -513,7 +522,7 @@ pub struct RequireConfig {
     pub any_of: Option<AnyOfConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnyOfConfig {
     pub scopes: Option<Vec<String>>,
@@ -522,7 +531,7 @@ pub struct AnyOfConfig {
 }
 
 /// Defaults for authenticating routes without a backend that do not set their own.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsConfig {
     pub headers: Option<BTreeMap<String, String>>,
@@ -530,14 +539,14 @@ pub struct DefaultsConfig {
     pub forward_token: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorStatus {
     Graphql,
     Http,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     pub prefix: Option<String>,
@@ -546,7 +555,7 @@ pub struct MatchConfig {
     pub methods: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Allow,
