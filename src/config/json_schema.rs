@@ -98,7 +98,7 @@ impl JsonSchema for BackendConfig {
             "description": "A backend, told apart by its `type`.",
             "type": "object",
             "required": ["type"],
-            "properties": { "type": { "enum": ["hasura", "supabase"] } },
+            "properties": { "type": { "description": "Which backend: `hasura` or `supabase`.", "enum": ["hasura", "supabase"] } },
             "oneOf": [
                 generator.subschema_for::<HasuraBackendConfig>(),
                 generator.subschema_for::<SupabaseBackendConfig>(),

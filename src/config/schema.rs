@@ -37,10 +37,13 @@ pub struct Declared {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
+    /// Envoy's ext_authz calls and grpc.health.v1 (HTTP/2). Port 0 picks a free port.
     #[serde(default = "default_authz")]
     pub authz: SocketAddr,
+    /// The Admin API, grpc.health.v1 and reflection.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` (plaintext HTTP).
     #[serde(default = "default_http")]
     pub http: SocketAddr,
     /// TLS (and with `client_ca`, mutual TLS) on the authz and admin listeners.
@@ -59,6 +62,7 @@ impl Default for Listen {
 pub struct TlsConfig {
     /// The certificate chain, leaf first.
     pub cert: std::path::PathBuf,
+    /// The private key of `cert`.
     pub key: std::path::PathBuf,
     /// Clients must present a certificate signed by one of these CAs.
     pub client_ca: Option<std::path::PathBuf>,
@@ -77,12 +81,15 @@ fn default_http() -> SocketAddr {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Bearer token every Admin RPC must present (at least 16 characters); required
+    /// unless `listen.admin` is loopback or `listen.tls.client_ca` is set.
     pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    /// How many verified tokens are kept (until their `exp`); 0 turns the cache off.
     #[serde(default = "default_token_cache")]
     pub tokens: u64,
     /// About how many bytes the cached tokens may take (estimated per token).
@@ -159,6 +166,7 @@ pub struct DecisionLogConfig {
     /// The fraction of allows logged (and of denies, with `denies: sampled`).
     #[serde(default = "one")]
     pub sample: f64,
+    /// `all` (every deny, whatever `sample` says) or `sampled`.
     #[serde(default)]
     pub denies: DeniesLogged,
 }
@@ -235,16 +243,22 @@ pub struct HasuraBackendConfig {
     #[serde(rename = "type")]
     #[schemars(extend("const" = "hasura"))]
     pub kind: String,
+    /// Sent upstream as `x-hasura-admin-secret` on allowed (non-websocket) requests.
     pub admin_secret: String,
+    /// Role for requests without a token (no other session variable is sent); absent: denied.
     pub unauthorized_role: Option<String>,
+    /// Top-level claim holding the Hasura claims (default `https://hasura.io/jwt/claims`).
     pub claims_namespace: Option<String>,
+    /// JSONPath to the Hasura claims instead of `claims_namespace`.
     pub claims_namespace_path: Option<String>,
+    /// `json` (default) or `stringified_json`.
     pub claims_format: Option<ClaimsFormat>,
     #[schemars(with = "Option<super::json_schema::ClaimsMap>")]
     pub claims_map: Option<Value>,
     /// Keep the client's token header for the upstream (default: removed).
     #[serde(default)]
     pub forward_token: bool,
+    /// What a websocket upgrade gets: `verify`, `passthrough` or `deny`.
     #[serde(default)]
     pub websocket: WebsocketMode,
 }
@@ -265,6 +279,7 @@ pub struct SupabaseBackendConfig {
     #[serde(rename = "type")]
     #[schemars(extend("const" = "supabase"))]
     pub kind: String,
+    /// `remint`: mint a Supabase token; `passthrough`: keep the IdP token.
     #[serde(default)]
     pub mode: SupabaseMode,
     /// HS256 secret (>= 32 bytes) or PEM private key (ES256 P-256 / RS256); remint only.
@@ -273,8 +288,10 @@ pub struct SupabaseBackendConfig {
     pub signing_kid: Option<String>,
     /// The project's publishable (or legacy anon) key, sent as `apikey`.
     pub apikey: String,
+    /// Minted token lifetime (never beyond the IdP token's `exp`).
     #[serde(default = "default_minted_ttl")]
     pub ttl_seconds: u64,
+    /// Token-less requests get `apikey` (and a minted `anon` token in remint mode).
     #[serde(default)]
     pub allow_anonymous: bool,
     /// Passthrough: deny tokens whose `role` is not `authenticated`.
@@ -309,6 +326,8 @@ pub struct IssuerConfig {
     /// Token `aud` must contain one of these; absent means `aud` is not checked.
     #[schemars(with = "Option<super::json_schema::Audiences>")]
     pub audiences: Option<Vec<String>>,
+    /// Allow-list of `alg` values. Default: RS256 RS384 RS512 PS256 PS384 PS512 ES256
+    /// ES384 EdDSA with a JWKS, HS256 HS384 HS512 with a `secret`.
     pub algorithms: Option<Vec<String>>,
     /// Default 30.
     #[schemars(extend("default" = 30))]
@@ -317,6 +336,7 @@ pub struct IssuerConfig {
     pub token_from: Option<TokenFrom>,
     /// HS256/384/512 shared secret instead of a JWKS.
     pub secret: Option<String>,
+    /// JWKS refresh timing.
     #[serde(default)]
     pub refresh: RefreshConfig,
     /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim (a JSON string or a
@@ -374,8 +394,10 @@ impl Default for TokenFrom {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshConfig {
+    /// Lower clamp of the refresh interval taken from the JWKS response's caching headers.
     #[serde(default = "default_min_ttl")]
     pub min_seconds: u64,
+    /// Upper clamp of that interval.
     #[serde(default = "default_max_ttl")]
     pub max_seconds: u64,
     /// Used when the JWKS response has neither Cache-Control max-age nor Expires.
@@ -388,6 +410,7 @@ pub struct RefreshConfig {
     /// fetch itself goes on in the background. Keeps every Check within Envoy's timeout.
     #[serde(default = "default_unknown_kid_wait")]
     pub unknown_kid_wait_ms: u64,
+    /// Total time for one discovery or JWKS request.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_ms: u64,
     /// What an empty JWKS (`{"keys": []}`) means.
@@ -465,11 +488,14 @@ pub struct RouteConfig {
     pub position: usize,
     /// Shown in logs and dynamic metadata; defaults to `routes[i]`.
     pub name: Option<String>,
+    /// Which requests the route applies to; absent matches every request.
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
     /// Issuers whose tokens this route accepts; absent means every issuer.
     pub issuers: Option<Vec<String>>,
+    /// Name of a `backends` entry (Hasura or Supabase header changes).
     pub backend: Option<String>,
+    /// `authenticate` (a valid token is required), `allow` (no token needed) or `deny` (always 403).
     #[serde(default)]
     pub action: Action,
     /// Hasura routes: `graphql` answers denies with HTTP 200 as Hasura does,
@@ -525,8 +551,11 @@ pub struct RequireConfig {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnyOfConfig {
+    /// Scopes, any one of which suffices.
     pub scopes: Option<Vec<String>>,
+    /// Permissions, any one of which suffices.
     pub permissions: Option<Vec<String>>,
+    /// Roles (read at `roles_claim`), any one of which suffices.
     pub roles: Option<Vec<String>>,
 }
 
@@ -534,8 +563,11 @@ pub struct AnyOfConfig {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsConfig {
+    /// Identity headers: header name -> claim (a name, or a JSONPath starting with `$`).
     pub headers: Option<BTreeMap<String, String>>,
+    /// Claims exported in the CheckResponse's dynamic metadata.
     pub metadata_claims: Option<Vec<String>>,
+    /// Keep the token's header for the upstream (default true).
     pub forward_token: Option<bool>,
 }
 
@@ -549,9 +581,13 @@ pub enum ErrorStatus {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
+    /// Path prefix, matched without the query string on the path decoded once.
     pub prefix: Option<String>,
+    /// Exact path, matched like `prefix`.
     pub path: Option<String>,
+    /// `:authority` without port, case-insensitive; `*.example.com` matches subdomains.
     pub hosts: Option<Vec<String>>,
+    /// e.g. `[GET, POST]`; absent matches any method.
     pub methods: Option<Vec<String>>,
 }
 

@@ -36,8 +36,11 @@ struct SecretFields {
     key: Option<String>,
     /// The JWKS URL; or use `key`.
     jwk_url: Option<String>,
+    /// Top-level claim holding the Hasura claims (default `https://hasura.io/jwt/claims`).
     claims_namespace: Option<String>,
+    /// JSONPath to the Hasura claims instead of `claims_namespace`.
     claims_namespace_path: Option<String>,
+    /// `json` (default) or `stringified_json`.
     claims_format: Option<ClaimsFormat>,
     #[schemars(with = "Option<crate::config::json_schema::ClaimsMap>")]
     claims_map: Option<Value>,
@@ -47,6 +50,7 @@ struct SecretFields {
     issuer: Option<String>,
     /// Tolerance in seconds for `exp`, `nbf` and `iat` (default 0).
     allowed_skew: Option<f64>,
+    /// Where the token is read (default: the Authorization header).
     header: Option<HeaderFields>,
 }
 
@@ -63,8 +67,10 @@ enum OneOrMany {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "HasuraJwtHeader")]
 struct HeaderFields {
+    /// `Authorization`, `Cookie` or `CustomHeader` (case-insensitive).
     #[serde(rename = "type")]
     kind: String,
+    /// The cookie or header name (Cookie, CustomHeader).
     name: Option<String>,
 }
 
