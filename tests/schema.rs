@@ -23,6 +23,8 @@ use portcullis::dev::{DevIssuer, SigningKey, dev_config};
 use serde_json::Value;
 
 const SCHEMA: &str = "schema/portcullis.schema.json";
+/// The first line of every example: editors find the schema from it.
+const MODELINE: &str = "# yaml-language-server: $schema=";
 const REGENERATE: &str = "cargo run -- schema > schema/portcullis.schema.json";
 
 fn repo() -> &'static Path {
@@ -179,6 +181,19 @@ async fn every_shipped_config_is_valid() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 6, "every example ships a portcullis.yaml");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        let schema =
+            first.strip_prefix(MODELINE).unwrap_or_else(|| panic!("{}: first line `{MODELINE}...`", file.display()));
+        let points_at = file.parent().unwrap().join(schema).canonicalize().ok();
+        assert_eq!(
+            points_at,
+            repo().join(SCHEMA).canonicalize().ok(),
+            "{}: `{first}` names another file",
+            file.display()
+        );
+    }
     let deploy = deploy_configs(dir.path());
     let names: Vec<String> =
         deploy.iter().map(|path| path.strip_prefix(repo()).unwrap_or(path).display().to_string()).collect();
