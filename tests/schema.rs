@@ -331,3 +331,17 @@ fn typos_are_refused_by_the_schema_and_the_loader() {
         );
     }
 }
+
+/// The top level is the one part of the schema written by hand from the loader's
+/// list of sections: the two lists must be the same (a new section needs its
+/// schema too).
+#[test]
+fn top_level_keys_agree_with_the_loader() {
+    let schema: Value = serde_json::from_str(&read(SCHEMA)).unwrap();
+    let in_schema: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let (_, problems) = portcullis::config::read_str("not_a_section: 1\nroutes: []\n");
+    let unknown = problems.iter().find(|problem| problem.path == "not_a_section").expect("an unknown top-level key");
+    let listed = unknown.message.split_once("expected one of: ").expect("the loader lists its sections").1;
+    let in_loader: Vec<&str> = listed.trim_end_matches(')').split(", ").collect();
+    assert_eq!(in_schema, in_loader);
+}

@@ -6,7 +6,9 @@
 //! from what the loader reads. The parts the loader assembles by hand get their
 //! schema here: the top level (sections read one by one, `routes` required),
 //! backends (told apart by `type`), `token_from` (two shapes, checked by hand),
-//! and a few fields whose accepted forms are wider than their Rust type.
+//! and a few fields whose accepted forms are wider than their Rust type. The
+//! mapping form of `hasura_jwt_secret` is derived from Hasura's own parser
+//! (`backend/hasura/secret.rs`), the one place its keys are defined.
 //!
 //! It describes the file as written: `${...}` is expanded only inside strings
 //! and a string never becomes a number or a boolean, so a number or boolean
