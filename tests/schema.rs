@@ -180,7 +180,7 @@ async fn every_shipped_config_is_valid() {
         .filter(|path| path.exists())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 6, "every example ships a portcullis.yaml");
+    assert!(files.len() >= 6, "the examples are found: {files:?}");
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let first = text.lines().next().unwrap_or_default();
