@@ -40,6 +40,8 @@ pub enum Command {
     Admin(AdminArgs),
     /// Ask a running instance's grpc.health.v1 (exit 0 when SERVING, 1 otherwise): for HEALTHCHECKs.
     Health(HealthArgs),
+    /// Print the JSON Schema of the config file (for editor completion and CI checks).
+    Schema,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,10 @@ async fn run(command: Command, format: LogFormat) -> u8 {
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
         Command::Health(args) => probe::run(args).await,
+        Command::Schema => {
+            print!("{}", portcullis::config::json_schema::json_schema_text());
+            EXIT_OK
+        }
     }
 }
 

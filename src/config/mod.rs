@@ -5,9 +5,11 @@
 //!
 //! `schema` holds the typed shape, `load` turns a file into a [`Config`],
 //! `interpolate` fills in secrets, `value_de` keeps values out of messages,
-//! `problem` is the one shape of a config problem.
+//! `problem` is the one shape of a config problem, `json_schema` describes the
+//! file for editors.
 
 mod interpolate;
+pub mod json_schema;
 mod load;
 mod problem;
 mod schema;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -33,13 +34,16 @@ pub struct Declared {
     pub backends: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
+    /// Envoy's ext_authz calls and grpc.health.v1 (HTTP/2). Port 0 picks a free port.
     #[serde(default = "default_authz")]
     pub authz: SocketAddr,
+    /// The Admin API, grpc.health.v1 and reflection.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` (plaintext HTTP).
     #[serde(default = "default_http")]
     pub http: SocketAddr,
     /// TLS (and with `client_ca`, mutual TLS) on the authz and admin listeners.
@@ -53,11 +57,12 @@ impl Default for Listen {
 }
 
 /// PEM files, re-read when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, leaf first.
     pub cert: std::path::PathBuf,
+    /// The private key of `cert`.
     pub key: std::path::PathBuf,
     /// Clients must present a certificate signed by one of these CAs.
     pub client_ca: Option<std::path::PathBuf>,
@@ -73,15 +78,18 @@ fn default_http() -> SocketAddr {
     "0.0.0.0:9090".parse().expect("literal address")
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Bearer token every Admin RPC must present (at least 16 characters); required
+    /// unless `listen.admin` is loopback or `listen.tls.client_ca` is set.
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    /// How many verified tokens are kept (until their `exp`); 0 turns the cache off.
     #[serde(default = "default_token_cache")]
     pub tokens: u64,
     /// About how many bytes the cached tokens may take (estimated per token).
@@ -107,7 +115,7 @@ fn default_cache_bytes() -> u64 {
 
 /// How much of a request portcullis reads. Envoy's own defaults (100 headers,
 /// 60 KiB) fit inside these, with room for the headers Envoy adds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// More request headers than this (pseudo-headers included) is a 431.
@@ -117,7 +125,9 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// More Checks in progress than this (queued ones included) get an immediate 503.
+    /// Default: 1024 per CPU core.
     #[serde(default = "default_concurrent_checks")]
+    #[schemars(transform = super::json_schema::without_default)]
     pub concurrent_checks: usize,
 }
 
@@ -148,7 +158,7 @@ fn default_max_header_bytes() -> usize {
 }
 
 /// `decision_log`: one JSON line per decision.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionLogConfig {
     /// `stdout`, or a file appended to.
@@ -156,12 +166,13 @@ pub struct DecisionLogConfig {
     /// The fraction of allows logged (and of denies, with `denies: sampled`).
     #[serde(default = "one")]
     pub sample: f64,
+    /// `all` (every deny, whatever `sample` says) or `sampled`.
     #[serde(default)]
     pub denies: DeniesLogged,
 }
 
 /// Which denies the decision log writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeniesLogged {
     /// Every deny, whatever `sample` says.
@@ -172,7 +183,7 @@ pub enum DeniesLogged {
 }
 
 /// `telemetry`: OpenTelemetry traces over OTLP/gRPC.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector, e.g. `http://otel-collector:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -198,7 +209,7 @@ pub enum BackendConfig {
 }
 
 /// How Hasura's JWT mode reads its claims (`claims_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimsFormat {
     #[default]
@@ -210,7 +221,7 @@ pub enum ClaimsFormat {
 /// sent on an upgrade: Hasura builds websocket sessions from the
 /// `connection_init` payload, which ext_authz never sees, so a client could add
 /// any role or variable to an admin-secret connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebsocketMode {
     /// Upgrades are authenticated like any request (a valid token in a header or
@@ -226,26 +237,34 @@ pub enum WebsocketMode {
 }
 
 /// `backends.<name>` with `type: hasura`, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HasuraBackendConfig {
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "hasura"))]
     pub kind: String,
+    /// Sent upstream as `x-hasura-admin-secret` on allowed (non-websocket) requests.
     pub admin_secret: String,
+    /// Role for requests without a token (no other session variable is sent); absent: denied.
     pub unauthorized_role: Option<String>,
+    /// Top-level claim holding the Hasura claims (default `https://hasura.io/jwt/claims`).
     pub claims_namespace: Option<String>,
+    /// JSONPath to the Hasura claims instead of `claims_namespace`.
     pub claims_namespace_path: Option<String>,
+    /// `json` (default) or `stringified_json`.
     pub claims_format: Option<ClaimsFormat>,
+    #[schemars(with = "Option<super::json_schema::ClaimsMap>")]
     pub claims_map: Option<Value>,
     /// Keep the client's token header for the upstream (default: removed).
     #[serde(default)]
     pub forward_token: bool,
+    /// What a websocket upgrade gets: `verify`, `passthrough` or `deny`.
     #[serde(default)]
     pub websocket: WebsocketMode,
 }
 
 /// How the Supabase backend hands the upstream a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SupabaseMode {
     #[default]
@@ -254,11 +273,13 @@ pub enum SupabaseMode {
 }
 
 /// `backends.<name>` with `type: supabase`, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupabaseBackendConfig {
     #[serde(rename = "type")]
+    #[schemars(extend("const" = "supabase"))]
     pub kind: String,
+    /// `remint`: mint a Supabase token; `passthrough`: keep the IdP token.
     #[serde(default)]
     pub mode: SupabaseMode,
     /// HS256 secret (>= 32 bytes) or PEM private key (ES256 P-256 / RS256); remint only.
@@ -267,8 +288,10 @@ pub struct SupabaseBackendConfig {
     pub signing_kid: Option<String>,
     /// The project's publishable (or legacy anon) key, sent as `apikey`.
     pub apikey: String,
+    /// Minted token lifetime (never beyond the IdP token's `exp`).
     #[serde(default = "default_minted_ttl")]
     pub ttl_seconds: u64,
+    /// Token-less requests get `apikey` (and a minted `anon` token in remint mode).
     #[serde(default)]
     pub allow_anonymous: bool,
     /// Passthrough: deny tokens whose `role` is not `authenticated`.
@@ -292,7 +315,7 @@ fn default_minted_issuer() -> String {
     "portcullis".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// Exact expected value of the `iss` claim. Required, except for issuers
@@ -301,18 +324,24 @@ pub struct IssuerConfig {
     /// Where the JWKS lives; absent means OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
     /// Token `aud` must contain one of these; absent means `aud` is not checked.
+    #[schemars(with = "Option<super::json_schema::Audiences>")]
     pub audiences: Option<Vec<String>>,
+    /// Allow-list of `alg` values. Default: RS256 RS384 RS512 PS256 PS384 PS512 ES256
+    /// ES384 EdDSA with a JWKS, HS256 HS384 HS512 with a `secret`.
     pub algorithms: Option<Vec<String>>,
     /// Default 30.
+    #[schemars(extend("default" = 30))]
     pub leeway_seconds: Option<u64>,
     /// Default `Authorization: Bearer`.
     pub token_from: Option<TokenFrom>,
     /// HS256/384/512 shared secret instead of a JWKS.
     pub secret: Option<String>,
+    /// JWKS refresh timing.
     #[serde(default)]
     pub refresh: RefreshConfig,
     /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim (a JSON string or a
     /// mapping); it stands for the key fields above and brings Hasura claims settings.
+    #[schemars(with = "Option<super::json_schema::HasuraJwtSecret>")]
     pub hasura_jwt_secret: Option<Value>,
 }
 
@@ -361,12 +390,14 @@ impl Default for TokenFrom {
     }
 }
 
-/// JWKS refresh timing (SPEC section 4); the defaults suit every hosted IdP.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// JWKS refresh timing; the defaults suit every hosted IdP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshConfig {
+    /// Lower clamp of the refresh interval taken from the JWKS response's caching headers.
     #[serde(default = "default_min_ttl")]
     pub min_seconds: u64,
+    /// Upper clamp of that interval.
     #[serde(default = "default_max_ttl")]
     pub max_seconds: u64,
     /// Used when the JWKS response has neither Cache-Control max-age nor Expires.
@@ -379,13 +410,14 @@ pub struct RefreshConfig {
     /// fetch itself goes on in the background. Keeps every Check within Envoy's timeout.
     #[serde(default = "default_unknown_kid_wait")]
     pub unknown_kid_wait_ms: u64,
+    /// Total time for one discovery or JWKS request.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_ms: u64,
     /// What an empty JWKS (`{"keys": []}`) means.
     #[serde(default)]
     pub empty_jwks: EmptyJwks,
     /// How long fetched keys stay usable without a successful fetch; past it
-    /// the issuer's tokens get 503. See [`RefreshConfig::max_stale`].
+    /// the issuer's tokens get 503. Default: a day, or `max_seconds` if that is longer.
     #[serde(default)]
     pub max_stale_seconds: Option<u64>,
 }
@@ -403,7 +435,7 @@ impl RefreshConfig {
 }
 
 /// An IdP that publishes no keys at all is either broken or revoking everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EmptyJwks {
     /// A failed refresh: the last good keys stay.
@@ -447,7 +479,7 @@ fn default_fetch_timeout() -> u64 {
     5000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Where the route was written (`routes[position]`), whether or not the
@@ -456,11 +488,14 @@ pub struct RouteConfig {
     pub position: usize,
     /// Shown in logs and dynamic metadata; defaults to `routes[i]`.
     pub name: Option<String>,
+    /// Which requests the route applies to; absent matches every request.
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
     /// Issuers whose tokens this route accepts; absent means every issuer.
     pub issuers: Option<Vec<String>>,
+    /// Name of a `backends` entry (Hasura or Supabase header changes).
     pub backend: Option<String>,
+    /// `authenticate` (a valid token is required), `allow` (no token needed) or `deny` (always 403).
     #[serde(default)]
     pub action: Action,
     /// Hasura routes: `graphql` answers denies with HTTP 200 as Hasura does,
@@ -485,7 +520,7 @@ pub struct RouteConfig {
     pub forward_token: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteMode {
     #[default]
@@ -494,7 +529,7 @@ pub enum RouteMode {
 }
 
 /// `require:` on a route; every listed requirement must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireConfig {
     /// All present in `scope` (space-separated) or `scp` (a list or a space-separated string).
@@ -513,40 +548,50 @@ pub struct RequireConfig {
     pub any_of: Option<AnyOfConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnyOfConfig {
+    /// Scopes, any one of which suffices.
     pub scopes: Option<Vec<String>>,
+    /// Permissions, any one of which suffices.
     pub permissions: Option<Vec<String>>,
+    /// Roles (read at `roles_claim`), any one of which suffices.
     pub roles: Option<Vec<String>>,
 }
 
 /// Defaults for authenticating routes without a backend that do not set their own.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsConfig {
+    /// Identity headers: header name -> claim (a name, or a JSONPath starting with `$`).
     pub headers: Option<BTreeMap<String, String>>,
+    /// Claims exported in the CheckResponse's dynamic metadata.
     pub metadata_claims: Option<Vec<String>>,
+    /// Keep the token's header for the upstream (default true).
     pub forward_token: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorStatus {
     Graphql,
     Http,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
+    /// Path prefix, matched without the query string on the path decoded once.
     pub prefix: Option<String>,
+    /// Exact path, matched like `prefix`.
     pub path: Option<String>,
+    /// `:authority` without port, case-insensitive; `*.example.com` matches subdomains.
     pub hosts: Option<Vec<String>>,
+    /// e.g. `[GET, POST]`; absent matches any method.
     pub methods: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Allow,
