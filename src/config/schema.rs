@@ -300,8 +300,8 @@ pub struct IssuerConfig {
     pub issuer: Option<String>,
     /// Where the JWKS lives; absent means OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
-    /// Token `aud` must contain one of these; absent means `aud` is not checked.
-    pub audiences: Option<Vec<String>>,
+    /// Token `aud` must contain one of these; `any` (or absent, with a warning) means `aud` is not checked.
+    pub audiences: Option<Audiences>,
     pub algorithms: Option<Vec<String>>,
     /// Default 30.
     pub leeway_seconds: Option<u64>,
@@ -314,6 +314,52 @@ pub struct IssuerConfig {
     /// A `HASURA_GRAPHQL_JWT_SECRET` value, verbatim (a JSON string or a
     /// mapping); it stands for the key fields above and brings Hasura claims settings.
     pub hasura_jwt_secret: Option<Value>,
+}
+
+/// `audiences`: a list, or the word `any` to accept tokens for every audience
+/// on purpose (leaving it out does the same, with a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audiences {
+    Any,
+    Only(Vec<String>),
+}
+
+impl Audiences {
+    /// The accepted audiences; `None` when every audience is.
+    pub fn accepted(&self) -> Option<&Vec<String>> {
+        match self {
+            Audiences::Any => None,
+            Audiences::Only(list) => Some(list),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audiences {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AudiencesVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for AudiencesVisitor {
+            type Value = Audiences;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of audiences, or the word any")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Audiences, E> {
+                match word {
+                    "any" => Ok(Audiences::Any),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+                }
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Audiences, A::Error> {
+                let list = Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Audiences::Only(list))
+            }
+        }
+
+        deserializer.deserialize_any(AudiencesVisitor)
+    }
 }
 
 /// Where the token is found in the request.
