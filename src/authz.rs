@@ -110,8 +110,8 @@ async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> De
         Action::Deny => deny(DenyReason::RouteDenies, request, Some(route)),
         Action::Allow => {
             tracing::debug!(route = %route.name, path = ?request.path, "allow (no token required)");
-            // Client copies of the route's identity headers are removed all the same.
-            Decision::Allow(allowed(route, None, route.identity.mutations(None), None))
+            // Client copies of identity headers are removed all the same.
+            Decision::Allow(allowed(policy, route, None, route.identity.mutations(None), None))
         }
         Action::Authenticate => authenticate(policy, route, request, audit).await,
     }
@@ -124,7 +124,7 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, aud
     }
     let found = match route.extractor.extract(request) {
         Ok(Some(found)) => found,
-        Ok(None) => return anonymous(route, request),
+        Ok(None) => return anonymous(policy, route, request),
         Err(err) => return deny(DenyReason::Unreadable(err), request, Some(route)),
     };
     // Only issuers that read the token where it was found may verify it.
@@ -172,14 +172,14 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, aud
         issuer: issuer.issuer.clone(),
         subject: vouched.token.claim_str("sub").map(str::to_string),
     };
-    let mut decision = allowed(route, Some(caller), mutations, dry_run);
+    let mut decision = allowed(policy, route, Some(caller), mutations, dry_run);
     decision.claims = route.identity.metadata(&vouched.token.claims);
     Decision::Allow(decision)
 }
 
 /// No token: the backend's anonymous access, if it has one. A route with
 /// requirements needs a token to meet them (a dry run only counts it).
-fn anonymous(route: &Route, request: &HttpRequest) -> Decision {
+fn anonymous(policy: &Policy, route: &Route, request: &HttpRequest) -> Decision {
     let backend = route.backend.as_ref().map(|route_backend| &*route_backend.backend);
     let needs_token = route.requirements.is_some();
     let access = backend.and_then(|backend| backend.anonymous(request)).filter(|_| !needs_token || route.dry_run);
@@ -188,10 +188,22 @@ fn anonymous(route: &Route, request: &HttpRequest) -> Decision {
     };
     mutations.merge(route.identity.mutations(None));
     let dry_run = needs_token.then(|| Unmet { requirement: Requirement::Token, item: "no token".into(), scopes: None });
-    Decision::Allow(allowed(route, None, mutations, dry_run))
+    Decision::Allow(allowed(policy, route, None, mutations, dry_run))
 }
 
-fn allowed(route: &Route, caller: Option<Caller>, mutations: Mutations, dry_run: Option<Unmet>) -> Allowed {
+/// Every request that goes upstream loses the client's copies of every identity
+/// header of the policy, not only the matched route's: an upstream trusting
+/// `x-email` from one route must not get a spoofed one through another. Added
+/// last, so that a header the route sets is not removed (Envoy applies
+/// removals after sets).
+fn allowed(
+    policy: &Policy,
+    route: &Route,
+    caller: Option<Caller>,
+    mut mutations: Mutations,
+    dry_run: Option<Unmet>,
+) -> Allowed {
+    mutations.remove(policy.identity_headers.iter().cloned());
     Allowed {
         route: route.name.clone(),
         backend: route.backend.as_ref().map(|backend| backend.name.clone()),

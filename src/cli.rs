@@ -29,8 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the service.
     Serve(ServeArgs),
-    /// Validate a config, print a summary; on error list every problem with its YAML path.
-    CheckConfig(ConfigArg),
+    /// Validate a config, print a summary and any warnings; on error list every problem with its YAML path.
+    CheckConfig(CheckConfigArgs),
     /// Zero-setup demo: an embedded issuer, the service wired to it, sample tokens and commands.
     Dev(DevArgs),
     /// Token tools.
@@ -111,6 +111,15 @@ impl AdminCommand {
             AdminCommand::Reload => "reload",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Treat warnings as errors (exit 1), e.g. in CI.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

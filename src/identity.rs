@@ -112,14 +112,19 @@ impl Identity {
     }
 }
 
-fn header(name: &str, claim: &str, backend: Option<&BackendConfig>) -> Result<(String, ClaimRef), String> {
+/// `name` lower-cased, when it is a header portcullis may set as an identity header.
+pub fn settable(name: &str) -> Option<String> {
     let lower = name.to_ascii_lowercase();
-    if !is_header_name(&lower) || RESERVED.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+    (is_header_name(&lower) && !RESERVED.contains(&lower.as_str()) && !lower.starts_with("x-envoy-")).then_some(lower)
+}
+
+fn header(name: &str, claim: &str, backend: Option<&BackendConfig>) -> Result<(String, ClaimRef), String> {
+    let Some(lower) = settable(name) else {
         return Err(format!(
             "not a header portcullis may set (a token name other than {} and x-envoy-*)",
             RESERVED.join(", ")
         ));
-    }
+    };
     let owned_by_backend = match backend {
         Some(BackendConfig::Hasura(_)) => lower.starts_with("x-hasura-"),
         Some(BackendConfig::Supabase(_)) => lower == "apikey",

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use crate::backend::hasura::claims::ClaimsSettings;
 use crate::backend::hasura::secret;
-use crate::config::{IssuerConfig, Problem, RefreshConfig, TokenFrom};
+use crate::config::{Audiences, IssuerConfig, Problem, RefreshConfig, TokenFrom};
 use crate::keys::{IssuerKeys, KeyRuntime, KeySet, KeySource, algorithms_for, is_loopback_url};
 
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
@@ -111,6 +111,27 @@ impl Issuer {
         })
     }
 
+    /// What is legal but probably not meant, relative to `issuers.<name>`: no
+    /// audience unless `audiences: any` says so. An IdP tenant signs tokens for
+    /// every API it serves; without an audience check a token issued for one
+    /// of them is accepted by all.
+    pub fn warnings(&self, config: &IssuerConfig) -> Vec<Problem> {
+        if self.audiences.is_some() || config.audiences == Some(Audiences::Any) {
+            return Vec::new();
+        }
+        let (path, set_it) = if self.imported {
+            ("hasura_jwt_secret.audience", "set `audience` in hasura_jwt_secret")
+        } else {
+            ("audiences", "list the audience this API's tokens carry")
+        };
+        vec![Problem::new(
+            path,
+            format!(
+                "not set: any token of this issuer is accepted, whichever API it was issued for; {set_it}, or write `audiences: any` to accept every audience on purpose"
+            ),
+        )]
+    }
+
     /// The signature check for a token signed with `alg`; `None` when `alg` is not allowed.
     pub fn validation(&self, alg: Algorithm) -> Option<&Validation> {
         self.validations.iter().find(|(allowed, _)| *allowed == alg).map(|(_, validation)| validation)
@@ -135,8 +156,9 @@ fn native(config: &IssuerConfig, problems: &mut Vec<Problem>) -> Option<Resolved
         Some(issuer) if issuer.is_empty() => problems.push(Problem::new("issuer", "must not be empty")),
         Some(_) => {}
     }
-    if config.audiences.as_ref().is_some_and(Vec::is_empty) {
-        problems.push(Problem::new("audiences", "must list at least one audience (omit it to skip the aud check)"));
+    if config.audiences.as_ref().and_then(Audiences::accepted).is_some_and(Vec::is_empty) {
+        problems
+            .push(Problem::new("audiences", "must list at least one audience (`audiences: any` skips the aud check)"));
     }
     let source = match (&config.jwks_uri, &config.secret) {
         (Some(_), Some(_)) => {
@@ -165,7 +187,7 @@ fn native(config: &IssuerConfig, problems: &mut Vec<Problem>) -> Option<Resolved
     let initial = source.static_keys().map_err(|err| problems.push(Problem::new("", err))).ok()?;
     Some(Resolved {
         issuer: config.issuer.clone(),
-        audiences: config.audiences.clone(),
+        audiences: config.audiences.as_ref().and_then(Audiences::accepted).cloned(),
         leeway_seconds: config.leeway_seconds.unwrap_or(DEFAULT_LEEWAY_SECONDS),
         token_from: config.token_from.clone().unwrap_or_default(),
         source,
@@ -180,7 +202,8 @@ fn import(config: &IssuerConfig, raw: &serde_json::Value, problems: &mut Vec<Pro
         ("issuer", config.issuer.is_some()),
         ("jwks_uri", config.jwks_uri.is_some()),
         ("secret", config.secret.is_some()),
-        ("audiences", config.audiences.is_some()),
+        // `audiences: any` may confirm a secret without `audience`.
+        ("audiences", config.audiences.as_ref().is_some_and(|audiences| audiences.accepted().is_some())),
         ("algorithms", config.algorithms.is_some()),
         ("leeway_seconds", config.leeway_seconds.is_some()),
         ("token_from", config.token_from.is_some()),
@@ -195,6 +218,9 @@ fn import(config: &IssuerConfig, raw: &serde_json::Value, problems: &mut Vec<Pro
             return None;
         }
     };
+    if config.audiences == Some(Audiences::Any) && imported.audiences.is_some() {
+        problems.push(Problem::new("audiences", "hasura_jwt_secret sets an audience: drop `audiences: any`"));
+    }
     if let KeySource::Jwks(Some(uri)) = &imported.source {
         check_key_url(uri, "hasura_jwt_secret.jwk_url", problems);
     }

@@ -27,7 +27,7 @@ async fn run(command: Command, format: LogFormat) -> u8 {
     }
     match command {
         Command::Serve(args) => serve(&args.config.config, args.watch, format).await,
-        Command::CheckConfig(args) => check_config(&args.config),
+        Command::CheckConfig(args) => check_config(&args.config.config, args.strict),
         Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
@@ -54,6 +54,9 @@ async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
     let telemetry = telemetry::init(format, traces.as_ref().map(|settings| (settings, dropped)));
     if let Some(settings) = &traces {
         tracing::info!(endpoint = %redact_url(&settings.endpoint), sample_ratio = settings.sample_ratio, "exporting traces");
+    }
+    for warning in &policy.warnings {
+        tracing::warn!("config warning: {warning}");
     }
     let options = server::ServeOptions {
         config_path: Some(path.to_path_buf()),
@@ -84,10 +87,19 @@ async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
     code
 }
 
-fn check_config(path: &std::path::Path) -> u8 {
+/// Warnings go to stderr after the summary; `--strict` makes them the problems of an invalid config.
+fn check_config(path: &std::path::Path, strict: bool) -> u8 {
     match policy::load_file(path) {
+        Ok(policy) if strict && !policy.warnings.is_empty() => {
+            let source_name = path.display().to_string();
+            eprint!("{}", portcullis::config::ConfigError { source_name, problems: policy.warnings });
+            EXIT_INVALID
+        }
         Ok(policy) => {
             print!("{}", policy::summary(&policy));
+            for warning in &policy.warnings {
+                eprintln!("warning: {warning}");
+            }
             EXIT_OK
         }
         Err(err) => {

@@ -24,7 +24,8 @@ pub enum ReloadError {
 #[derive(Debug, Clone)]
 pub struct Reloaded {
     pub generation: u64,
-    /// Changes that were not applied (listen addresses need a restart).
+    /// Changes that were not applied (listen addresses need a restart), and the
+    /// new config's own warnings (`<path>: <message>`).
     pub warnings: Vec<String>,
 }
 
@@ -87,6 +88,10 @@ impl Reloader {
         let mut warnings = self.listen_warnings(&next.listen);
         warnings.extend(self.message_limit_warning(&next));
         warnings.extend(restart_warnings(&current_observability, &next));
+        for warning in &next.warnings {
+            tracing::warn!("config warning: {warning}");
+            warnings.push(warning.to_string());
+        }
         let generation = next.generation;
         let admin_token = next.admin_token.clone();
         let keys_changed = next.runtime.changed.clone();

@@ -1,7 +1,9 @@
 //! Which rule applies? Routes are tried in order; the first match wins and no
 //! match is a 403, so anything not written down is denied. Each route is
 //! compiled once: its matcher, the issuers it accepts with the extractor for
-//! their token locations, and its backend.
+//! their token locations, and its backend. Since the first match wins, a route
+//! that an earlier one covers completely would never apply: that is a config
+//! error ([`unreachable`]), as are two routes with one name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use crate::rules::Requirements;
 pub struct Route {
     /// Shared with every decision and metric series that names the route.
     pub name: Arc<str>,
+    /// Where it was written: `routes[position]`.
+    pub position: usize,
     pub action: Action,
     /// Ids (positions in the policy) of the issuers this route accepts, in route order.
     pub issuers: Vec<usize>,
@@ -100,7 +104,8 @@ impl Route {
         });
         let matcher = &config.matcher;
         Ok(Route {
-            name: Arc::from(config.name.clone().unwrap_or_else(|| format!("routes[{}]", config.position))),
+            name: Arc::from(effective_name(config)),
+            position: config.position,
             action: config.action,
             extractor: Extractor::create(issuers.iter().map(|issuer| &issuer.token_from)),
             issuers: issuers.iter().map(|issuer| issuer.id).collect(),
@@ -136,6 +141,18 @@ impl Route {
         self.path_matches(&request.path) && self.host_matches(&request.host) && self.method_matches(&request.method)
     }
 
+    /// Whether every request `later` matches, this route matches too, so that
+    /// `later`, placed after it, never applies. Exact, dimension by dimension
+    /// (a request matches when path, host and method all do): this route's
+    /// path pattern covers `later`'s, its hosts cover `later`'s, its methods
+    /// include `later`'s. A route only partly covered is not shadowed.
+    pub fn shadows(&self, later: &Route) -> bool {
+        path_covers(&self.path, &later.path)
+            && hosts_cover(&self.hosts, &later.hosts)
+            && (self.methods.is_empty()
+                || (!later.methods.is_empty() && later.methods.iter().all(|method| self.methods.contains(method))))
+    }
+
     fn path_matches(&self, path: &str) -> bool {
         match &self.path {
             PathMatch::Any => true,
@@ -144,22 +161,107 @@ impl Route {
         }
     }
 
-    /// Exact host, or `*.example.com` for any subdomain (not the apex).
     fn host_matches(&self, host: &str) -> bool {
-        self.hosts.is_empty()
-            || self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
-                Some(suffix) => {
-                    host.len() > suffix.len() + 1
-                        && host.ends_with(suffix)
-                        && host[..host.len() - suffix.len()].ends_with('.')
-                }
-                None => pattern == host,
-            })
+        self.hosts.is_empty() || self.hosts.iter().any(|pattern| host_matches(pattern, host))
     }
 
     fn method_matches(&self, method: &str) -> bool {
         self.methods.is_empty() || self.methods.iter().any(|allowed| allowed == method)
     }
+}
+
+/// `routes[i]` unless the route is named.
+fn effective_name(config: &RouteConfig) -> String {
+    config.name.clone().unwrap_or_else(|| format!("routes[{}]", config.position))
+}
+
+/// Exact host, or `*.example.com` for any subdomain (not the apex).
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1 && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.')
+        }
+        None => pattern == host,
+    }
+}
+
+/// Every path `inner` matches, `outer` matches. Prefixes are plain string
+/// prefixes of the canonical path (no segment boundary: `/api` covers
+/// `/apix`), as [`Route::path_matches`] applies them; both patterns are
+/// canonical already. A prefix never covers "any path": request paths need not
+/// start with `/` (`*`); an exact path never covers a prefix.
+fn path_covers(outer: &PathMatch, inner: &PathMatch) -> bool {
+    match (outer, inner) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(outer), PathMatch::Prefix(inner) | PathMatch::Exact(inner)) => {
+            inner.starts_with(outer.as_str())
+        }
+        (PathMatch::Exact(outer), PathMatch::Exact(inner)) => outer == inner,
+        (PathMatch::Prefix(_) | PathMatch::Exact(_), PathMatch::Any) | (PathMatch::Exact(_), PathMatch::Prefix(_)) => {
+            false
+        }
+    }
+}
+
+/// Every host `inner` matches, `outer` matches: no hosts match them all;
+/// otherwise each of `inner`'s patterns must be covered by one of `outer`'s
+/// (a wildcard matches infinitely many hosts, which no set of exact hosts covers).
+fn hosts_cover(outer: &[String], inner: &[String]) -> bool {
+    outer.is_empty()
+        || (!inner.is_empty()
+            && inner.iter().all(|pattern| outer.iter().any(|covering| host_pattern_covers(covering, pattern))))
+}
+
+fn host_pattern_covers(outer: &str, inner: &str) -> bool {
+    match (outer.strip_prefix("*."), inner.strip_prefix("*.")) {
+        // `*.example.com` covers `*.apps.example.com`: a subdomain of a subdomain.
+        (Some(outer), Some(inner)) => inner == outer || inner.ends_with(&format!(".{outer}")),
+        (None, Some(_)) => false,
+        (_, None) => host_matches(outer, inner),
+    }
+}
+
+/// Routes that can never apply because an earlier route matches every request
+/// they match (first match wins): one problem per such route at its
+/// `routes[i].match`, naming the earlier route by its path.
+pub fn unreachable(routes: &[Route]) -> Vec<Problem> {
+    routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, later)| {
+            let earlier = routes[..index].iter().find(|earlier| earlier.shadows(later))?;
+            let (at, before) = (later.position, earlier.position);
+            Some(Problem::new(
+                format!("routes[{at}].match"),
+                format!(
+                    "never applies: routes[{before}] comes first and matches every request this route matches (first match wins); move this route above routes[{before}], or narrow routes[{before}].match"
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Route names label decisions, logs, metrics and dynamic metadata, so each
+/// is used once (an unnamed route is called `routes[i]`). Reported at the
+/// later route's `name`, by path only: a name may hold an interpolated value.
+pub fn duplicate_names(routes: &[RouteConfig]) -> Vec<Problem> {
+    let names: Vec<String> = routes.iter().map(effective_name).collect();
+    routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, route)| {
+            let first = names[..index].iter().position(|name| *name == names[index])?;
+            let at = if route.name.is_some() {
+                format!("routes[{}].name", route.position)
+            } else {
+                format!("routes[{}]", route.position)
+            };
+            Some(Problem::new(
+                at,
+                format!("the same name as routes[{}]: route names must be unique", routes[first].position),
+            ))
+        })
+        .collect()
 }
 
 /// The path pattern, canonicalised like request paths (`/odata/%24batch` is
@@ -339,6 +441,95 @@ mod tests {
         assert_eq!(escaped.describe_match(), "path /odata/$batch");
         let parameters = route(MatchConfig { prefix: Some("/internal/".into()), ..Default::default() });
         assert!(parameters.matches(&request("GET", "/internal;x/y", "h")), "routed without its parameters");
+    }
+
+    fn matcher(prefix: Option<&str>, path: Option<&str>, hosts: &[&str], methods: &[&str]) -> Route {
+        let list = |items: &[&str]| (!items.is_empty()).then(|| items.iter().map(|item| item.to_string()).collect());
+        route(MatchConfig {
+            prefix: prefix.map(str::to_string),
+            path: path.map(str::to_string),
+            hosts: list(hosts),
+            methods: list(methods),
+        })
+    }
+
+    #[test]
+    fn shadowing_is_containment_of_paths_hosts_and_methods() {
+        let any = matcher(None, None, &[], &[]);
+        let api = matcher(Some("/api/"), None, &[], &[]);
+        let orders = matcher(Some("/api/orders/"), None, &[], &[]);
+        let exact = matcher(None, Some("/api/orders/1"), &[], &[]);
+        assert!(any.shadows(&api) && api.shadows(&orders) && api.shadows(&exact) && orders.shadows(&exact));
+        assert!(api.shadows(&api), "the same match twice");
+        assert!(!orders.shadows(&api) && !exact.shadows(&orders) && !api.shadows(&any));
+        // Plain string prefixes, as matched: /api covers /apix, /api/ does not cover /api.
+        assert!(matcher(Some("/api"), None, &[], &[]).shadows(&matcher(Some("/apix"), None, &[], &[])));
+        assert!(!api.shadows(&matcher(None, Some("/api"), &[], &[])));
+        // A prefix is not "any path": `*` (OPTIONS) matches no prefix.
+        assert!(!matcher(Some("/"), None, &[], &[]).shadows(&any));
+        // Patterns are compared canonical: /%61pi/ is /api/.
+        assert!(matcher(Some("/%61pi/"), None, &[], &[]).shadows(&orders));
+    }
+
+    #[test]
+    fn shadowing_needs_every_host_and_method_covered() {
+        let api = |hosts: &[&str], methods: &[&str]| matcher(Some("/api/"), None, hosts, methods);
+        assert!(api(&[], &[]).shadows(&api(&["a.example.com"], &["GET"])));
+        assert!(!api(&["a.example.com"], &[]).shadows(&api(&[], &[])), "some hosts do not cover every host");
+        assert!(!api(&[], &["GET"]).shadows(&api(&[], &[])), "some methods do not cover every method");
+        assert!(api(&["A.example.com", "b.example.com"], &[]).shadows(&api(&["a.example.com"], &[])));
+        assert!(!api(&["a.example.com"], &[]).shadows(&api(&["a.example.com", "c.example.com"], &[])));
+        assert!(api(&[], &["get", "POST"]).shadows(&api(&[], &["post"])));
+        assert!(!api(&[], &["GET"]).shadows(&api(&[], &["GET", "DELETE"])));
+        // Wildcards: any subdomain, never the apex, and a subdomain of a subdomain.
+        let wild = api(&["*.example.com"], &[]);
+        assert!(wild.shadows(&api(&["a.example.com"], &[])));
+        assert!(wild.shadows(&api(&["*.apps.example.com"], &[])));
+        assert!(wild.shadows(&api(&["*.example.com"], &[])));
+        assert!(!wild.shadows(&api(&["example.com"], &[])));
+        assert!(!wild.shadows(&api(&["*.badexample.com"], &[])));
+        assert!(!wild.shadows(&api(&["a.badexample.com"], &[])));
+        assert!(!api(&["a.example.com"], &[]).shadows(&wild), "exact hosts never cover a wildcard");
+        assert!(!api(&["*.apps.example.com"], &[]).shadows(&wild));
+    }
+
+    #[test]
+    fn unreachable_routes_and_repeated_names_are_reported_by_path() {
+        let mut routes = vec![
+            matcher(Some("/api/"), None, &[], &[]),
+            matcher(Some("/public/"), None, &[], &["GET"]),
+            matcher(Some("/api/orders/"), None, &[], &[]),
+            matcher(Some("/public/x"), None, &[], &["POST"]),
+        ];
+        for (position, route) in routes.iter_mut().enumerate() {
+            route.position = position + 1;
+        }
+        let problems: Vec<String> = unreachable(&routes).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "routes[3].match: never applies: routes[1] comes first and matches every request this route matches (first match wins); move this route above routes[1], or narrow routes[1].match"
+            ]
+        );
+        let config = |position: usize, name: Option<&str>| -> RouteConfig {
+            let mut text = String::from("{}");
+            if let Some(name) = name {
+                text = format!("{{ name: '{name}' }}");
+            }
+            let mut config: RouteConfig =
+                crate::config::value_de::from_value(&serde_saphyr::from_str(&text).unwrap()).unwrap();
+            config.position = position;
+            config
+        };
+        let configs = [config(0, Some("a")), config(1, Some("a")), config(2, None), config(3, Some("routes[2]"))];
+        let problems: Vec<String> = duplicate_names(&configs).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "routes[1].name: the same name as routes[0]: route names must be unique",
+                "routes[3].name: the same name as routes[2]: route names must be unique",
+            ]
+        );
     }
 
     #[test]

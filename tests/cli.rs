@@ -100,6 +100,117 @@ fn check_config_summarises_a_valid_config_and_interpolates_files() {
     assert!(!stdout.contains("0123456789abcdef"), "secrets are never printed");
 }
 
+/// `check-config` on `text` (with `extra` arguments): exit code, stdout, stderr.
+fn check_config(text: &str, extra: &[&str]) -> (i32, String, String) {
+    let file = write_config(text);
+    let mut args = vec!["check-config", "--config", file.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+const ISSUER: &str = "issuers:\n  kinde: { issuer: https://acme.kinde.com, audiences: [api] }\n";
+
+#[test]
+fn a_route_an_earlier_route_covers_is_an_error_naming_both() {
+    // The issue's example: the scope rule on /api/orders/ could never run.
+    let hidden = format!(
+        "{ISSUER}routes:\n  - name: a\n    match: {{ prefix: /api/ }}\n  - name: b\n    match: {{ prefix: /api/orders/ }}\n    require: {{ scopes: [x] }}\n  - match: {{ path: /healthz, methods: [GET] }}\n    action: allow\n  - match: {{ path: /healthz, hosts: [a.acme.com], methods: [get] }}\n    action: deny\n"
+    );
+    let (code, stdout, stderr) = check_config(&hidden, &[]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(
+        stderr.contains("routes[1].match: never applies: routes[0] comes first and matches every request this route matches (first match wins); move this route above routes[0], or narrow routes[0].match"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routes[3].match: never applies: routes[2] comes first"), "{stderr}");
+    // Narrower first, or only partly covered: both apply, config OK.
+    let ordered = format!(
+        "{ISSUER}routes:\n  - name: b\n    match: {{ prefix: /api/orders/ }}\n    require: {{ scopes: [x] }}\n  - name: a\n    match: {{ prefix: /api/ }}\n  - match: {{ path: /healthz, methods: [GET] }}\n    action: allow\n  - match: {{ path: /healthz, hosts: [a.acme.com] }}\n    action: deny\n"
+    );
+    let (code, stdout, stderr) = check_config(&ordered, &["--strict"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("config OK") && stderr.is_empty(), "{stdout}{stderr}");
+}
+
+#[test]
+fn two_routes_with_one_name_are_an_error() {
+    let routes = |second: &str| {
+        format!(
+            "{ISSUER}routes:\n  - name: api\n    match: {{ prefix: /a/ }}\n  - name: {second}\n    match: {{ prefix: /b/ }}\n  - match: {{ prefix: /c/ }}\n"
+        )
+    };
+    let (code, _, stderr) = check_config(&routes("api"), &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("routes[1].name: the same name as routes[0]: route names must be unique"), "{stderr}");
+    // An unnamed route is called routes[i]: a name may not take it.
+    let (code, _, stderr) =
+        check_config(&format!("{}  - name: routes[2]\n    match: {{ prefix: /d/ }}\n", routes("api")), &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("routes[3].name: the same name as routes[2]"), "{stderr}");
+    let (code, stdout, stderr) = check_config(&routes("other"), &["--strict"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+#[test]
+fn an_issuer_without_audiences_is_a_warning_and_strict_makes_it_an_error() {
+    let config = |audiences: &str| {
+        format!(
+            "issuers:\n  kinde:\n    issuer: https://acme.kinde.com\n{audiences}routes:\n  - match: {{ prefix: /api/ }}\n"
+        )
+    };
+    let warning =
+        "issuers.kinde.audiences: not set: any token of this issuer is accepted, whichever API it was issued for";
+    let (code, stdout, stderr) = check_config(&config(""), &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("config OK"), "{stdout}");
+    assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
+    assert!(stderr.contains("or write `audiences: any` to accept every audience on purpose"), "{stderr}");
+    let (code, stdout, stderr) = check_config(&config(""), &["--strict"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("1 problem") && stderr.contains(&format!("  - {warning}")), "{stderr}");
+    // Said on purpose: no warning, and the summary shows it.
+    let (code, stdout, stderr) = check_config(&config("    audiences: any\n"), &["--strict"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("aud: any") && stderr.is_empty(), "{stdout}{stderr}");
+    let (code, _, stderr) = check_config(&config("    audiences: anything\n"), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "issuers.kinde.audiences: invalid value (a string): expected a list of audiences, or the word any"
+        ),
+        "{stderr}"
+    );
+    // An imported Hasura secret without an audience: the same warning, where to set it.
+    let hasura = "issuers:\n  kinde:\n    hasura_jwt_secret: { jwk_url: https://acme.kinde.com/.well-known/jwks }\nroutes:\n  - match: { prefix: /api/ }\n";
+    let (code, _, stderr) = check_config(hasura, &["--strict"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("issuers.kinde.hasura_jwt_secret.audience: not set"), "{stderr}");
+    let confirmed = hasura.replace("    hasura_jwt_secret", "    audiences: any\n    hasura_jwt_secret");
+    let (code, _, stderr) = check_config(&confirmed, &["--strict"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn every_unknown_key_and_every_repeated_key_is_reported_by_path() {
+    let text = format!(
+        "{ISSUER}routes:\n  - match: {{ prefix: /a/, hostz: [x], methds: [GET] }}\n    isuers: [kinde]\n    headers: {{ x-user-id: sub }}\n    headers: {{ x-user-id: sub }}\n  - match: {{ prefix: /b/ }}\n    name: b\n    name: s3cret-name\n"
+    );
+    let (code, _, stderr) = check_config(&text, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "routes[0].headers: duplicate key: each key may appear once in a mapping",
+        "routes[1].name: duplicate key: each key may appear once in a mapping",
+        "routes[0].isuers: unknown field `isuers`",
+        "routes[0].match.hostz: unknown field `hostz`, expected one of `prefix`, `path`, `hosts`, `methods`",
+        "routes[0].match.methds: unknown field `methds`",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("5 problems"), "{stderr}");
+    assert!(!stderr.contains("s3cret") && !stderr.contains("DuplicateKeyPolicy"), "{stderr}");
+}
+
 #[test]
 fn missing_or_unparseable_files_are_exit_1() {
     let (code, _, stderr) = run(&["check-config", "--config", "/nonexistent/portcullis.yaml"]);
@@ -181,7 +292,7 @@ async fn serve_answers_checks_and_exits_0_on_sigterm() {
 }
 
 #[test]
-fn every_example_config_is_valid() {
+fn every_example_config_is_valid_without_warnings() {
     let mut checked = 0;
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
         let config = entry.unwrap().path().join("portcullis.yaml");
@@ -189,7 +300,7 @@ fn every_example_config_is_valid() {
             continue;
         }
         let output = Command::new(BIN)
-            .args(["check-config", "--config", config.to_str().unwrap()])
+            .args(["check-config", "--strict", "--config", config.to_str().unwrap()])
             // Placeholders in examples name these variables; any value will do here.
             .env("HASURA_GRAPHQL_ADMIN_SECRET", "example-admin-secret")
             .env("SUPABASE_JWT_SECRET", "example-jwt-secret-that-is-32-bytes-long")
@@ -389,6 +500,8 @@ struct Served {
     child: std::process::Child,
     authz: String,
     admin: String,
+    /// Every log line so far.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -401,8 +514,11 @@ impl Served {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let logged = std::sync::Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                logged.lock().unwrap().push(line.clone());
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "portcullis listening"
                 {
@@ -414,7 +530,17 @@ impl Served {
             }
         });
         let (authz, admin) = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("listening log line");
-        Served { child, authz, admin }
+        Served { child, authz, admin, lines }
+    }
+
+    /// The log lines at `level` so far whose message contains `text`.
+    fn logged(&self, level: &str, text: &str) -> usize {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["level"] == level && event["message"].as_str().is_some_and(|m| m.contains(text)))
+            .count()
     }
 
     fn admin_cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
@@ -473,6 +599,8 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
     })
     .await
     .unwrap();
+    // The issuer has no audiences: one WARN line at start, with its YAML path.
+    assert_eq!(served.logged("WARN", "config warning: issuers.a.audiences: not set"), 1);
     let mut client = client_at(&served.authz).await;
     let served = tokio::task::spawn_blocking(move || {
         served.wait_for_generation(1, TOKEN);
@@ -532,11 +660,26 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
     .await
     .unwrap();
     assert_allowed(&check(&mut client, request("GET", "/b/x", &[])).await);
+    // A route an earlier one hides is refused on reload too.
+    let hidden = "  - match: { prefix: /b/ }\n    action: allow\n  - match: { prefix: /b/x }\n    action: deny\n";
+    std::fs::write(file.path(), served_config(&issuer, TOKEN, hidden)).unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        let (code, _, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
+        assert_eq!(code, 1);
+        assert!(stderr.contains("routes[1].match: never applies: routes[0] comes first"), "{stderr}");
+        served
+    })
+    .await
+    .unwrap();
+    assert_allowed(&check(&mut client, request("GET", "/b/x", &[])).await);
     std::fs::write(file.path(), served_config(&issuer, TOKEN, "  - match: { prefix: /a/ }\n")).unwrap();
     let served = tokio::task::spawn_blocking(move || {
         let (code, stdout, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("reloaded: policy generation 3"), "{stdout}");
+        // The new policy's warnings: in the answer, and logged.
+        assert!(stdout.contains("warning: issuers.a.audiences: not set"), "{stdout}");
+        assert!(served.logged("WARN", "config warning: issuers.a.audiences: not set") >= 2);
         served
     })
     .await

@@ -581,7 +581,7 @@ fn manifests_agree_with_each_other() {
     assert_eq!(grant["spec"]["from"][0]["namespace"], security["metadata"]["namespace"]);
 }
 
-/// Every portcullis.yaml a kustomization ships passes `portcullis check-config`,
+/// Every portcullis.yaml a kustomization ships passes `portcullis check-config --strict`,
 /// with the Secret's keys from secret.example.yaml in place.
 #[test]
 fn shipped_configs_pass_check_config() {
@@ -599,7 +599,7 @@ fn shipped_configs_pass_check_config() {
         let text = text.replace("/etc/portcullis-tls/", &format!("{}/server/", certs.display()));
         let file = write(dir.path(), name, &text);
         run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check-config", "--config"])
+            .args(["check-config", "--strict", "--config"])
             .arg(&file)
             .env("PORTCULLIS_ADMIN_TOKEN", admin_token))
     };

@@ -649,6 +649,85 @@ async fn spoofed_hasura_headers_and_apikeys_never_reach_the_upstream() {
     stack.upstream_untouched();
 }
 
+/// Identity headers declared on some routes only, and routes of every other
+/// kind of allow: no token (`action: allow`), anonymous (Hasura's
+/// unauthorized role), and a dry run whose requirement fails.
+fn identity_config(kinde: &DevIssuer) -> String {
+    format!(
+        r#"{LISTEN_ANY}issuers:
+  kinde: {{ issuer: "{iss}", jwks_uri: "{jwks}", audiences: [api] }}
+backends:
+  hasura: {{ type: hasura, admin_secret: {ADMIN_SECRET}, unauthorized_role: anonymous }}
+routes:
+  - name: health
+    match: {{ path: /healthz }}
+    action: allow
+  - name: orders
+    match: {{ prefix: /api/orders/ }}
+    headers: {{ x-user-id: sub, x-email: email }}
+  - name: api
+    match: {{ prefix: /api/ }}
+    headers: {{ x-user-id: sub }}
+  - name: graphql
+    match: {{ prefix: /v1/graphql }}
+    backend: hasura
+  - name: dry
+    match: {{ prefix: /dry/ }}
+    require: {{ permissions: [admin:all] }}
+    mode: dry_run
+"#,
+        iss = kinde.issuer(),
+        jwks = kinde.jwks_uri()
+    )
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_upstream_on_any_route() {
+    let key = SigningKey::generate(Algorithm::ES256, "kinde-1");
+    let kinde = DevIssuer::start(&[&key]).await.unwrap();
+    let stack = Stack::start(&identity_config(&kinde)).await;
+    let (envoy, upstream) = (&stack.envoy, &stack.upstream);
+    let mut claims = kinde_claims(&kinde, "kp_5a8e2c1d", "api", 300);
+    claims["email"] = json!("alice@acme.com");
+    let token = bearer(&key.sign(&claims));
+    let send = |method, path, token| spoofed_identity(envoy, method, path, token);
+    // The route that sets both: the token's values, nothing of the client's.
+    assert_passed(&send("GET", "/api/orders/1", Some(&token)).await);
+    let got = upstream.last();
+    assert_eq!((got.all("x-user-id"), got.all("x-email")), (vec!["kp_5a8e2c1d"], vec!["alice@acme.com"]));
+    // A route that sets only x-user-id: the client's x-email is removed all the same.
+    assert_passed(&send("GET", "/api/other", Some(&token)).await);
+    assert_eq!(app_headers(&upstream.last()), pairs(&[("authorization", &token), ("x-user-id", "kp_5a8e2c1d")]));
+    // action: allow, with no identity headers of its own.
+    assert_passed(&send("GET", "/healthz", None).await);
+    assert_eq!(app_headers(&upstream.last()), pairs(&[]));
+    // Anonymous (Hasura's unauthorized role) and a dry run that would deny.
+    assert_passed(&send("POST", "/v1/graphql", None).await);
+    assert_eq!(
+        app_headers(&upstream.last()),
+        pairs(&[("x-hasura-admin-secret", ADMIN_SECRET), ("x-hasura-role", "anonymous")])
+    );
+    assert_passed(&send("GET", "/dry/x", Some(&token)).await);
+    assert_eq!(app_headers(&upstream.last()), pairs(&[("authorization", &token)]));
+    let received = upstream.requests();
+    assert_eq!(received.len(), 5);
+    for got in received {
+        assert!(
+            got.all("x-email").iter().chain(&got.all("x-user-id")).all(|value| !value.starts_with("spoof")),
+            "{got:?}"
+        );
+    }
+}
+
+/// A request carrying the client's own identity headers, in several spellings;
+/// raw HTTP/1.1, so they reach Envoy as written.
+async fn spoofed_identity(envoy: &Envoy, method: &str, path: &str, token: Option<&str>) -> Reply {
+    let mut headers =
+        vec![("Host", "api.acme.com"), ("X-Email", "spoof@x"), ("x-user-id", "spoof"), ("X-User-Id", "spoof-2")];
+    headers.extend(token.map(|token| ("Authorization", token)));
+    envoy.raw(&raw_request(method, path, &headers, "")).await
+}
+
 /// The plain routes of examples/basic, for the generic deny bodies.
 fn basic_config(kinde: &DevIssuer) -> String {
     format!(

@@ -5,7 +5,10 @@
 //!   (docs/configuration.md "Routes"): generated paths with percent-escapes,
 //!   dot-segments, `;` parameters, queries; hosts with ports, IPv6, userinfo;
 //!   routes with prefixes, exact paths (written escaped or not), host patterns
-//!   and methods;
+//!   and methods; routes refused at load as never applying (an earlier route
+//!   shadows them) are left out, and the model, which keeps them, still agrees;
+//! - a route reported as shadowing another matches every request, of the
+//!   model's and of the real matcher, that the other matches;
 //! - a Hasura session reaches Hasura only as `x-hasura-*` headers, none of them
 //!   privileged, whatever the token's claims or the `claims_map` say;
 //! - every decision's header mutations are valid HTTP header names and values,
@@ -474,13 +477,78 @@ proptest! {
         authority in authority(),
         pseudo in any::<bool>(),
     ) {
-        let config = json!({
-            "routes": routes.iter().enumerate().map(|(index, route)| route.config(index)).collect::<Vec<_>>(),
-        });
-        let authorizer = Authorizer::new(fixtures::policy(&config));
+        let authorizer = Authorizer::new(compile_reachable(&routes));
         let check = check_request(method, &path.render(), &authority.render(), &[], pseudo);
         let decision = fixtures::block_on(authorizer.decide_check(&check));
         prop_assert_eq!(observed(&decision), model(&routes, method, &path, &authority), "path {:?} authority {:?}", path.render(), authority.render());
+    }
+}
+
+/// The routes as a policy. Routes refused as never applying (an earlier one
+/// matches every request they match) are left out and the rest compiled: the
+/// model, which keeps them, must still agree, since first match wins.
+fn compile_reachable(routes: &[RouteSpec]) -> portcullis::policy::Policy {
+    let config = |keep: &dyn Fn(usize) -> bool| {
+        let kept = routes.iter().enumerate().filter(|(index, _)| keep(*index));
+        json!({ "routes": kept.map(|(index, route)| route.config(index)).collect::<Vec<_>>() })
+    };
+    let Err(err) = fixtures::try_policy(&config(&|_| true)) else {
+        return fixtures::policy(&config(&|_| true));
+    };
+    let unreachable: Vec<usize> = err
+        .problems
+        .iter()
+        .map(|problem| {
+            assert!(problem.message.starts_with("never applies"), "{problem}");
+            let index = problem.path.strip_prefix("routes[").and_then(|rest| rest.strip_suffix("].match"));
+            index.and_then(|index| index.parse().ok()).unwrap_or_else(|| panic!("{problem}"))
+        })
+        .collect();
+    fixtures::policy(&config(&|index| !unreachable.contains(&index)))
+}
+
+/// Canonical paths around the route patterns: each pattern, and more after it.
+fn routed_path() -> impl Strategy<Value = String> {
+    let base = select(PATTERNS.iter().map(|(_, canonical)| *canonical).collect::<Vec<_>>());
+    (base, select(vec!["", "", "x", "/", "/y", "pi/", "/graphql"])).prop_map(|(base, more)| format!("{base}{more}"))
+}
+
+fn routed_host() -> impl Strategy<Value = &'static str> {
+    select(vec![
+        "api.example.com",
+        "example.com",
+        "a.apps.example.com",
+        "x.y.apps.example.com",
+        "apps.example.com",
+        "other.test",
+        "[::1]",
+        "",
+    ])
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn a_shadowing_route_matches_every_request_the_shadowed_one_does(
+        specs in prop::collection::vec(route_spec(), 8),
+        requests in prop::collection::vec((select(vec!["GET", "POST", "DELETE", "PUT"]), routed_path(), routed_host()), 32),
+    ) {
+        let policies: Vec<_> = specs.iter().map(|spec| fixtures::policy(&json!({ "routes": [spec.config(0)] }))).collect();
+        let compiled: Vec<_> = policies.iter().map(|policy| &policy.router.routes()[0]).collect();
+        for (earlier, first) in specs.iter().zip(&compiled) {
+            for (later, second) in specs.iter().zip(&compiled).filter(|(_, second)| first.shadows(second)) {
+                for (method, path, host) in &requests {
+                    if later.matches(path, host, method) {
+                        prop_assert!(earlier.matches(path, host, method), "model: {method} {host}{path}, {earlier:?} shadows {later:?}");
+                    }
+                    let request = portcullis::request::HttpRequest::new(method, path, host, []);
+                    if second.matches(&request) {
+                        prop_assert!(first.matches(&request), "matcher: {method} {host}{path}, {earlier:?} shadows {later:?}");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -146,7 +146,8 @@ impl JsonSchema for TokenFrom {
     }
 }
 
-/// `issuers.<name>.audiences` (the field is optional; `null` is added by `Option`).
+/// `issuers.<name>.audiences`: a list, or the word `any` (the field is optional;
+/// `null` is added by `Option`).
 pub struct Audiences;
 
 impl JsonSchema for Audiences {
@@ -160,8 +161,10 @@ impl JsonSchema for Audiences {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "type": "array",
-            "items": { "type": "string" },
+            "oneOf": [
+                { "type": "array", "items": { "type": "string" } },
+                { "const": "any" },
+            ],
         })
     }
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::document;
 use super::interpolate::interpolate;
-use super::value_de::from_value;
+use super::value_de::from_value_reporting_all;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
     HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig, SupabaseBackendConfig,
@@ -55,10 +56,11 @@ pub fn read_str(text: &str) -> (Option<Config>, Vec<Problem>) {
 }
 
 fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
-    // Without the source snippet: the offending line may hold a secret.
-    let mut doc: Value = match serde_saphyr::from_str_with_options(text, serde_saphyr::options! { with_snippet: false })
-    {
-        Ok(doc) => doc,
+    let mut doc: Value = match document::parse(text) {
+        Ok((doc, repeated)) => {
+            problems.extend_under("", repeated);
+            doc
+        }
         Err(err) => {
             problems.push("", format!("not valid YAML: {err}"));
             return None;
@@ -123,16 +125,9 @@ fn section<T: DeserializeOwned>(value: Option<&Value>, path: &str, problems: &mu
     }
 }
 
+/// Every unknown key of the section is reported, not only the first.
 fn parse_at<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Problems) -> Option<T> {
-    match from_value::<T>(value) {
-        Ok(parsed) => Some(parsed),
-        Err(err) => {
-            let inner = err.path().to_string();
-            let at = if inner == "." { path.to_string() } else { join_path(path, &inner) };
-            problems.push(at, err.into_inner().to_string());
-            None
-        }
-    }
+    problems.take(path, from_value_reporting_all::<T>(value))
 }
 
 /// Issuers in the order written. One that does not parse is left out; routes

@@ -3,11 +3,13 @@
 //! path. Whether it makes sense (references resolve, keys parse, URLs are safe)
 //! is decided once, when the policy compiles it; nothing here knows the stages.
 //!
-//! `schema` holds the typed shape, `load` turns a file into a [`Config`],
+//! `schema` holds the typed shape, `document` reads the YAML (refusing repeated
+//! keys), `load` turns a file into a [`Config`],
 //! `interpolate` fills in secrets, `value_de` keeps values out of messages,
 //! `problem` is the one shape of a config problem, `json_schema` describes the
 //! file for editors.
 
+mod document;
 mod interpolate;
 pub mod json_schema;
 mod load;

@@ -323,9 +323,9 @@ pub struct IssuerConfig {
     pub issuer: Option<String>,
     /// Where the JWKS lives; absent means OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
-    /// Token `aud` must contain one of these; absent means `aud` is not checked.
+    /// Token `aud` must contain one of these; `any` (or absent, with a warning) means `aud` is not checked.
     #[schemars(with = "Option<super::json_schema::Audiences>")]
-    pub audiences: Option<Vec<String>>,
+    pub audiences: Option<Audiences>,
     /// Allow-list of `alg` values. Default: RS256 RS384 RS512 PS256 PS384 PS512 ES256
     /// ES384 EdDSA with a JWKS, HS256 HS384 HS512 with a `secret`.
     pub algorithms: Option<Vec<String>>,
@@ -343,6 +343,52 @@ pub struct IssuerConfig {
     /// mapping); it stands for the key fields above and brings Hasura claims settings.
     #[schemars(with = "Option<super::json_schema::HasuraJwtSecret>")]
     pub hasura_jwt_secret: Option<Value>,
+}
+
+/// `audiences`: a list, or the word `any` to accept tokens for every audience
+/// on purpose (leaving it out does the same, with a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audiences {
+    Any,
+    Only(Vec<String>),
+}
+
+impl Audiences {
+    /// The accepted audiences; `None` when every audience is.
+    pub fn accepted(&self) -> Option<&Vec<String>> {
+        match self {
+            Audiences::Any => None,
+            Audiences::Only(list) => Some(list),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audiences {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AudiencesVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for AudiencesVisitor {
+            type Value = Audiences;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of audiences, or the word any")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Audiences, E> {
+                match word {
+                    "any" => Ok(Audiences::Any),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+                }
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Audiences, A::Error> {
+                let list = Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Audiences::Only(list))
+            }
+        }
+
+        deserializer.deserialize_any(AudiencesVisitor)
+    }
 }
 
 /// Where the token is found in the request.

@@ -280,3 +280,23 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: 
     let _ = writeln!(out, "\nPress Ctrl-C to stop.");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_dev_config_passes_strict_checks() {
+        let key = SigningKey::generate(Algorithm::ES256, "k");
+        let issuer = DevIssuer::start(&[&key]).await.unwrap();
+        let args = DevArgs {
+            authz: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            envoy: None,
+            envoy_port: 0,
+        };
+        let policy = crate::policy::parse_str(&dev_config(&issuer, &args), "dev config").unwrap();
+        assert_eq!(policy.warnings, []);
+    }
+}

@@ -5,6 +5,9 @@
 //! config into it, collecting every problem with its YAML path; `check-config`,
 //! `serve`, reloads and `token verify` all go through it, and nothing checks
 //! the config again afterwards. A reload compiles a new policy and swaps it whole.
+//! What is legal but probably not meant (an issuer without audiences) comes out
+//! as a warning beside the policy: printed by `check-config` (an error with
+//! `--strict`), logged by `serve` at start and on every reload.
 
 pub mod summary;
 
@@ -17,10 +20,11 @@ use crate::backend::Backend;
 use crate::config::{
     self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, TelemetryConfig,
 };
+use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
 use crate::metrics;
-use crate::route::{Names, Route, Router};
+use crate::route::{self, Names, Route, Router};
 use crate::tls::ReloadingTls;
 use crate::token_cache::{CacheBudget, TokenCache};
 
@@ -39,6 +43,13 @@ pub struct Policy {
     pub issuers: Vec<Arc<Issuer>>,
     pub backends: BTreeMap<String, Arc<Backend>>,
     pub router: Router,
+    /// Every identity header any route or `defaults` declares: a client's copy
+    /// is removed on every allowed request, whichever route matched (a route
+    /// that does not set `x-email` must not pass a spoofed one to an upstream
+    /// that trusts it from another route).
+    pub identity_headers: Vec<String>,
+    /// Problems that do not stop the policy, with their YAML paths.
+    pub warnings: Vec<Problem>,
     pub cache: TokenCache,
     /// How much of each request is read (a larger one is a 431).
     pub limits: LimitsConfig,
@@ -105,9 +116,12 @@ impl Policy {
             .iter()
             .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
             .collect();
+        problems.extend_under("", route::duplicate_names(&config.routes));
+        problems.extend_under("", route::unreachable(&routes));
         if !problems.is_empty() {
             return Err(problems.into_vec());
         }
+        let warnings = warnings(config, &issuers);
         let cel_views =
             routes.iter().any(|route| route.requirements.as_ref().is_some_and(|rules| rules.when_source().is_some()));
         Ok(Policy {
@@ -116,6 +130,8 @@ impl Policy {
             admin_token: config.admin.token.clone(),
             issuers,
             backends,
+            identity_headers: identity_headers(config, &routes),
+            warnings,
             router: Router::new(routes),
             cache: TokenCache::new(cache_budget, cel_views, runtime.clock.clone(), runtime.metrics.cache_counters()),
             limits: config.limits.clone(),
@@ -204,6 +220,27 @@ impl Policy {
         }
         problems
     }
+}
+
+/// The identity headers of every route (defaults included where they apply),
+/// and those `defaults` declares even where no route takes them, once each.
+fn identity_headers(config: &Config, routes: &[Route]) -> Vec<String> {
+    let from_routes = routes.iter().flat_map(|route| route.identity.headers().map(|(name, _)| name.to_string()));
+    let from_defaults = config.defaults.headers.iter().flatten().filter_map(|(name, _)| identity::settable(name));
+    let mut names: Vec<String> = from_routes.chain(from_defaults).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Every issuer's warnings, under `issuers.<name>` (an issuer's id is its position in the file).
+fn warnings(config: &Config, issuers: &[Arc<Issuer>]) -> Vec<Problem> {
+    let mut found = Problems::default();
+    for issuer in issuers {
+        let (name, written) = &config.issuers[issuer.id];
+        found.extend_under(&config::join_path("issuers", name), issuer.warnings(written));
+    }
+    found.into_vec()
 }
 
 /// An unauthenticated control plane is only acceptable where only this machine

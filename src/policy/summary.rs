@@ -27,6 +27,10 @@ pub fn summary(policy: &Policy) -> String {
     for route in routes {
         let _ = writeln!(out, "  {}", route_line(policy, route));
     }
+    if !policy.identity_headers.is_empty() {
+        let names = policy.identity_headers.join(", ");
+        let _ = writeln!(out, "identity headers (client copies removed on every route): {names}");
+    }
     out
 }
 

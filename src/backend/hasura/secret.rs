@@ -92,10 +92,7 @@ pub fn import(value: &Value) -> Result<ImportedSecret, Vec<Problem>> {
         }
         other => other,
     };
-    let fields: SecretFields = crate::config::value_de::from_value(object).map_err(|err| {
-        let path = err.path().to_string();
-        vec![Problem::new(if path == "." { String::new() } else { path }, err.into_inner().to_string())]
-    })?;
+    let fields: SecretFields = crate::config::value_de::from_value_reporting_all(object)?;
     let mut problems = Vec::new();
     let keys = imported_keys(&fields).map_err(|problem| problems.push(problem)).ok();
     let token_from = token_from(fields.header.as_ref()).map_err(|problem| problems.push(problem)).ok();
