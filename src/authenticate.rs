@@ -78,7 +78,12 @@ mod tests {
     const ISS: &str = "https://idp.test";
 
     fn cache(runtime: &KeyRuntime) -> TokenCache {
-        TokenCache::new(CacheBudget { entries: 100, bytes: 1 << 30 }, false, runtime.clock.clone(), Default::default())
+        TokenCache::new(
+            CacheBudget { entries: 100, bytes: 1 << 30 },
+            Default::default(),
+            runtime.clock.clone(),
+            Default::default(),
+        )
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
 use crate::response::check_response;
 use crate::route::Route;
-use crate::rules::{Facts, Requirement, Unmet};
+use crate::rules::{Facts, Requirement, Requirements, Unmet, query};
 use crate::token::{digest, fingerprint};
 use crate::verify::VerifyFailure;
 
@@ -106,6 +106,9 @@ async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> De
     if request.has_path_parameters() && !route.allow_path_parameters {
         return deny(DenyReason::InvalidRequest(RequestProblem::PathParameters), request, Some(route));
     }
+    if ambiguous_query_for_rules(route, request) {
+        return deny(DenyReason::InvalidRequest(RequestProblem::AmbiguousQuery), request, Some(route));
+    }
     match route.action {
         Action::Deny => deny(DenyReason::RouteDenies, request, Some(route)),
         Action::Allow => {
@@ -115,6 +118,16 @@ async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> De
         }
         Action::Authenticate => authenticate(policy, route, request, audit).await,
     }
+}
+
+/// A route whose rule reads `request.query` refuses a query that backends could
+/// read differently (a repeated name, `;`): the rule would judge one reading and
+/// the backend serve another. A dry run enforces nothing: there the rule fails
+/// and the failure is counted.
+fn ambiguous_query_for_rules(route: &Route, request: &HttpRequest) -> bool {
+    !route.dry_run
+        && route.requirements.as_ref().is_some_and(Requirements::reads_query)
+        && query::parse(request.query()).is_err()
 }
 
 async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, audit: &mut Audit) -> Decision {

@@ -213,6 +213,7 @@ impl RequestProblem {
         match self {
             RequestProblem::AmbiguousPath => "ambiguous_path",
             RequestProblem::PathParameters => "path_parameters",
+            RequestProblem::AmbiguousQuery => "ambiguous_query",
             RequestProblem::MalformedAuthority => "malformed_authority",
             RequestProblem::InvalidHeaderName => "invalid_header_name",
             RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge => "request_too_large",
@@ -225,6 +226,9 @@ impl RequestProblem {
                 "the path has dot-segments, repeated or encoded slashes, or undecodable escapes; refused rather than guessed"
             }
             RequestProblem::PathParameters => "this route does not accept ';' path parameters",
+            RequestProblem::AmbiguousQuery => {
+                "the query string repeats a parameter, or has ';', an empty name or a broken escape; refused rather than guessed"
+            }
             RequestProblem::MalformedAuthority => {
                 "the :authority (Host) is not host[:port]; refused rather than guessed"
             }

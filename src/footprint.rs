@@ -17,8 +17,12 @@ const OBJECT_ENTRY: usize = std::mem::size_of::<usize>() + std::mem::size_of::<S
 
 /// What the allocator hands out for `requested` bytes: 8 bytes of header,
 /// rounded up to 16, at least 32.
-pub fn allocation(requested: usize) -> usize {
-    if requested == 0 { 0 } else { (requested + 8).next_multiple_of(16).max(32) }
+pub const fn allocation(requested: usize) -> usize {
+    if requested == 0 {
+        return 0;
+    }
+    let rounded = (requested + 8).next_multiple_of(16);
+    if rounded < 32 { 32 } else { rounded }
 }
 
 pub fn string(text: &str) -> usize {

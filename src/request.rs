@@ -43,6 +43,9 @@ pub enum RequestProblem {
     AmbiguousPath,
     /// `;` path parameters on a route that does not allow them.
     PathParameters,
+    /// A query string a route's rule reads that parsers could read differently:
+    /// a repeated name, `;`, an empty name, a broken escape (see `rules::query`).
+    AmbiguousQuery,
     /// An `:authority` that is not `host[:port]` (`host:abc`, `user@host`, `host:`).
     MalformedAuthority,
     /// A header name that is not an RFC 9110 token (`:` first for a pseudo-header):
@@ -266,7 +269,8 @@ fn percent_decode(raw: &str) -> Result<String, ()> {
     String::from_utf8(out).map_err(|_| ())
 }
 
-fn hex_byte(pair: &[u8]) -> Option<u8> {
+/// Two hex digits as a byte (the query decoder in `rules::query` shares it).
+pub(crate) fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |byte: u8| char::from(byte).to_digit(16);
     match pair {
         [high, low] => Some((digit(*high)? * 16 + digit(*low)?) as u8),

@@ -13,7 +13,7 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
 use crate::metrics::CacheCounters;
-use crate::token::{Clock, TokenDigest, VerifiedToken};
+use crate::token::{Clock, RuleAdditions, TokenDigest, VerifiedToken};
 
 /// A token as verified by one issuer (its position in the policy).
 pub type CacheKey = (TokenDigest, usize);
@@ -99,13 +99,16 @@ impl moka::Expiry<CacheKey, Arc<VerifiedToken>> for UntilExpiry {
 }
 
 impl TokenCache {
-    /// A budget of 0 entries or 0 bytes disables caching. `cel_views`: the
-    /// policy has CEL rules, so a cached token also comes to hold its claims
-    /// converted for CEL (about as large again), which its weight allows for.
-    pub fn new(budget: CacheBudget, cel_views: bool, clock: Clock, counters: CacheCounters) -> Self {
+    /// A budget of 0 entries or 0 bytes disables caching. `additions`: what
+    /// the policy's CEL rules may add to a cached token (its claims converted
+    /// for CEL, remembered outcomes), which its weight allows for from the start.
+    pub fn new(budget: CacheBudget, additions: RuleAdditions, clock: Clock, counters: CacheCounters) -> Self {
         let evictions = counters.evictions.clone();
-        let weigh: fn(&Arc<VerifiedToken>) -> usize =
-            if cel_views { |token| token.footprint_with_cel_view() } else { |token| token.footprint() };
+        let weigh: fn(&Arc<VerifiedToken>) -> usize = match additions {
+            RuleAdditions::None => |token| token.footprint(RuleAdditions::None),
+            RuleAdditions::CelView => |token| token.footprint(RuleAdditions::CelView),
+            RuleAdditions::CelViewAndMemo => |token| token.footprint(RuleAdditions::CelViewAndMemo),
+        };
         let cache = budget.is_enabled().then(|| {
             budget
                 .builder(weigh)
@@ -191,7 +194,7 @@ mod tests {
 
     #[test]
     fn entries_are_per_issuer_and_counted() {
-        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(entries(10), RuleAdditions::None, Clock::fixed(1_000), CacheCounters::default());
         let digest = crate::token::digest("t");
         cache.insert((digest, 0), token(0, "k", 2_000));
         assert!(cache.get(&(digest, 0)).is_some());
@@ -202,7 +205,7 @@ mod tests {
 
     #[test]
     fn purge_drops_tokens_of_removed_keys_for_that_issuer_only() {
-        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(entries(10), RuleAdditions::None, Clock::fixed(1_000), CacheCounters::default());
         let (a, b) = (crate::token::digest("a"), crate::token::digest("b"));
         cache.insert((a, 0), token(0, "old", 2_000));
         cache.insert((b, 0), token(0, "new", 2_000));
@@ -215,7 +218,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_remembers_nothing() {
-        let cache = TokenCache::new(entries(0), false, Clock::system(), CacheCounters::default());
+        let cache = TokenCache::new(entries(0), RuleAdditions::None, Clock::system(), CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", u64::MAX));
         assert!(cache.get(&key).is_none());
@@ -225,7 +228,7 @@ mod tests {
     #[test]
     fn an_entry_lives_until_its_token_expires_by_the_clock() {
         let clock = Clock::fixed(1_000);
-        let cache = TokenCache::new(entries(10), false, clock, CacheCounters::default());
+        let cache = TokenCache::new(entries(10), RuleAdditions::None, clock, CacheCounters::default());
         let key = (crate::token::digest("t"), 0);
         cache.insert(key, token(0, "k", 1_000));
         assert!(cache.get(&key).is_none(), "expiring now: not kept");
@@ -240,7 +243,7 @@ mod tests {
     #[test]
     fn the_byte_budget_bounds_large_tokens_and_the_entry_budget_small_ones() {
         let budget = CacheBudget { entries: 1_000, bytes: 100_000 };
-        let cache = TokenCache::new(budget, false, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(budget, RuleAdditions::None, Clock::fixed(1_000), CacheCounters::default());
         for n in 0..200 {
             let large = VerifiedToken::new(0, "k".into(), 2_000, claims_of(4_000));
             cache.insert((crate::token::digest(&n.to_string()), 0), Arc::new(large));
@@ -248,7 +251,7 @@ mod tests {
         let count = cache.entry_count();
         assert!(count > 0 && count <= 100_000 / 4_000, "about 4 KiB each within 100 KB: {count}");
 
-        let cache = TokenCache::new(entries(10), false, Clock::fixed(1_000), CacheCounters::default());
+        let cache = TokenCache::new(entries(10), RuleAdditions::None, Clock::fixed(1_000), CacheCounters::default());
         for n in 0..200 {
             cache.insert((crate::token::digest(&n.to_string()), 0), token(0, "k", 2_000));
         }

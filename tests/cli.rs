@@ -708,3 +708,56 @@ async fn watch_reloads_when_the_file_changes() {
     assert_allowed(&check(&mut client, request("GET", "/anything", &[])).await);
     assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
 }
+
+/// A config with one route whose `when` is `when` (inside single quotes).
+fn config_with_rule(when: &str) -> tempfile::NamedTempFile {
+    write_config(&format!(
+        "issuers:\n  a: {{ issuer: https://a.example.com }}\nroutes:\n  - match: {{ prefix: / }}\n    require: {{ when: '{when}' }}\n"
+    ))
+}
+
+// The adversarial review, finding 7: a `when` of 1300 terms passed
+// check-config, then overflowed a worker's stack at its first evaluation.
+#[test]
+fn check_config_refuses_a_rule_too_deep_to_evaluate() {
+    let max = portcullis::rules::cel::MAX_DEPTH;
+    let sum = |terms: usize| format!("{}>0", vec!["1"; terms].join("+"));
+    for terms in [max, 1300] {
+        let file = config_with_rule(&sum(terms));
+        let (code, _, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+        assert_eq!(code, 1, "{stderr}");
+        let expected = format!("routes[0].require.when: nested deeper than {max} levels (at line 1, column ");
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    let file = config_with_rule(&sum(max - 1));
+    let (code, _, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+// The adversarial review, finding 8 (rules): a secret interpolated into a
+// `when` by mistake was quoted back by the problem message.
+#[test]
+fn check_config_never_quotes_a_secret_interpolated_into_a_rule() {
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "sk_live_f1le5ecret").unwrap();
+    let from_file = format!("${{file:{}}}", secret_file.path().display());
+    for when in [
+        "claims.key == ${PORTCULLIS_TEST_CEL_SECRET}".to_string(),
+        "claims.key == 1 ${PORTCULLIS_TEST_CEL_SECRET}".to_string(),
+        "claims.key == ${PORTCULLIS_TEST_CEL_SECRET}#".to_string(),
+        format!("claims.key == {from_file}"),
+        format!("claims.key == \"{from_file}"),
+    ] {
+        let file = config_with_rule(&when);
+        let output = Command::new(BIN)
+            .args(["check-config", "--config", file.path().to_str().unwrap()])
+            .env("PORTCULLIS_TEST_CEL_SECRET", "sk_live_env5ecret")
+            .env_remove("PORTCULLIS_CONFIG")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{when}: {stderr}");
+        assert!(stderr.contains("routes[0].require.when: "), "{when}: {stderr}");
+        assert!(!stderr.contains("5ecret") && !stdout.contains("5ecret"), "{when}: {stdout}{stderr}");
+    }
+}

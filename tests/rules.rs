@@ -283,7 +283,7 @@ fn bad_rules_are_config_errors_with_their_yaml_path() {
     let err = portcullis::policy::parse_str(config, "t").unwrap_err().to_string();
     for expected in [
         "routes[0].require.when: CEL syntax error at line",
-        "routes[1].require.when: unknown variable `claimz`",
+        "routes[1].require.when: unknown variable at line 1, column 1",
         "routes[1].require.roles_claim: invalid JSON path",
         "routes[2].headers.authorization: not a header portcullis may set",
         "routes[2].require.claims.$.org: expected a value",

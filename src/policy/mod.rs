@@ -26,6 +26,7 @@ use crate::keys::KeyRuntime;
 use crate::metrics;
 use crate::route::{self, Names, Route, Router};
 use crate::tls::ReloadingTls;
+use crate::token::RuleAdditions;
 use crate::token_cache::{CacheBudget, TokenCache};
 
 pub use summary::summary;
@@ -122,8 +123,7 @@ impl Policy {
             return Err(problems.into_vec());
         }
         let warnings = warnings(config, &issuers);
-        let cel_views =
-            routes.iter().any(|route| route.requirements.as_ref().is_some_and(|rules| rules.when_source().is_some()));
+        let rule_additions = rule_additions(&routes);
         Ok(Policy {
             generation: previous.map_or(1, |old| old.generation + 1),
             listen: config.listen.clone(),
@@ -133,7 +133,12 @@ impl Policy {
             identity_headers: identity_headers(config, &routes),
             warnings,
             router: Router::new(routes),
-            cache: TokenCache::new(cache_budget, cel_views, runtime.clock.clone(), runtime.metrics.cache_counters()),
+            cache: TokenCache::new(
+                cache_budget,
+                rule_additions,
+                runtime.clock.clone(),
+                runtime.metrics.cache_counters(),
+            ),
             limits: config.limits.clone(),
             tls,
             decision_log: config.decision_log.clone(),
@@ -280,6 +285,21 @@ fn check_observability(config: &Config, problems: &mut Problems) {
         if !matches!(scheme.as_deref(), Ok("http" | "https")) {
             problems.push("telemetry.otlp_endpoint", "must be an http:// or https:// URL (OTLP over gRPC)");
         }
+    }
+}
+
+/// What the routes' CEL rules may add to a cached token, for its cache weight.
+fn rule_additions(routes: &[Route]) -> RuleAdditions {
+    let rules = routes.iter().filter_map(|route| route.requirements.as_ref());
+    let (mut any, mut memoizing) = (false, false);
+    for requirements in rules {
+        any |= requirements.when_source().is_some();
+        memoizing |= requirements.memoizes();
+    }
+    match (any, memoizing) {
+        (_, true) => RuleAdditions::CelViewAndMemo,
+        (true, false) => RuleAdditions::CelView,
+        (false, false) => RuleAdditions::None,
     }
 }
 

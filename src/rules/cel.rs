@@ -2,36 +2,65 @@
 //! and evaluated against the verified claims and the request.
 //!
 //! Variables: `claims` (the verified claim set), `request` (`method`, `path`
-//! without the query, `query` as a map of first values, `host` lower-cased
-//! without port, `headers` by lower-case name), `route` (its name) and `now`.
+//! without the query, `query` as a map of strings, `host` lower-cased without
+//! port, `headers` by lower-case name), `route` (its name) and `now`.
 //! Anything else is a config error, as is a syntax error.
 //!
 //! Evaluation is bounded by what can be written, not by a timer: the claims
 //! come from a token of at most 16 KiB, comprehensions (`exists`, `all`, `map`,
 //! `filter`) may not nest, `matches` takes only a literal pattern, and an
-//! expression is at most 4 KiB. A runtime error (a missing key, a wrong type)
+//! expression is at most 4 KiB, [`MAX_DEPTH`] levels deep and [`MAX_NODES`]
+//! nodes large (the evaluator recurses once per level: a deeper tree could
+//! overflow a worker's stack). A runtime error (a missing key, a wrong type)
 //! fails the requirement: a rule that cannot be evaluated never allows.
+//!
+//! `request.query` holds one value per name: on a route whose rule reads it, a
+//! query that backends could read differently (a repeated name, `;`) is refused
+//! before the rule runs ([`super::query`]); here it makes the rule fail.
 //!
 //! CEL is deterministic, so the outcome of a rule that reads only the claims,
 //! the route and `request.method`/`path`/`host` is remembered with the cached
-//! token, keyed by exactly those request values: a cached allow does not pay
-//! for the evaluation again. Rules reading headers, the query or `now` are
-//! evaluated on every request.
+//! token, keyed by a SHA-256 of exactly those request values (a fixed size,
+//! which the token's cache weight counts): a cached allow does not pay for the
+//! evaluation again. Rules reading headers, the query or `now` are evaluated
+//! on every request, and so are outcomes that could not be evaluated.
+//!
+//! Problems name where in the expression they are (line and column), never
+//! what is written there: the text may hold an interpolated `${...}` secret.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, SourceInfo};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, Program, Value};
 
+use super::query;
 use crate::request::HttpRequest;
-use crate::token::{MemoOutcome, VerifiedToken};
+use crate::token::{RequestDigest, VerifiedToken, digest_fields};
 
 /// Longest expression accepted.
 pub const MAX_EXPRESSION_CHARS: usize = 4096;
+
+/// Deepest expression tree accepted (a leaf alone is depth 1: `1 + ... + 1 > 0`
+/// with 47 terms is 48). The evaluator recurses through a few stack frames per
+/// level: at this depth it needs under 100 KiB of stack (measured, release
+/// build), and every shape evaluates on 256 KiB (tested), an eighth of a tokio
+/// worker's 2 MiB. Real rules stay under 20 levels; a macro like `exists` adds 3.
+pub const MAX_DEPTH: usize = 48;
+
+/// Most nodes (operators, operands, macro parts) accepted: what one evaluation
+/// may visit, outside a comprehension's loop.
+pub const MAX_NODES: usize = 1024;
+
+/// The stack of the thread each expression is parsed on. The parser recurses
+/// over the text before any bound of ours can look at the tree: within 4096
+/// characters it needs up to about 1 MiB (measured, release build; 17 MiB
+/// unoptimized), as much as half a tokio worker's stack, where a reload
+/// compiles. Only the pages it touches are used.
+const COMPILE_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 const VARIABLES: [&str; 4] = ["claims", "request", "route", "now"];
 /// Type names CEL lets an expression mention (`type(x) == string`).
@@ -84,8 +113,9 @@ impl Reads {
 }
 
 impl std::fmt::Debug for Rule {
+    /// Never the source: it may hold an interpolated secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rule").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Rule").field("id", &self.id).field("reads", &self.reads).finish_non_exhaustive()
     }
 }
 
@@ -99,18 +129,28 @@ pub enum Failure {
 }
 
 impl Rule {
+    /// Compiles `source` on a thread of its own ([`COMPILE_STACK_BYTES`]),
+    /// whatever stack the caller has; a problem says where, never what is
+    /// written there.
     pub fn compile(source: &str) -> Result<Rule, String> {
         if source.chars().count() > MAX_EXPRESSION_CHARS {
             return Err(format!("longer than {MAX_EXPRESSION_CHARS} characters"));
         }
-        let program = ENV.compile(source).map_err(|errors| {
-            let first = errors.errors.first();
-            let (line, column) = first.map_or((0, 0), |error| error.pos);
-            let message = first.map_or_else(|| "syntax error".to_string(), |error| error.msg.clone());
-            format!("CEL syntax error at line {line}, column {column}: {message}")
-        })?;
-        let mut check = Check { bound: Vec::new(), nesting: 0, reads: Reads::default(), problem: None };
-        check.walk(program.expression());
+        std::thread::scope(|scope| {
+            let compiler = std::thread::Builder::new()
+                .name("cel-compile".into())
+                .stack_size(COMPILE_STACK_BYTES)
+                .spawn_scoped(scope, || Rule::compile_here(source))
+                .map_err(|_| "could not start a thread to compile the expression".to_string())?;
+            // A panic in the parser is a refused expression, not a crash.
+            compiler.join().unwrap_or_else(|_| Err("the CEL compiler failed on this expression".into()))
+        })
+    }
+
+    fn compile_here(source: &str) -> Result<Rule, String> {
+        let program = ENV.compile(source).map_err(|errors| syntax_problem(errors.errors.first()))?;
+        let mut check = Check::new(program.source_info());
+        check.walk(program.expression(), 1);
         if let Some(problem) = check.problem {
             return Err(problem);
         }
@@ -126,6 +166,16 @@ impl Rule {
         &self.source
     }
 
+    /// Whether the rule reads `request.query` (then an ambiguous query is refused).
+    pub fn reads_query(&self) -> bool {
+        self.reads.query
+    }
+
+    /// Whether outcomes are remembered with the cached token.
+    pub fn memoizes(&self) -> bool {
+        self.reads.memoizable()
+    }
+
     /// Evaluates the rule for `token` on `request` at `now` (Unix seconds), or
     /// recalls the outcome for the same token and request values.
     pub fn evaluate(&self, token: &VerifiedToken, request: &HttpRequest, route: &str, now: u64) -> Result<(), Failure> {
@@ -133,26 +183,35 @@ impl Rule {
             return self.run(token, request, route, now);
         }
         let key = self.memo_key(request);
-        if let Some(outcome) = token.recall(self.id, &key) {
-            return outcome_result(outcome);
+        if let Some(held) = token.recall(self.id, &key) {
+            return if held { Ok(()) } else { Err(Failure::False) };
         }
         let result = self.run(token, request, route, now);
-        token.remember(self.id, key, memo_outcome(&result));
+        match &result {
+            Ok(()) => token.remember(self.id, key, true),
+            Err(Failure::False) => token.remember(self.id, key, false),
+            // Not remembered: evaluated again, it denies again, with its detail.
+            Err(Failure::Error(_)) => {}
+        }
         result
     }
 
-    /// The request values the rule reads, joined with NUL (which no method,
-    /// path or host contains).
-    fn memo_key(&self, request: &HttpRequest) -> String {
+    /// A digest of exactly the request values the rule reads: 32 bytes
+    /// however long the path is.
+    fn memo_key(&self, request: &HttpRequest) -> RequestDigest {
         let parts =
             [(self.reads.method, &request.method), (self.reads.path, &request.path), (self.reads.host, &request.host)];
-        parts.iter().filter(|(read, _)| *read).map(|(_, value)| value.as_str()).collect::<Vec<_>>().join("\0")
+        digest_fields(parts.iter().filter(|(read, _)| *read).map(|(_, value)| value.as_bytes()))
     }
 
     fn run(&self, token: &VerifiedToken, request: &HttpRequest, route: &str, now: u64) -> Result<(), Failure> {
+        let request = match self.reads.request() {
+            true => Some(boxed(request_value(request, self.reads)?)),
+            false => None,
+        };
         let variables = Variables {
             claims: token.rules_view(),
-            request: self.reads.request().then(|| boxed(request_value(request, self.reads))),
+            request,
             route: boxed(Value::String(Arc::new(route.to_string()))),
             now: self.reads.now.then(|| boxed(timestamp(now))),
         };
@@ -167,20 +226,24 @@ impl Rule {
     }
 }
 
-fn memo_outcome(result: &Result<(), Failure>) -> MemoOutcome {
-    match result {
-        Ok(()) => MemoOutcome::Held,
-        Err(Failure::False) => MemoOutcome::NotHeld,
-        Err(Failure::Error(why)) => MemoOutcome::Error(Arc::from(why.as_str())),
-    }
-}
-
-fn outcome_result(outcome: MemoOutcome) -> Result<(), Failure> {
-    match outcome {
-        MemoOutcome::Held => Ok(()),
-        MemoOutcome::NotHeld => Err(Failure::False),
-        MemoOutcome::Error(why) => Err(Failure::Error(why.to_string())),
-    }
+/// A syntax error by position and kind. The parser's own message quotes the
+/// text it stumbled on, which may be an interpolated secret: never shown.
+fn syntax_problem(error: Option<&cel::ParseError>) -> String {
+    let Some(error) = error else { return "CEL syntax error".into() };
+    let message = &error.msg;
+    let kind = if message.contains("Recursion limit") || message.contains("recursion limit") {
+        "nested deeper than the parser allows"
+    } else if message.contains("token recognition error") {
+        "a character CEL does not know"
+    } else if message.contains("reserved identifier") {
+        "a reserved word used as a name"
+    } else if message.contains("literal") {
+        "an invalid literal"
+    } else {
+        "unexpected or missing token"
+    };
+    let (line, column) = error.pos;
+    format!("CEL syntax error at line {line}, column {column}: {kind}")
 }
 
 fn boxed(value: Value) -> Box<dyn Val> {
@@ -192,7 +255,7 @@ fn timestamp(now: u64) -> Value {
     Value::Timestamp(at.fixed_offset())
 }
 
-fn request_value(request: &HttpRequest, reads: Reads) -> Value {
+fn request_value(request: &HttpRequest, reads: Reads) -> Result<Value, Failure> {
     let text = |value: &str| Value::String(Arc::new(value.to_string()));
     let mut fields: HashMap<String, Value> = HashMap::with_capacity(5);
     for (read, name, value) in [
@@ -210,13 +273,14 @@ fn request_value(request: &HttpRequest, reads: Reads) -> Value {
         fields.insert("headers".into(), headers.into());
     }
     if reads.query {
-        let mut query: HashMap<String, Value> = HashMap::new();
-        for (key, value) in url::form_urlencoded::parse(request.query().as_bytes()) {
-            query.entry(key.into_owned()).or_insert_with(|| text(&value));
-        }
+        // Refused before the rule on enforcing routes; a dry run counts it as a failure.
+        let parameters = query::parse(request.query())
+            .map_err(|query::AmbiguousQuery| Failure::Error("the query string is ambiguous".into()))?;
+        let query: HashMap<String, Value> =
+            parameters.into_iter().map(|(name, value)| (name, Value::String(Arc::new(value)))).collect();
         fields.insert("query".into(), query.into());
     }
-    fields.into()
+    Ok(fields.into())
 }
 
 /// The four variables, borrowed by the evaluation.
@@ -240,23 +304,53 @@ impl VariableResolver for Variables<'_> {
     }
 }
 
-/// The compile-time checks over the expression tree.
+/// The compile-time checks over the expression tree, in one walk: size and
+/// depth, variables, comprehension nesting, literal patterns, and what the
+/// rule reads. The walk recurses at most [`MAX_DEPTH`] + 1 levels: below
+/// that it stops and reports.
 struct Check<'a> {
+    source_info: &'a SourceInfo,
     /// Comprehension variables in scope.
     bound: Vec<&'a str>,
     nesting: usize,
+    nodes: usize,
     reads: Reads,
     problem: Option<String>,
 }
 
 impl<'a> Check<'a> {
+    fn new(source_info: &'a SourceInfo) -> Self {
+        Check { source_info, bound: Vec::new(), nesting: 0, nodes: 0, reads: Reads::default(), problem: None }
+    }
+
     fn fail(&mut self, problem: String) {
         self.problem.get_or_insert(problem);
     }
 
-    fn walk(&mut self, expr: &'a IdedExpr) {
+    /// Where `expr` starts in the source, as "line L, column C".
+    fn position(&self, expr: &IdedExpr) -> String {
+        let Some((start, _)) = self.source_info.offset_for(expr.id) else {
+            return "an unknown position".into();
+        };
+        let before = self.source_info.source.get(..start as usize).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+        format!("line {line}, column {column}")
+    }
+
+    /// Walks `expr`, found at `depth` (the root is 1).
+    fn walk(&mut self, expr: &'a IdedExpr, depth: usize) {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return self.fail(format!("more than {MAX_NODES} operators and operands"));
+        }
+        if depth > MAX_DEPTH {
+            let at = self.position(expr);
+            return self.fail(format!("nested deeper than {MAX_DEPTH} levels (at {at})"));
+        }
+        let below = depth + 1;
         match &expr.expr {
-            Expr::Ident(name) => self.ident(name),
+            Expr::Ident(name) => self.ident(name, expr),
             Expr::Select(select) => {
                 if let Expr::Ident(name) = &select.operand.expr
                     && name == "request"
@@ -273,30 +367,32 @@ impl<'a> Check<'a> {
                     }
                     return;
                 }
-                self.walk(&select.operand);
+                self.walk(&select.operand, below);
             }
             Expr::Call(call) => {
                 if call.func_name == "matches" {
                     let pattern = if call.target.is_some() { call.args.first() } else { call.args.get(1) };
                     if !pattern.is_some_and(|pattern| matches!(pattern.expr, Expr::Literal(LiteralValue::String(_)))) {
-                        self.fail("matches() takes a string literal as its pattern".into());
+                        let at = self.position(expr);
+                        self.fail(format!("matches() takes a string literal as its pattern (at {at})"));
                     }
                 }
                 if let Some(target) = &call.target {
-                    self.walk(target);
+                    self.walk(target, below);
                 }
-                call.args.iter().for_each(|arg| self.walk(arg));
+                call.args.iter().for_each(|arg| self.walk(arg, below));
             }
-            Expr::List(list) => list.elements.iter().for_each(|element| self.walk(element)),
-            Expr::Map(map) => map.entries.iter().for_each(|entry| self.entry(&entry.expr)),
-            Expr::Struct(object) => object.entries.iter().for_each(|entry| self.entry(&entry.expr)),
+            Expr::List(list) => list.elements.iter().for_each(|element| self.walk(element, below)),
+            Expr::Map(map) => map.entries.iter().for_each(|entry| self.entry(&entry.expr, below)),
+            Expr::Struct(object) => object.entries.iter().for_each(|entry| self.entry(&entry.expr, below)),
             Expr::Comprehension(comprehension) => {
-                self.walk(&comprehension.iter_range);
-                self.walk(&comprehension.accu_init);
+                self.walk(&comprehension.iter_range, below);
+                self.walk(&comprehension.accu_init, below);
                 if self.nesting > 0 {
-                    self.fail(
-                        "comprehensions (exists, all, map, filter) may not nest: their cost would multiply".into(),
-                    );
+                    let at = self.position(expr);
+                    self.fail(format!(
+                        "comprehensions (exists, all, map, filter) may not nest: their cost would multiply (at {at})"
+                    ));
                 }
                 let scope = self.bound.len();
                 self.bound.push(&comprehension.iter_var);
@@ -306,7 +402,7 @@ impl<'a> Check<'a> {
                 self.bound.push(&comprehension.accu_var);
                 self.nesting += 1;
                 for part in [&comprehension.loop_cond, &comprehension.loop_step, &comprehension.result] {
-                    self.walk(part);
+                    self.walk(part, below);
                 }
                 self.nesting -= 1;
                 self.bound.truncate(scope);
@@ -315,17 +411,17 @@ impl<'a> Check<'a> {
         }
     }
 
-    fn entry(&mut self, entry: &'a EntryExpr) {
+    fn entry(&mut self, entry: &'a EntryExpr, depth: usize) {
         match entry {
-            EntryExpr::StructField(field) => self.walk(&field.value),
+            EntryExpr::StructField(field) => self.walk(&field.value, depth),
             EntryExpr::MapEntry(pair) => {
-                self.walk(&pair.key);
-                self.walk(&pair.value);
+                self.walk(&pair.key, depth);
+                self.walk(&pair.value, depth);
             }
         }
     }
 
-    fn ident(&mut self, name: &str) {
+    fn ident(&mut self, name: &str, expr: &IdedExpr) {
         if name.starts_with('@') || self.bound.contains(&name) || TYPE_NAMES.contains(&name) {
             return;
         }
@@ -333,7 +429,11 @@ impl<'a> Check<'a> {
             "request" => self.reads = Reads { now: self.reads.now, ..Reads::everything() },
             "now" => self.reads.now = true,
             _ if VARIABLES.contains(&name) => {}
-            _ => self.fail(format!("unknown variable `{name}` (expected claims, request, route or now)")),
+            // The name itself is not quoted: it may be an interpolated secret.
+            _ => {
+                let at = self.position(expr);
+                self.fail(format!("unknown variable at {at} (expected claims, request, route or now)"));
+            }
         }
     }
 }
@@ -348,7 +448,7 @@ mod tests {
     }
 
     fn request() -> HttpRequest {
-        HttpRequest::new("GET", "/v1/items?page=2&page=3&q=a%20b", "acme.example.com", [("x-tenant", "acme")])
+        HttpRequest::new("GET", "/v1/items?page=2&q=a%20b", "acme.example.com", [("x-tenant", "acme")])
     }
 
     fn eval(source: &str, claims: serde_json::Value) -> Result<(), Failure> {
@@ -379,8 +479,11 @@ mod tests {
     fn bad_expressions_are_config_errors() {
         let error = |source: &str| Rule::compile(source).unwrap_err();
         assert!(error("claims.org ==").starts_with("CEL syntax error at line"), "{}", error("claims.org =="));
-        assert_eq!(error("claimz.org == 'x'"), "unknown variable `claimz` (expected claims, request, route or now)");
-        assert!(error("claims.roles.exists(r, r == foo)").contains("unknown variable `foo`"));
+        assert_eq!(
+            error("claims.a == 'x' && claimz.org == 'x'"),
+            "unknown variable at line 1, column 20 (expected claims, request, route or now)"
+        );
+        assert!(error("claims.roles.exists(r, r == foo)").starts_with("unknown variable at line 1, column 29"));
         assert!(error("claims.a.exists(x, claims.b.exists(y, x == y))").contains("may not nest"));
         assert!(error("request.path.matches(claims.pattern)").contains("string literal"));
         assert!(error(&"true && ".repeat(700)).contains("longer than"));
@@ -404,14 +507,191 @@ mod tests {
         let at = |host: &str| HttpRequest::new("GET", "/", host, []);
         assert_eq!(rule.evaluate(&token, &at("acme.example.com"), "r", 0), Ok(()));
         assert_eq!(rule.evaluate(&token, &at("globex.example.com"), "r", 0), Err(Failure::False));
-        assert_eq!(token.recall(rule.id, "acme.example.com"), Some(MemoOutcome::Held));
-        assert_eq!(token.recall(rule.id, "globex.example.com"), Some(MemoOutcome::NotHeld));
+        assert_eq!(token.recall(rule.id, &rule.memo_key(&at("acme.example.com"))), Some(true));
+        assert_eq!(token.recall(rule.id, &rule.memo_key(&at("globex.example.com"))), Some(false));
         assert_eq!(rule.evaluate(&token, &at("acme.example.com"), "r", 0), Ok(()), "recalled");
         // The memo is bounded: a flood of hosts is evaluated, not remembered.
         for index in 0..100 {
             let _ = rule.evaluate(&token, &at(&format!("h{index}.example.com")), "r", 0);
         }
-        assert_eq!(token.recall(rule.id, "h99.example.com"), None);
+        assert_eq!(token.recall(rule.id, &rule.memo_key(&at("h99.example.com"))), None);
         assert_eq!(rule.evaluate(&token, &at("h99.example.com"), "r", 0), Err(Failure::False));
+        assert_eq!(token.memo_bytes(), crate::token::MEMO_BYTES);
+    }
+
+    #[test]
+    fn the_memo_key_is_a_digest_of_exactly_the_values_read() {
+        let host_only = Rule::compile(r#"request.host == "a""#).unwrap();
+        let path_and_host = Rule::compile(r#"request.path + request.host == "a""#).unwrap();
+        let long = format!("/{}", "x".repeat(45 * 1024));
+        let one = HttpRequest::new("GET", &long, "acme.example.com", []);
+        let other_path = HttpRequest::new("POST", "/y", "acme.example.com", []);
+        assert_eq!(host_only.memo_key(&one), host_only.memo_key(&other_path), "path and method not read");
+        assert_ne!(path_and_host.memo_key(&one), path_and_host.memo_key(&other_path));
+        // A value moved from the path to the host is another key.
+        let split = |path: &str, host: &str| path_and_host.memo_key(&HttpRequest::new("GET", path, host, []));
+        assert_ne!(split("/ab", "c.example.com"), split("/a", "bc.example.com"));
+    }
+
+    #[test]
+    fn errors_are_not_remembered_and_keep_their_detail() {
+        let rule = Rule::compile(r#"claims.org == request.host"#).unwrap();
+        let token = token(json!({}));
+        let request = HttpRequest::new("GET", "/", "acme.example.com", []);
+        for _ in 0..2 {
+            assert!(
+                matches!(rule.evaluate(&token, &request, "r", 0), Err(Failure::Error(detail)) if !detail.is_empty())
+            );
+        }
+        assert_eq!(token.recall(rule.id, &rule.memo_key(&request)), None);
+    }
+
+    #[test]
+    fn a_query_backends_could_read_differently_fails_the_rule() {
+        let rule = Rule::compile(r#"request.query.tenant == claims.org"#).unwrap();
+        assert!(rule.reads_query() && !rule.memoizes());
+        assert!(Rule::compile("size(request) > 0").unwrap().reads_query());
+        assert!(!Rule::compile("request.path == '/'").unwrap().reads_query());
+        let token = token(json!({"org": "acme"}));
+        let at = |path: &str| rule.evaluate(&token, &HttpRequest::new("GET", path, "h", []), "r", 0);
+        assert_eq!(at("/?tenant=acme"), Ok(()));
+        assert_eq!(at("/?tenant=globex"), Err(Failure::False));
+        for ambiguous in ["/?tenant=acme&tenant=globex", "/?ten%61nt=acme&tenant=globex", "/?tenant=acme;tenant=globex"]
+        {
+            assert!(matches!(at(ambiguous), Err(Failure::Error(_))), "{ambiguous}");
+        }
+    }
+
+    /// `1 + 1 + ... > 0`: a left-leaning tree `terms` levels deep.
+    fn sum(terms: usize) -> String {
+        format!("{} > 0", vec!["1"; terms].join(" + "))
+    }
+
+    fn nested_lists(depth: usize) -> String {
+        format!("size({}1{}) > 0", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn negations(pairs: usize) -> String {
+        format!("{}true{}", "!(".repeat(2 * pairs), ")".repeat(2 * pairs))
+    }
+
+    fn ternaries(depth: usize) -> String {
+        format!("{}true{}", "true ? (".repeat(depth), ") : false".repeat(depth))
+    }
+
+    fn concatenations(terms: usize) -> String {
+        format!("{} != ''", vec!["claims.a"; terms].join(" + "))
+    }
+
+    fn method_chain(calls: usize) -> String {
+        format!("request.path{}.startsWith('/')", ".lowerAscii()".repeat(calls))
+    }
+
+    fn nested_maps(depth: usize) -> String {
+        format!("size({}1{}) > 0", "{'a': ".repeat(depth), "}".repeat(depth))
+    }
+
+    const SHAPES: [fn(usize) -> String; 7] =
+        [sum, nested_lists, negations, ternaries, concatenations, method_chain, nested_maps];
+
+    /// The largest `n` for which `shape(n)` compiles.
+    fn deepest_accepted(shape: fn(usize) -> String) -> usize {
+        (1..=2 * MAX_DEPTH).take_while(|&n| Rule::compile(&shape(n)).is_ok()).last().expect("shape(1) compiles")
+    }
+
+    #[test]
+    fn depth_and_size_are_bounded_at_compile_time() {
+        // The root (`>`) is level 1, the sum's deepest `1` level `terms` + 1.
+        assert_eq!(deepest_accepted(sum), MAX_DEPTH - 1);
+        let too_deep = Rule::compile(&sum(MAX_DEPTH)).unwrap_err();
+        assert!(
+            too_deep.starts_with(&format!("nested deeper than {MAX_DEPTH} levels (at line 1, column ")),
+            "{too_deep}"
+        );
+        // What the review sent: 1300 terms in 2600 characters.
+        let review = format!("{}>0", vec!["1"; 1300].join("+"));
+        assert!(Rule::compile(&review).unwrap_err().contains("nested deeper"));
+        for shape in SHAPES {
+            let deepest = deepest_accepted(shape);
+            assert!(deepest < 2 * MAX_DEPTH, "{}", shape(1));
+            assert!(Rule::compile(&shape(deepest + 1)).unwrap_err().contains("nested deeper"), "{}", shape(1));
+        }
+        let wide = format!("size([{}]) > 0", vec!["1"; MAX_NODES].join(","));
+        assert_eq!(Rule::compile(&wide).unwrap_err(), format!("more than {MAX_NODES} operators and operands"));
+        assert!(Rule::compile(&format!("size([{}]) > 0", vec!["1"; MAX_NODES - 10].join(","))).is_ok());
+    }
+
+    /// Evaluates `source` on a thread with a 256 KiB stack (a tokio worker has
+    /// 2 MiB): a stack overflow would abort the test binary.
+    fn evaluate_on_a_small_stack(source: String) -> Result<(), Failure> {
+        let rule = Rule::compile(&source).expect("accepted");
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || rule.evaluate(&token(json!({"a": "b"})), &request(), "r", 0))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_evaluate_on_a_small_stack() {
+        for shape in SHAPES {
+            let source = shape(deepest_accepted(shape));
+            assert_eq!(evaluate_on_a_small_stack(source), Ok(()), "{}", shape(1));
+        }
+    }
+
+    #[test]
+    fn hostile_4_kib_expressions_are_refused_without_overflowing_the_compiler() {
+        // Each shape as deep as 4096 characters allow, compiled from a 256 KiB
+        // stack (a reload compiles on a tokio worker, with 2 MiB).
+        let shapes = [
+            sum(1023),
+            format!("{}true", "!-".repeat(2045)),
+            negations(680),
+            format!("claims{} == 1", ".a".repeat(2040)),
+            format!("claims{} == 1", "[0]".repeat(1360)),
+            format!("{}true{}", "(".repeat(2046), ")".repeat(2046)),
+            format!("{}1{}", "[".repeat(2047), "]".repeat(2047)),
+            format!("{}true", "true ? true : ".repeat(290)),
+            ternaries(225),
+            format!("{}1{}", "f(".repeat(1364), ")".repeat(1364)),
+            method_chain(300),
+            format!("{}1 == 1", "1 * ".repeat(1020)),
+            "claims.a.exists(x, ".repeat(200),
+        ];
+        for shape in shapes {
+            let length = shape.chars().count();
+            assert!(length <= MAX_EXPRESSION_CHARS, "{length}: the shape must reach the parser");
+            let outcome = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || Rule::compile(&shape).map(|_| ()))
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(outcome.is_err(), "{length} characters accepted");
+        }
+    }
+
+    #[test]
+    fn problems_never_quote_the_expression() {
+        // What an interpolated secret could look like in each position.
+        let secret = "sk_live_5ecret";
+        for source in [
+            format!("claims.key == {secret}"),
+            format!("claims.key == '{secret}"),
+            format!("claims.key == {secret}!"),
+            format!("claims.key == `{secret}`"),
+            format!("claims.key.matches({secret})"),
+            format!("claims.key == 1{secret}"),
+            format!("claims.key == \"{secret}\" ==="),
+            format!("claims.{secret}.exists(x, x.exists(y, y == {secret}))"),
+            format!("{} + claims.{secret}", sum(MAX_DEPTH)),
+        ] {
+            let problem = Rule::compile(&source).unwrap_err();
+            assert!(!problem.contains("5ecret"), "{problem}");
+        }
+        let rule = Rule::compile(&format!("claims.key == '{secret}'")).unwrap();
+        assert!(!format!("{rule:?}").contains("5ecret"));
     }
 }

@@ -6,6 +6,7 @@
 //! never a claim value.
 
 pub mod cel;
+pub mod query;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -206,6 +207,17 @@ impl Requirements {
     pub fn when_source(&self) -> Option<&str> {
         self.when.as_ref().map(Rule::source)
     }
+
+    /// Whether the CEL rule reads `request.query`: then a query that backends
+    /// could read differently is refused ([`query`]).
+    pub fn reads_query(&self) -> bool {
+        self.when.as_ref().is_some_and(Rule::reads_query)
+    }
+
+    /// Whether the CEL rule's outcomes are remembered with cached tokens.
+    pub fn memoizes(&self) -> bool {
+        self.when.as_ref().is_some_and(Rule::memoizes)
+    }
 }
 
 impl Item {
@@ -386,7 +398,7 @@ mod tests {
         );
         assert_eq!(
             problems("{ when: 'nope.x' }"),
-            ["when: unknown variable `nope` (expected claims, request, route or now)"]
+            ["when: unknown variable at line 1, column 1 (expected claims, request, route or now)"]
         );
         assert_eq!(
             problems("{ any_of: { scopes: [a b] } }"),
