@@ -8,9 +8,15 @@ const MAX_CHARS: usize = 128;
 /// `text` with everything but printable ASCII written as `\u{..}`, `\` as `\\`,
 /// cut to a bounded length.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_CHARS));
+    escape_at_most(text, MAX_CHARS)
+}
+
+/// [`escape`] with another bound: `max_chars` characters of `text` are kept,
+/// then `...`. For whole messages that quote client text (a deny reason).
+pub fn escape_at_most(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
     for (count, c) in text.chars().enumerate() {
-        if count == MAX_CHARS {
+        if count == max_chars {
             out.push_str("...");
             break;
         }
@@ -34,5 +40,6 @@ mod tests {
         assert_eq!(escape("caf\u{e9}\u{202e}"), "caf\\u{e9}\\u{202e}");
         assert_eq!(escape(&"a".repeat(200)).len(), MAX_CHARS + 3);
         assert_eq!(escape("kid-1"), "kid-1");
+        assert_eq!(escape_at_most("ab\ncd", 3), "ab\\u{a}...");
     }
 }

@@ -141,10 +141,20 @@ fn header(name: &str, claim: &str, backend: Option<&BackendConfig>) -> Result<(S
 fn header_value(value: &Value) -> Option<String> {
     let text = match value {
         Value::String(text) => text.clone(),
-        Value::Array(items) => items.iter().map(Value::as_str).collect::<Option<Vec<_>>>()?.join(","),
+        Value::Array(items) => joined(items)?,
         _ => return None,
     };
     (text.len() <= MAX_HEADER_VALUE_BYTES && is_header_value(&text)).then_some(text)
+}
+
+/// A list joined with `,` only when the upstream can split it back into exactly
+/// these elements: `["eng,admin"]` and `["eng", "admin"]` must not both read
+/// `eng,admin`. So every element is a string, not empty, without a `,`, and
+/// without leading or trailing whitespace (which a splitting upstream trims).
+fn joined(items: &[Value]) -> Option<String> {
+    let splits_back = |text: &&str| !text.is_empty() && !text.contains(',') && text.trim() == *text;
+    let elements = items.iter().map(|item| item.as_str().filter(splits_back)).collect::<Option<Vec<_>>>()?;
+    Some(elements.join(","))
 }
 
 #[cfg(test)]
@@ -176,6 +186,26 @@ mod tests {
         let anonymous = identity.mutations(None);
         assert!(anonymous.set_headers.is_empty());
         assert_eq!(anonymous.remove_headers, ["x-user-id", "x-email", "x-groups", "x-org", "authorization"]);
+    }
+
+    #[test]
+    fn lists_are_joined_only_when_they_split_back() {
+        let identity =
+            Identity::compile(&route("{ headers: { x-groups: groups } }"), &DefaultsConfig::default(), None, &[])
+                .unwrap();
+        let set = |groups: Value| {
+            let claims = json!({ "groups": groups });
+            identity.mutations(Some(claims.as_object().unwrap()))
+        };
+        assert_eq!(set(json!(["eng", "admin"])).set_headers, [("x-groups".to_string(), "eng,admin".to_string())]);
+        assert_eq!(set(json!([])).set_headers, [("x-groups".to_string(), String::new())]);
+        for ambiguous in
+            [json!(["eng,admin"]), json!(["eng", ""]), json!([" admin"]), json!(["eng\t"]), json!(["a", 1])]
+        {
+            let mutations = set(ambiguous.clone());
+            assert!(mutations.set_headers.is_empty(), "{ambiguous}");
+            assert_eq!(mutations.remove_headers, ["x-groups"], "the client's copy still goes: {ambiguous}");
+        }
     }
 
     #[test]

@@ -24,13 +24,14 @@ pub struct JsonPath {
 }
 
 impl JsonPath {
-    /// Parses `text`; the error is Hasura's wording.
+    /// Parses `text`; the error is Hasura's wording without the path itself:
+    /// it ends up in config problems, which never quote a value (after `${...}`
+    /// substitution it could be a secret referenced by mistake).
     pub fn parse(text: &str) -> Result<Self, String> {
         parse_steps(text).map(|steps| JsonPath { steps, source: text.to_string() }).ok_or_else(|| {
-            format!(
-                "invalid JSON path: {text}. Accept letters, digits, underscore (_) or hyphen (-) only. \
-                 Use quotes enclosed in bracket ([\"...\"]) if there is any special character"
-            )
+            "invalid JSON path. Accept letters, digits, underscore (_) or hyphen (-) only. \
+             Use quotes enclosed in bracket ([\"...\"]) if there is any special character"
+                .to_string()
         })
     }
 
@@ -244,6 +245,7 @@ mod tests {
         for bad in ["$.", "$..a", "$.a b", "$.1abc", "$[abc]", "$['unclosed]", "a.$", "$.a[?(@.b)]", ""] {
             let err = JsonPath::parse(bad).unwrap_err();
             assert!(err.contains("Use quotes enclosed in bracket"), "{bad}: {err}");
+            assert!(bad.len() < 2 || !err.contains(bad), "the path is not quoted: {err}");
         }
     }
 }

@@ -21,6 +21,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::decision_log::LogMetrics;
+
 /// The OpenMetrics content type, served when the scraper's `Accept` asks for it.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -86,7 +88,8 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     admin_calls: Family<AdminLabels, Counter>,
     pub spans_dropped: Counter,
-    pub decision_log_dropped: Counter,
+    /// The decision log's dropped lines and queued bytes.
+    pub decision_log: LogMetrics,
     pub deny_log_suppressed: Counter,
     /// Checks decoded and not yet answered (the admission count).
     pub checks_in_flight: Gauge,
@@ -159,7 +162,7 @@ impl Metrics {
             reloads: Family::default(),
             admin_calls: Family::default(),
             spans_dropped: Counter::default(),
-            decision_log_dropped: Counter::default(),
+            decision_log: LogMetrics::default(),
             deny_log_suppressed: Counter::default(),
             checks_in_flight: Gauge::default(),
             intake: crate::intake::IntakeMetrics::default(),
@@ -216,7 +219,12 @@ impl Metrics {
         registry.register(
             "decision_log_dropped",
             "Decision log lines dropped because the writer fell behind",
-            self.decision_log_dropped.clone(),
+            self.decision_log.dropped.clone(),
+        );
+        registry.register(
+            "decision_log_queued_bytes",
+            "Bytes of decision log lines waiting for the writer (beyond 4 MiB they are dropped)",
+            self.decision_log.queued_bytes.clone(),
         );
         registry.register(
             "deny_log_lines_suppressed",

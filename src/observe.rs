@@ -14,7 +14,7 @@ use tracing::Span;
 
 use crate::decision::{Audit, Decision, Denied};
 use crate::decision_log::{DecisionLog, Entry};
-use crate::escape::escape;
+use crate::escape::{escape, escape_at_most};
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
@@ -24,6 +24,11 @@ use crate::trace::{self, CheckTracing};
 /// Deny (and dry-run) log lines written per second; the rest are counted in
 /// `portcullis_deny_log_lines_suppressed_total` and reported on the next line.
 pub const DENY_LINES_PER_SECOND: u32 = 10;
+
+/// Characters of a deny reason kept in the deny line. The reason may quote
+/// client text (a claim, a role), so the whole of it is escaped: a raw newline
+/// would forge a line of the text log, an escape sequence rewrite a terminal.
+const MAX_REASON_CHARS: usize = 1024;
 
 /// The longest `x-request-id` copied into the decision log.
 const MAX_REQUEST_ID: usize = 128;
@@ -84,7 +89,7 @@ impl Observer {
             (Decision::Deny(denied), _) => deny_line(denied, request, token, suppressed),
             (Decision::Allow(allowed), Some(unmet)) => tracing::info!(
                 route = %allowed.route,
-                requirement = %unmet.description(),
+                requirement = %escape_at_most(&unmet.description(), MAX_REASON_CHARS),
                 token,
                 suppressed,
                 "would deny (dry run): allowed"
@@ -109,7 +114,7 @@ fn deny_line(denied: &Denied, request: &HttpRequest, token: &str, suppressed: u6
         method = %escape(&request.method),
         path = %escape(&request.path),
         status = denied.rendered.http_status,
-        reason = %denied.reason.description(),
+        reason = %escape_at_most(&denied.reason.description(), MAX_REASON_CHARS),
         token,
         suppressed,
         "deny"
@@ -161,6 +166,7 @@ fn entry(request: &HttpRequest, decision: &Decision, audit: &Audit, elapsed: Dur
         method: request.method.clone(),
         host: request.host.clone(),
         path: request.path.clone(),
+        truncated: Vec::new(),
     }
 }
 

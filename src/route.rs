@@ -325,12 +325,18 @@ fn check_action(config: &RouteConfig, problems: &mut Vec<Problem>) {
 }
 
 /// Names used by a route must exist; a dangling name would otherwise deny or allow by accident.
+/// The name itself is not quoted back: it is a value, and after `${...}`
+/// substitution it may be a secret someone referenced by mistake. The declared
+/// names are YAML keys, never substituted.
 fn check_references(config: &RouteConfig, names: &Names<'_>, problems: &mut Vec<Problem>) {
     for (position, name) in config.issuers.iter().flatten().enumerate() {
         if !names.declared.issuers.contains(name) {
             problems.push(Problem::new(
                 format!("issuers[{position}]"),
-                format!("unknown issuer {name:?} (declared: {})", names.declared.issuers.join(", ")),
+                format!(
+                    "no issuer of that name is declared under issuers (declared: {})",
+                    names.declared.issuers.join(", ")
+                ),
             ));
         }
     }
@@ -340,7 +346,7 @@ fn check_references(config: &RouteConfig, names: &Names<'_>, problems: &mut Vec<
     if let Some(backend) = &config.backend
         && !names.declared.backends.contains(backend)
     {
-        problems.push(Problem::new("backend", format!("unknown backend {backend:?}")));
+        problems.push(Problem::new("backend", "no backend of that name is declared under backends"));
     }
     let hasura = config.backend.as_ref().and_then(|name| names.backend_configs.get(name));
     if config.error_status.is_some() && !matches!(hasura, Some(BackendConfig::Hasura(_))) {
@@ -571,8 +577,8 @@ mod tests {
                 "match.prefix: must start with '/'",
                 "match.prefix: has dot-segments, repeated slashes, encoded slashes or broken escapes: requests like it are refused",
                 "match.methods[0]: not an HTTP method",
-                "issuers[0]: unknown issuer \"nobody\" (declared: kinde)",
-                "backend: unknown backend \"missing\"",
+                "issuers[0]: no issuer of that name is declared under issuers (declared: kinde)",
+                "backend: no backend of that name is declared under backends",
                 "error_status: only applies to routes with a hasura backend",
             ]
         );

@@ -111,7 +111,7 @@ pub async fn start(
     }
     let decision_log = match &policy.decision_log {
         Some(config) => Some(
-            DecisionLog::open(config, policy.runtime.metrics.decision_log_dropped.clone())
+            DecisionLog::open(config, policy.runtime.metrics.decision_log.clone())
                 .await
                 .map_err(|source| ServeError::DecisionLog { to: config.to.clone(), source })?,
         ),

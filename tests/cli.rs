@@ -61,15 +61,74 @@ colour: blue
         "issuers.other.algorithms: unknown algorithm \"none\"",
         "issuers.supa.secret: environment variable PORTCULLIS_TEST_UNSET_SECRET is not set",
         "routes[0].match.prefix: must start with '/'",
-        "routes[0].issuers[1]: unknown issuer \"typo\"",
+        "routes[0].issuers[1]: no issuer of that name is declared under issuers",
         "routes[1].action: unknown value, expected one of: allow, deny, authenticate",
-        "routes[2].backend: unknown backend \"nowhere\"",
+        "routes[2].backend: no backend of that name is declared under backends",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
     // A broken issuer is one problem, not also one per route naming it.
-    assert!(!stderr.contains("unknown issuer \"kinde\""), "{stderr}");
+    assert!(!stderr.contains("routes[0].issuers[0]"), "{stderr}");
     assert!(stderr.contains("invalid config") && stderr.contains("10 problems"), "{stderr}");
+}
+
+// Issue 16, finding 8: problems quoted values after `${ENV}` / `${file:...}`
+// substitution, so a secret referenced in the wrong place showed up in
+// check-config output, the server log and the Admin API's reload error.
+#[test]
+fn config_problems_never_quote_an_interpolated_secret() {
+    const SECRET: &str = "s3cr3t leak!value-4815162342";
+    let file = write_config(
+        r#"
+issuers:
+  kinde:
+    issuer: https://acme.kinde.com
+  hasura-idp:
+    hasura_jwt_secret: { type: "${PORTCULLIS_TEST_LEAK}", key: "0123456789abcdef0123456789abcdef" }
+  hasura-path:
+    hasura_jwt_secret: { jwk_url: "https://h.example.com/jwks", claims_namespace_path: "$.${PORTCULLIS_TEST_LEAK}" }
+backends:
+  hasura:
+    type: hasura
+    admin_secret: admin-secret-for-tests
+    claims_map:
+      x-hasura-allowed-roles: { path: "$.${PORTCULLIS_TEST_LEAK}" }
+      x-hasura-default-role: user
+  supabase:
+    type: supabase
+    mode: passthrough
+    apikey: sb_publishable_test
+    app_metadata: { org: "$.${PORTCULLIS_TEST_LEAK}" }
+routes:
+  - match: { prefix: /a/ }
+    issuers: ["${PORTCULLIS_TEST_LEAK}"]
+    headers: { x-user: "$.${PORTCULLIS_TEST_LEAK}" }
+  - match: { prefix: /b/ }
+    backend: "${PORTCULLIS_TEST_LEAK}"
+"#,
+    );
+    let output = Command::new(BIN)
+        .args(["check-config", "--config", file.path().to_str().unwrap()])
+        .env_remove("PORTCULLIS_CONFIG")
+        .env("PORTCULLIS_TEST_LEAK", SECRET)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    for path in [
+        "issuers.hasura-idp.hasura_jwt_secret.key: Invalid JWK: Key type is not supported",
+        "issuers.hasura-path.hasura_jwt_secret.claims_namespace_path: invalid JSON path",
+        "backends.hasura.claims_map: x-hasura-allowed-roles: invalid JSON path",
+        "backends.supabase.app_metadata: org: invalid JSON path",
+        "routes[0].issuers[0]: no issuer of that name is declared under issuers",
+        "routes[0].headers.x-user: invalid JSON path",
+        "routes[1].backend: no backend of that name is declared under backends",
+    ] {
+        assert!(text.contains(path), "missing {path:?} in:\n{text}");
+    }
+    for fragment in ["s3cr3t", "leak!", "4815162342"] {
+        assert!(!text.contains(fragment), "{fragment:?} quoted in:\n{text}");
+    }
 }
 
 #[test]

@@ -456,6 +456,7 @@ backends:
     let (envoy, upstream) = (&stack.envoy, &stack.upstream);
     let mut claims = kinde_claims(&kinde, "kp_5a8e2c1d", "supabase", 3600);
     claims["email"] = json!("ada@example.com");
+    claims["email_verified"] = json!(true);
     let kinde_token = bearer(&key.sign(&claims));
 
     // The upstream gets a Supabase token in place of Kinde's, and our apikey.

@@ -87,6 +87,67 @@ async fn escaped_reserved_characters_cannot_dodge_a_path_rule() {
     }
 }
 
+// Issue 16, finding 5: the decision log's queue was bounded in entries, not
+// bytes: behind a stalled reader, denied requests with long paths piled up
+// 8192 entries of ~45 KiB each. Fields are now cut at 1 KiB and the queue holds
+// at most 4 MiB; the rest is dropped and counted. The reader here is a FIFO the
+// test holds open and never reads.
+#[tokio::test]
+async fn a_stalled_decision_log_reader_holds_a_bounded_queue() {
+    const MAX_QUEUED_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+    const REQUESTS: usize = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("decisions.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    // Read and write: opening never blocks, and the pipe stays open with no one reading it.
+    let mut stalled = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let config = format!(
+        "{LISTEN_ANY}decision_log: {{ to: {} }}\nroutes:\n  - {{ match: {{ prefix: / }}, action: deny }}\n",
+        fifo.display()
+    );
+    let portcullis = start_ready(&config).await;
+    let upstream = Upstream::start().await;
+    let envoy = std::sync::Arc::new(Envoy::start(portcullis.authz_addr, &upstream, &EnvoyOptions::default()).await);
+    let path = format!("/{}", "a".repeat(4 * 1024));
+    let mut sent = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (envoy, path) = (std::sync::Arc::clone(&envoy), path.clone());
+        sent.spawn(async move {
+            for _ in 0..REQUESTS / 16 {
+                assert_eq!(envoy.get(&path, &[]).await.status, 403);
+            }
+        });
+    }
+    while let Some(done) = sent.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(upstream.count(), 0);
+    let (status, metrics) = http_get(&format!("http://{}/metrics", portcullis.http_addr)).await;
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|line| line.starts_with(&format!("{name} ")));
+        line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+    };
+    let queued = value("portcullis_decision_log_queued_bytes");
+    assert!(queued <= MAX_QUEUED_BYTES, "{queued} bytes queued");
+    let dropped = value("portcullis_decision_log_dropped_total");
+    assert!(dropped > 0.0, "fewer than 8192 entries, but past the byte bound: some were dropped");
+    // What reached the pipe before it filled: valid JSON lines, each path cut and marked.
+    let mut written = vec![0; 64 * 1024];
+    let read = std::io::Read::read(&mut stalled, &mut written).unwrap();
+    let text = String::from_utf8_lossy(&written[..read]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 2, "{text}");
+    for line in &lines[..lines.len() - 1] {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["path"].as_str().map(str::len), Some(1024), "{entry}");
+        assert_eq!(entry["truncated"], serde_json::json!(["path"]), "{entry}");
+    }
+    // No reader left: the writer's blocked write fails and the server can stop.
+    drop(stalled);
+}
+
 // Finding 4: two Cookie lines reach portcullis joined with ',' (or as two raw
 // entries); the upstream gets both, and RFC 6265 parsers read the last one.
 #[tokio::test]

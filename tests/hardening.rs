@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -407,6 +408,102 @@ fn read_authz_addr(log: &mut impl std::io::BufRead) -> String {
         if let Some(rest) = line.split("authz=").nth(1) {
             return rest.split_whitespace().next().unwrap().to_string();
         }
+    }
+}
+
+// Issue 16, finding 9: a Hasura claims string that is not JSON was quoted into
+// the deny reason, and the text log printed the reason raw: a newline in a claim
+// forged a log line, an escape byte reached the terminal. The claim text now
+// stays out of the message, and the deny line escapes the whole reason.
+#[tokio::test]
+async fn a_stringified_hasura_claim_never_forges_a_log_line() {
+    let key = SigningKey::generate(Algorithm::RS256, "k");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("portcullis.yaml");
+    let backend = "backends:\n  hasura: { type: hasura, admin_secret: admin-secret-for-tests, claims_format: stringified_json }\n";
+    let routes = "routes:\n  - { match: { prefix: /v1/graphql }, backend: hasura }\n";
+    std::fs::write(&config_path, issuer_block(&issuer, &format!("{backend}{routes}"))).unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config", config_path.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let authz = read_authz_addr(&mut log);
+    let mut client = client_at(authz).await;
+    let forged = "not json\n2026-01-01T00:00:00Z  INFO portcullis: allow route=admin\u{1b}[2K";
+    let mut claims = issuer.claims("u", AUD, 60);
+    claims["https://hasura.io/jwt/claims"] = json!(forged);
+    let token = key.sign(&claims);
+    // Until the first key fetch completes the answer is a 503.
+    let mut response = check_token(&mut client, "/v1/graphql", &token).await;
+    for _ in 0..750 {
+        let status = match &response.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => denied.status.as_ref().map(|status| status.code),
+            _ => None,
+        };
+        if status != Some(503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        response = check_token(&mut client, "/v1/graphql", &token).await;
+    }
+    let answer = body(&response, 200);
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "jwt-invalid-claims", "{answer}");
+    assert!(!answer.to_string().contains("2026-01-01"), "claim text in the answer: {answer}");
+    drop(client);
+    let rest = tokio::task::spawn_blocking(move || {
+        let _ = Command::new("kill").arg(child.0.id().to_string()).status();
+        let _ = child.0.wait();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+        rest
+    })
+    .await
+    .unwrap();
+    assert!(rest.contains("expecting stringified json"), "{rest}");
+    assert!(!rest.lines().any(|line| line.starts_with("2026-01-01")), "a forged line: {rest}");
+    assert!(!rest.contains('\u{1b}') && !rest.contains("2026-01-01"), "claim text in the log: {rest:?}");
+}
+
+/// A child process killed when dropped, so a failed assertion leaves no server running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Issue 16, finding 10: `["eng,admin"]` and `["eng", "admin"]` both became
+// `x-user-groups: eng,admin`, and an upstream that splits the header saw
+// `admin`. A list that would not split back into its elements is left out
+// (the client's copy still removed).
+#[tokio::test]
+async fn list_claims_become_identity_headers_only_when_unambiguous() {
+    let key = SigningKey::generate(Algorithm::RS256, "k");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let routes = "routes:\n  - { match: { prefix: / }, headers: { x-user-groups: groups } }\n";
+    let running = start_ready(&issuer_block(&issuer, routes)).await;
+    let mut client = client(&running).await;
+    let groups_header = |groups: Value| {
+        let mut claims = issuer.claims("u", AUD, 60);
+        claims["groups"] = groups;
+        let value = bearer(&key.sign(&claims));
+        request("GET", "/", &[("authorization", &value), ("x-user-groups", "admin")])
+    };
+    let response = check(&mut client, groups_header(json!(["eng", "admin"]))).await;
+    assert_eq!(set_headers(&response).get("x-user-groups").map(String::as_str), Some("eng,admin"));
+    for ambiguous in [json!(["eng,admin"]), json!(["eng", " admin"]), json!(["eng", ""]), json!(["eng", 7])] {
+        let response = check(&mut client, groups_header(ambiguous.clone())).await;
+        assert_eq!(set_headers(&response).get("x-user-groups"), None, "{ambiguous}");
+        let removed = &assert_allowed(&response).headers_to_remove;
+        assert!(removed.contains(&"x-user-groups".to_string()), "the client's copy goes: {ambiguous}");
     }
 }
 

@@ -204,6 +204,7 @@ async fn every_documented_metric_is_exposed_and_parses_as_prometheus_text_and_op
     expect("portcullis_ready", &[], 1.0);
     expect("portcullis_tracing_spans_dropped_total", &[], 0.0);
     expect("portcullis_decision_log_dropped_total", &[], 0.0);
+    expect("portcullis_decision_log_queued_bytes", &[], 0.0);
     expect("portcullis_deny_log_lines_suppressed_total", &[], 0.0);
     expect("portcullis_unfinished_request_bytes", &[], 0.0);
     expect("portcullis_unfinished_requests_cut_total", &[("reason", "arrival_timeout")], 0.0);

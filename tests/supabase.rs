@@ -57,6 +57,7 @@ type Client =
 fn kinde_claims(issuer: &DevIssuer, sub: &str, lifetime: i64) -> Value {
     let mut claims = issuer.claims(sub, "myapp:prod-api", lifetime);
     claims["email"] = json!(format!("{sub}@example.com"));
+    claims["email_verified"] = json!(true);
     claims["org_code"] = json!("org_123");
     claims["permissions"] = json!(["read:notes", "write:notes"]);
     claims["roles"] = json!([{"id": "r1", "key": "admin", "name": "Admin"}]);
@@ -125,6 +126,39 @@ async fn remint_hs256_mints_the_exact_supabase_claim_set_verified_by_pyjwt() {
     );
     assert_eq!(claims["user_metadata"], json!({"given_name": "Ada"}));
     assert_eq!(claims["session_id"].as_str().unwrap().len(), 36, "UUID-shaped: {claims}");
+}
+
+// Issue 16, finding 6: GoTrue only puts confirmed addresses in its tokens and
+// row-level security trusts `auth.jwt()->>'email'`, so whoever signs up at the
+// IdP as ceo@victim.example must not get a Supabase token vouching for it.
+#[tokio::test]
+async fn remint_copies_only_confirmed_email_and_phone() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let running = start_ready(&config(&issuer, &remint_hs256())).await;
+    let mut client = common::client(&running).await;
+    let cases = [
+        (json!({"email_verified": false, "phone_verified": false}), "", ""),
+        (json!({}), "", ""),
+        (json!({"email_verified": "true", "phone_verified": 1}), "", ""),
+        (json!({"email_verified": true, "phone_verified": false}), "ceo@victim.example", ""),
+        (json!({"email_verified": false, "phone_verified": true}), "", "+15550100"),
+    ];
+    let mut requests = Vec::new();
+    for (index, (verified, _, _)) in cases.iter().enumerate() {
+        let mut claims = issuer.claims(&format!("kp_{index}"), "myapp:prod-api", 600);
+        claims["email"] = json!("ceo@victim.example");
+        claims["phone"] = json!("+15550100");
+        for (name, value) in verified.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        let minted = minted_token(&rest(&mut client, Some(&key.sign(&claims)), &[]).await);
+        requests.push(json!({"token": minted, "key": SECRET, "alg": "HS256", "audience": "authenticated"}));
+    }
+    for (verified, (case, email, phone)) in pyjwt_verify(&requests).iter().zip(cases) {
+        let claims = &verified["claims"];
+        assert_eq!((claims["email"].as_str(), claims["phone"].as_str()), (Some(email), Some(phone)), "{case}");
+    }
 }
 
 #[tokio::test]

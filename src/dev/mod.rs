@@ -185,6 +185,7 @@ pub fn check_request_json(method: &str, path: &str, headers: &[(&str, &str)]) ->
 pub fn dev_claims(issuer: &DevIssuer, audience: &str, lifetime: i64) -> serde_json::Value {
     let mut claims = issuer.claims("user-123", audience, lifetime);
     claims["email"] = "dev@example.com".into();
+    claims["email_verified"] = true.into();
     claims["https://hasura.io/jwt/claims"] = serde_json::json!({
         "x-hasura-allowed-roles": ["user", "editor"],
         "x-hasura-default-role": "user",

@@ -189,8 +189,8 @@ impl SupabaseBackend {
             let user = UserClaims {
                 issuer: &self.minted_issuer,
                 sub,
-                email: claims.get("email").and_then(Value::as_str).unwrap_or_default(),
-                phone: claims.get("phone").and_then(Value::as_str).unwrap_or_default(),
+                email: confirmed(claims, "email", "email_verified"),
+                phone: confirmed(claims, "phone", "phone_verified"),
                 session_id: ["sid", "jti"]
                     .iter()
                     .find_map(|name| claims.get(*name).and_then(Value::as_str).map(str::to_string))
@@ -214,6 +214,18 @@ impl SupabaseBackend {
         metadata.insert("providers".into(), Value::Array(vec![provider]));
         metadata.extend(collect(&self.app_metadata, &auth.token.claims));
         metadata
+    }
+}
+
+/// `claim` when the IdP says it is confirmed (`verified` is the boolean `true`),
+/// else empty. GoTrue only puts confirmed addresses in its tokens, so row-level
+/// security policies trust `auth.jwt()->>'email'`: an address anyone can sign up
+/// with at the IdP must not reach them. A string `"true"` is not a boolean and
+/// does not count (Kinde, Auth0, WorkOS and Clerk send booleans).
+fn confirmed<'c>(claims: &'c Map<String, Value>, claim: &str, verified: &str) -> &'c str {
+    match claims.get(verified) {
+        Some(Value::Bool(true)) => claims.get(claim).and_then(Value::as_str).unwrap_or_default(),
+        _ => "",
     }
 }
 
