@@ -132,9 +132,9 @@ fn fingerprints(files: &TlsConfig) -> Vec<Option<TokenDigest>> {
 /// certificates required and verified against `client_ca` when it is set.
 pub fn server_config(files: &TlsConfig) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain = certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
-        .map_err(|err| format!("{}: no private key in PEM ({err})", files.key.display()))?;
+    let chain = certificates(&files.cert, "cert")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "key")?)
+        .map_err(|err| format!("key: no private key in PEM ({err})"))?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|err| err.to_string())?;
@@ -142,32 +142,34 @@ pub fn server_config(files: &TlsConfig) -> Result<ServerConfig, String> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for certificate in certificates(ca)? {
-                roots.add(certificate).map_err(|err| format!("{}: {err}", ca.display()))?;
+            for certificate in certificates(ca, "client_ca")? {
+                roots.add(certificate).map_err(|err| format!("client_ca: {err}"))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|err| format!("{}: {err}", ca.display()))?;
+                .map_err(|err| format!("client_ca: {err}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|err| {
-        format!("{} and {} do not make a usable certificate: {err}", files.cert.display(), files.key.display())
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|err| format!("cert and key do not make a usable certificate: {err}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&read(path)?)
+/// The certificates in the PEM file at `path`. Problems name the setting
+/// (`field`), never the path: it may have come from a `${...}` placeholder.
+fn certificates(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&read(path, field)?)
         .collect::<Result<_, _>>()
-        .map_err(|err| format!("{}: not PEM certificates ({err})", path.display()))?;
+        .map_err(|err| format!("{field}: not PEM certificates ({err})"))?;
     if certificates.is_empty() {
-        return Err(format!("{}: no certificate in PEM", path.display()));
+        return Err(format!("{field}: no certificate in PEM"));
     }
     Ok(certificates)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
+fn read(path: &Path, field: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("{field}: cannot read the file ({err})"))
 }

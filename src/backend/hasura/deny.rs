@@ -41,9 +41,9 @@ fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
         DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::RequirementUnmet(_) => {
             ("access-denied", reason.description())
         }
-        DenyReason::InvalidRequest(RequestProblem::AmbiguousPath | RequestProblem::PathParameters) => {
-            ("invalid-params", reason.description())
-        }
+        DenyReason::InvalidRequest(
+            RequestProblem::AmbiguousPath | RequestProblem::PathParameters | RequestProblem::AmbiguousQuery,
+        ) => ("invalid-params", reason.description()),
         DenyReason::InvalidRequest(_) => ("invalid-headers", reason.description()),
     }
 }
