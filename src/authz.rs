@@ -200,6 +200,7 @@ fn allowed(route: &Route, caller: Option<Caller>, mutations: Mutations, dry_run:
         remove_headers: mutations.remove_headers,
         claims: Vec::new(),
         dry_run,
+        unresolved: mutations.unresolved,
     }
 }
 

@@ -30,7 +30,7 @@ pub enum Command {
     /// Run the service.
     Serve(ServeArgs),
     /// Validate a config, print a summary; on error list every problem with its YAML path.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Zero-setup demo: an embedded issuer, the service wired to it, sample tokens and commands.
     Dev(DevArgs),
     /// Token tools.
@@ -40,6 +40,28 @@ pub enum Command {
     Admin(AdminArgs),
     /// Ask a running instance's grpc.health.v1 (exit 0 when SERVING, 1 otherwise): for HEALTHCHECKs.
     Health(HealthArgs),
+    /// Run policy tests (YAML test files) against their config, with no IdP and no secrets.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Read no `${NAME}` or `${file:...}` value (and no TLS file): list them as
+    /// not checked and validate everything else (CI, a laptop).
+    #[arg(long)]
+    pub no_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files (see docs/testing-policies.md).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +182,10 @@ pub struct VerifyArgs {
     /// Extra request header as `name:value`; repeatable.
     #[arg(long = "header", value_name = "K:V")]
     pub headers: Vec<String>,
+    /// Read no `${NAME}` or `${file:...}` value: explain the decision as far as it
+    /// goes without them, naming each secret it needs.
+    #[arg(long)]
+    pub no_secrets: bool,
     /// The JWT (placed where the matched route's issuer reads tokens).
     pub token: String,
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
+use portcullis::config::Secrets;
 use portcullis::keys::redact_url;
 use portcullis::reload::Reloader;
 use portcullis::telemetry::{LogFormat, TraceSettings};
-use portcullis::{admin, dev, explain, policy, probe, server, telemetry};
+use portcullis::{admin, dev, explain, policy, policy_test, probe, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,11 +28,12 @@ async fn run(command: Command, format: LogFormat) -> u8 {
     }
     match command {
         Command::Serve(args) => serve(&args.config.config, args.watch, format).await,
-        Command::CheckConfig(args) => check_config(&args.config),
+        Command::CheckConfig(args) => check_config(&args.config.config, args.no_secrets),
         Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
         Command::Health(args) => probe::run(args).await,
+        Command::Test(args) => policy_test::run(&args.files, args.junit.as_deref()).await,
     }
 }
 
@@ -80,8 +82,12 @@ async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
     code
 }
 
-fn check_config(path: &std::path::Path) -> u8 {
-    match policy::load_file(path) {
+fn check_config(path: &std::path::Path, no_secrets: bool) -> u8 {
+    let loaded = match no_secrets {
+        true => policy::load_file_without_secrets(path, &Secrets::Placeholders),
+        false => policy::load_file(path),
+    };
+    match loaded {
         Ok(policy) => {
             print!("{}", policy::summary(&policy));
             EXIT_OK

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::interpolate::interpolate;
+use super::secrets::Secrets;
 use super::value_de::from_value;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
@@ -49,12 +50,18 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
 /// compiling them can report their problems in the same run; the config is
 /// `None` only when the text is not a YAML mapping at all.
 pub fn read_str(text: &str) -> (Option<Config>, Vec<Problem>) {
+    read_str_with(text, &Secrets::Resolve)
+}
+
+/// [`read_str`], taking `${...}` values from `secrets`.
+pub fn read_str_with(text: &str, secrets: &Secrets) -> (Option<Config>, Vec<Problem>) {
     let mut problems = Problems::default();
-    let config = parse_document(text, &mut problems);
+    let config = parse_document(text, secrets, &mut problems);
     (config, problems.into_vec())
 }
 
-fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
+fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option<Config> {
+    let problems = found;
     // Without the source snippet: the offending line may hold a secret.
     let mut doc: Value = match serde_saphyr::from_str_with_options(text, serde_saphyr::options! { with_snippet: false })
     {
@@ -71,7 +78,10 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     for key in top.keys().filter(|key| !TOP_LEVEL_KEYS.contains(&key.as_str())) {
         problems.push(key.as_str(), format!("unknown key (expected one of: {})", TOP_LEVEL_KEYS.join(", ")));
     }
-    interpolate(&mut doc, "", problems);
+    let unresolved = interpolate(&mut doc, "", secrets, problems);
+    // What a value that was not read causes further on is not reported: it was, once.
+    let outer = problems;
+    let problems = &mut Problems::default();
     let top = doc.as_object().expect("checked above");
     let listen = section::<Listen>(top.get("listen"), "listen", problems).unwrap_or_default();
     let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
@@ -96,6 +106,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
+    outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
         admin,
@@ -108,6 +119,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
         backends,
         routes,
         declared,
+        unresolved,
     })
 }
 

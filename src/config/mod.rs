@@ -4,15 +4,17 @@
 //! is decided once, when the policy compiles it; nothing here knows the stages.
 //!
 //! `schema` holds the typed shape, `load` turns a file into a [`Config`],
-//! `interpolate` fills in secrets, `value_de` keeps values out of messages,
+//! `interpolate` fills in secrets (`secrets`: those not read), `value_de` keeps values out of messages,
 //! `problem` is the one shape of a config problem.
 
 mod interpolate;
 mod load;
 mod problem;
 mod schema;
+mod secrets;
 pub mod value_de;
 
-pub use load::{load_file, parse_str, read_file, read_str};
+pub use load::{load_file, parse_str, read_file, read_str, read_str_with};
 pub use problem::{ConfigError, Problem, Problems, join_path};
 pub use schema::*;
+pub use secrets::{Placeholder, Secret, Secrets, Section, Unresolved};

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::config::{
-    self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, TelemetryConfig,
+    self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, Secrets,
+    TelemetryConfig, Unresolved,
 };
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
@@ -48,6 +49,8 @@ pub struct Policy {
     pub decision_log: Option<DecisionLogConfig>,
     /// OpenTelemetry export (read at start).
     pub telemetry: Option<TelemetryConfig>,
+    /// Values whose `${...}` was not read: empty in a policy that may serve.
+    pub unresolved: Unresolved,
     pub runtime: Runtime,
 }
 
@@ -70,10 +73,12 @@ impl Policy {
         let mut problems = Problems::default();
         check_admin(config, &mut problems);
         check_observability(config, &mut problems);
+        // Without secrets, certificate files (secrets of their own) are not read either.
         let tls =
-            config.listen.tls.as_ref().and_then(|files| {
+            config.listen.tls.as_ref().filter(|_| config.unresolved.reading).and_then(|files| {
                 ReloadingTls::load(files).map_err(|message| problems.push("listen.tls", message)).ok()
             });
+        let secrets = |path: &str| config.unresolved.section(path);
         let cache_budget = CacheBudget { entries: config.cache.tokens, bytes: config.cache.max_bytes };
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
@@ -81,16 +86,19 @@ impl Policy {
             .enumerate()
             .filter_map(|(id, (name, issuer))| {
                 let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
-                let compiled = Issuer::compile(id, name, issuer, runtime, old);
-                problems.take(&config::join_path("issuers", name), compiled).map(Arc::new)
+                let path = config::join_path("issuers", name);
+                let compiled = Issuer::compile_with(id, name, issuer, runtime, old, &secrets(&path));
+                problems.take(&path, compiled).map(Arc::new)
             })
             .collect();
         let backends: BTreeMap<String, Arc<Backend>> = config
             .backends
             .iter()
             .filter_map(|(name, backend)| {
-                let compiled = Backend::compile(name, backend, cache_budget, &runtime.clock, &runtime.metrics);
-                Some((name.clone(), Arc::new(problems.take(&config::join_path("backends", name), compiled)?)))
+                let path = config::join_path("backends", name);
+                let compiled =
+                    Backend::compile(name, backend, cache_budget, &runtime.clock, &runtime.metrics, &secrets(&path));
+                Some((name.clone(), Arc::new(problems.take(&path, compiled)?)))
             })
             .collect();
         let names = Names {
@@ -105,6 +113,9 @@ impl Policy {
             .iter()
             .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
             .collect();
+        // A value that was not read was reported once (or is listed as not checked):
+        // what it causes here is not a second problem.
+        problems.retain(|problem| !config.unresolved.covers(&problem.path));
         if !problems.is_empty() {
             return Err(problems.into_vec());
         }
@@ -122,8 +133,14 @@ impl Policy {
             tls,
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),
+            unresolved: config.unresolved.clone(),
             runtime: runtime.clone(),
         })
+    }
+
+    /// Whether every secret was read: only such a policy may serve.
+    pub fn has_secrets(&self) -> bool {
+        self.unresolved.reading && self.unresolved.values.is_empty()
     }
 
     /// Starts the background key refreshers (the first fetch happens at once).
@@ -263,6 +280,14 @@ pub fn load_file_with(path: &Path, runtime: &Runtime, previous: Option<&Policy>)
     compile_text(&config::read_file(path, &source_name)?, &source_name, runtime, previous)
 }
 
+/// Reads and compiles `path` taking `${...}` values from `secrets`
+/// (`--no-secrets`, policy tests), with a fresh runtime.
+pub fn load_file_without_secrets(path: &Path, secrets: &Secrets) -> Result<Policy, ConfigError> {
+    let source_name = path.display().to_string();
+    let text = config::read_file(path, &source_name)?;
+    compile_text_with(&text, &source_name, secrets, &Runtime::default())
+}
+
 /// Parses and compiles in one run, so problems of both kinds are reported
 /// together: what did not parse, and what parsed but does not make sense.
 pub fn compile_text(
@@ -271,7 +296,25 @@ pub fn compile_text(
     runtime: &Runtime,
     previous: Option<&Policy>,
 ) -> Result<Policy, ConfigError> {
-    let (config, mut problems) = config::read_str(text);
+    compile(config::read_str(text), source_name, runtime, previous)
+}
+
+/// [`compile_text`] with `${...}` values from `secrets`, as a first generation.
+pub fn compile_text_with(
+    text: &str,
+    source_name: &str,
+    secrets: &Secrets,
+    runtime: &Runtime,
+) -> Result<Policy, ConfigError> {
+    compile(config::read_str_with(text, secrets), source_name, runtime, None)
+}
+
+fn compile(
+    (config, mut problems): (Option<Config>, Vec<Problem>),
+    source_name: &str,
+    runtime: &Runtime,
+    previous: Option<&Policy>,
+) -> Result<Policy, ConfigError> {
     if let Some(config) = config {
         match Policy::compile(&config, runtime, previous) {
             Ok(policy) if problems.is_empty() => return Ok(policy),
