@@ -23,7 +23,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, format: LogFormat) -> u8 {
-    if !matches!(command, Command::Serve(_)) {
+    // Policy tests print their own report; key-loading lines would only clutter it.
+    if !matches!(command, Command::Serve(_) | Command::Test(_)) {
         telemetry::init(format, None);
     }
     match command {
