@@ -40,7 +40,7 @@ pub struct SupabaseBackend {
     mode: Mode,
     signer: Option<Signer>,
     /// A remint signing key that was not read (a policy compiled without secrets).
-    unread_signing_key: Option<Placeholder>,
+    unread_signing_key: Option<Box<Placeholder>>,
     apikey: Secret,
     ttl_seconds: u64,
     allow_anonymous: bool,
@@ -64,7 +64,8 @@ impl SupabaseBackend {
         secrets: &Section<'_>,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
-        let unread_signing_key = secrets.at("signing_key").filter(|_| config.mode == Mode::Remint).cloned();
+        let unread_signing_key =
+            secrets.at("signing_key").filter(|_| config.mode == Mode::Remint).map(|key| Box::new(key.clone()));
         if config.apikey.is_empty() {
             problems.push(Problem::new("apikey", "must not be empty"));
         }
@@ -171,9 +172,9 @@ impl SupabaseBackend {
     /// naming the key, never a token signed with an invented one.
     fn unread_mint(&self, mutations: &mut Mutations) {
         if let Some(key) = &self.unread_signing_key {
-            let stand_in = Secret::Unresolved(key.clone());
+            let stand_in = Secret::Unresolved((**key).clone());
             mutations.set_headers.push(("authorization".into(), format!("Bearer {}", stand_in.rendered())));
-            mutations.unresolved.push(("authorization".into(), key.clone()));
+            mutations.unresolved.push(("authorization".into(), (**key).clone()));
         }
     }
 
