@@ -328,6 +328,7 @@ fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::HttpRequest;
     use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
 
     const CONFIG: &str = "issuers:\n  idp: { issuer: 'https://idp.test', jwks_uri: 'https://idp.test/jwks' }\nroutes:\n  - match: { prefix: / }\n";
@@ -359,6 +360,33 @@ mod tests {
                 "routes[0].match.prefix: must start with '/'",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn without_secrets_a_decision_names_the_secrets_it_would_render() {
+        let text = "issuers:\n  legacy: { issuer: 'https://legacy.test', secret: '${LEGACY}', algorithms: [HS512] }\nbackends:\n  supa: { type: supabase, signing_key: '${SUPA_KEY}', apikey: '${file:/run/apikey}', allow_anonymous: true }\nroutes:\n  - { match: { prefix: /rest/v1/ }, backend: supa }\n";
+        let runtime = runtime(ScriptedFetcher::new([]));
+        let policy = compile_text_with(text, "t", &Secrets::Placeholders, &runtime).unwrap();
+        assert!(!policy.has_secrets(), "such a policy must not serve");
+        let unread: Vec<String> = policy.unresolved.values.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            unread,
+            [
+                "issuers.legacy.secret (${LEGACY})",
+                "backends.supa.signing_key (${SUPA_KEY})",
+                "backends.supa.apikey (${file:/run/apikey})"
+            ]
+        );
+        let authorizer = crate::authz::Authorizer::new(policy);
+        let request = HttpRequest::new("GET", "/rest/v1/todos", "localhost", std::iter::empty::<(&str, &str)>());
+        let crate::decision::Decision::Allow(allowed) = authorizer.decide(&request).await else { panic!("anon allow") };
+        let named: Vec<(&str, &str)> =
+            allowed.unresolved.iter().map(|(header, secret)| (header.as_str(), secret.path.as_str())).collect();
+        assert_eq!(named, [("authorization", "backends.supa.signing_key"), ("apikey", "backends.supa.apikey")]);
+        assert!(allowed.set_headers.contains(&("authorization".into(), "Bearer ${SUPA_KEY}".into())));
+        // With the secrets read, the same config needs them.
+        let err = compile_text(text, "t", &runtime, None).unwrap_err();
+        assert_eq!(err.problems.len(), 3, "one problem per unset value, no follow-on: {err}");
     }
 
     #[tokio::test]
