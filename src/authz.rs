@@ -225,6 +225,7 @@ fn allowed(
         remove_headers: mutations.remove_headers,
         claims: Vec::new(),
         dry_run,
+        unresolved: mutations.unresolved,
     }
 }
 

@@ -42,6 +42,18 @@ pub enum Command {
     Health(HealthArgs),
     /// Print the JSON Schema of the config file (for editor completion and CI checks).
     Schema,
+    /// Run policy tests (YAML test files) against their config, with no IdP and no secrets.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files (see docs/testing-policies.md).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +132,10 @@ pub struct CheckConfigArgs {
     /// Treat warnings as errors (exit 1), e.g. in CI.
     #[arg(long)]
     pub strict: bool,
+    /// Read no `${NAME}` or `${file:...}` value (and no TLS file): list them as
+    /// not checked and validate everything else (CI, a laptop).
+    #[arg(long)]
+    pub no_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +187,10 @@ pub struct VerifyArgs {
     /// Extra request header as `name:value`; repeatable.
     #[arg(long = "header", value_name = "K:V")]
     pub headers: Vec<String>,
+    /// Read no `${NAME}` or `${file:...}` value: explain the decision as far as it
+    /// goes without them, naming each secret it needs.
+    #[arg(long)]
+    pub no_secrets: bool,
     /// The JWT (placed where the matched route's issuer reads tokens).
     pub token: String,
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::config::Placeholder;
 use crate::extract::ExtractError;
 use crate::keys::KeysUnavailable;
 use crate::request::RequestProblem;
@@ -32,6 +33,9 @@ pub struct Allowed {
     pub claims: Vec<(String, Value)>,
     /// A requirement that did not hold on a `mode: dry_run` route: allowed, counted, logged.
     pub dry_run: Option<Unmet>,
+    /// Set headers whose value is a secret that was not read (a policy compiled
+    /// without secrets; never one that serves): header name, where it comes from.
+    pub unresolved: Vec<(String, Placeholder)>,
 }
 
 impl Decision {

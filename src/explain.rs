@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::authenticate::vouch;
 use crate::authz::Authorizer;
 use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, VerifyArgs};
-use crate::config::{Action, TokenFrom};
+use crate::config::{Action, Secrets, TokenFrom};
 use crate::decision::{Decision, DenyReason};
 use crate::escape::escape;
 use crate::policy::{self, Policy};
@@ -15,13 +15,19 @@ use crate::rules::{Facts, Outcome, Requirement};
 use crate::token::digest;
 
 pub async fn run(args: VerifyArgs) -> u8 {
-    let policy = match policy::load_file(&args.config.config) {
+    let loaded = match args.no_secrets {
+        true => policy::load_file_without_secrets(&args.config.config, &Secrets::Placeholders),
+        false => policy::load_file(&args.config.config),
+    };
+    let policy = match loaded {
         Ok(policy) => policy,
         Err(err) => {
             eprint!("{err}");
             return EXIT_INVALID;
         }
     };
+    // Said first: a decision below that needs one of these names it.
+    print!("{}", policy::summary::not_checked(&policy));
     let mut extra = Vec::new();
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
@@ -160,7 +166,10 @@ pub fn describe(decision: &Decision) -> String {
             }
             out.push_str("upstream headers set:\n");
             for (name, value) in &allowed.set_headers {
-                out.push_str(&format!("  {name}: {}\n", redact(name, value)));
+                match allowed.unresolved.iter().find(|(unread, _)| unread == name) {
+                    Some((_, secret)) => out.push_str(&format!("  {name}: (needs {secret}, not read)\n")),
+                    None => out.push_str(&format!("  {name}: {}\n", redact(name, value))),
+                }
             }
             out.push_str("upstream headers removed:\n");
             for name in &allowed.remove_headers {

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use crate::backend::hasura::claims::ClaimsSettings;
 use crate::backend::hasura::secret;
-use crate::config::{Audiences, IssuerConfig, Problem, RefreshConfig, TokenFrom};
+use crate::config::{Audiences, IssuerConfig, Problem, RefreshConfig, Section, TokenFrom};
 use crate::keys::{IssuerKeys, KeyRuntime, KeySet, KeySource, algorithms_for, is_loopback_url};
 
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
@@ -62,13 +62,29 @@ impl Issuer {
         runtime: &KeyRuntime,
         previous: Option<&Issuer>,
     ) -> Result<Issuer, Vec<Problem>> {
+        Issuer::compile_with(id, name, config, runtime, previous, &Section::default())
+    }
+
+    /// [`Issuer::compile`] where some of the section's values were not read
+    /// (`secrets`): an unread `secret` becomes [`KeySource::Unresolved`].
+    pub fn compile_with(
+        id: usize,
+        name: &str,
+        config: &IssuerConfig,
+        runtime: &KeyRuntime,
+        previous: Option<&Issuer>,
+        secrets: &Section<'_>,
+    ) -> Result<Issuer, Vec<Problem>> {
         let mut problems = Vec::new();
         let resolved = match &config.hasura_jwt_secret {
             Some(raw) => import(config, raw, &mut problems),
-            None => native(config, &mut problems),
+            None => native(config, secrets, &mut problems),
         };
         let secret_len = match &resolved.as_ref().map(|r| &r.source) {
             Some(KeySource::Secret(secret)) => Some(secret.len()),
+            // Its length is not known: the checks that depend on it are skipped (the
+            // listed algorithms must still be HS*).
+            Some(KeySource::Unresolved(_)) => Some(usize::MAX),
             _ => None,
         };
         let algorithms = check_algorithms(config, secret_len, &mut problems);
@@ -150,7 +166,7 @@ fn signature_only(alg: Algorithm) -> Validation {
 }
 
 /// `issuer`, `jwks_uri` or `secret`, `audiences`, `leeway_seconds`, `token_from`, as written.
-fn native(config: &IssuerConfig, problems: &mut Vec<Problem>) -> Option<Resolved> {
+fn native(config: &IssuerConfig, secrets: &Section<'_>, problems: &mut Vec<Problem>) -> Option<Resolved> {
     match &config.issuer {
         None => problems.push(Problem::new("issuer", "required: the exact iss claim of this IdP's tokens")),
         Some(issuer) if issuer.is_empty() => problems.push(Problem::new("issuer", "must not be empty")),
@@ -160,7 +176,7 @@ fn native(config: &IssuerConfig, problems: &mut Vec<Problem>) -> Option<Resolved
         problems
             .push(Problem::new("audiences", "must list at least one audience (`audiences: any` skips the aud check)"));
     }
-    let source = match (&config.jwks_uri, &config.secret) {
+    let source = match (&config.jwks_uri, &config.secret.as_ref().map(|secret| (secret, secrets.at("secret")))) {
         (Some(_), Some(_)) => {
             problems.push(Problem::new("secret", "use either jwks_uri (public keys) or secret (HS*), not both"));
             return None;
@@ -175,14 +191,15 @@ fn native(config: &IssuerConfig, problems: &mut Vec<Problem>) -> Option<Resolved
             }
             KeySource::Jwks(None)
         }
-        (None, Some(secret)) if secret.len() < MIN_HMAC_SECRET_BYTES => {
+        (None, Some((_, Some(unread)))) => KeySource::Unresolved((*unread).clone()),
+        (None, Some((secret, None))) if secret.len() < MIN_HMAC_SECRET_BYTES => {
             problems.push(Problem::new(
                 "secret",
                 format!("an HS* secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2)"),
             ));
             return None;
         }
-        (None, Some(secret)) => KeySource::Secret(secret.as_bytes().to_vec()),
+        (None, Some((secret, None))) => KeySource::Secret(secret.as_bytes().to_vec()),
     };
     let initial = source.static_keys().map_err(|err| problems.push(Problem::new("", err))).ok()?;
     Some(Resolved {

@@ -10,7 +10,8 @@
 //! pipeline over a [`policy`], which is the one compiled form of a [`config`].
 //! [`server`], [`health`], [`http`], [`reload`] and [`shutdown`] run it as a
 //! service; [`admin`] is the control plane; [`dev`] and [`explain`] are the
-//! zero-setup demo and the offline `token verify`. See docs/architecture.md.
+//! zero-setup demo and the offline `token verify`; [`policy_test`] runs
+//! `portcullis test` (policy tests without an IdP). See docs/architecture.md.
 
 pub mod admin;
 pub mod admission;
@@ -37,6 +38,7 @@ pub mod keys;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
+pub mod policy_test;
 pub mod probe;
 pub mod reflection;
 pub mod reload;

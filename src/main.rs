@@ -4,10 +4,11 @@ use std::sync::Arc;
 use clap::Parser;
 
 use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
+use portcullis::config::Secrets;
 use portcullis::keys::redact_url;
 use portcullis::reload::Reloader;
 use portcullis::telemetry::{LogFormat, TraceSettings};
-use portcullis::{admin, dev, explain, policy, probe, server, telemetry};
+use portcullis::{admin, dev, explain, policy, policy_test, probe, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,12 +23,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, format: LogFormat) -> u8 {
-    if !matches!(command, Command::Serve(_)) {
+    // Policy tests print their own report; key-loading lines would only clutter it.
+    if !matches!(command, Command::Serve(_) | Command::Test(_)) {
         telemetry::init(format, None);
     }
     match command {
         Command::Serve(args) => serve(&args.config.config, args.watch, format).await,
-        Command::CheckConfig(args) => check_config(&args.config.config, args.strict),
+        Command::CheckConfig(args) => check_config(&args.config.config, args.strict, args.no_secrets),
         Command::Dev(args) => dev::run(args, terminated()).await,
         Command::Token(TokenCommand::Verify(args)) => explain::run(args).await,
         Command::Admin(args) => admin::client::run(args).await,
@@ -36,6 +38,7 @@ async fn run(command: Command, format: LogFormat) -> u8 {
             print!("{}", portcullis::config::json_schema::json_schema_text());
             EXIT_OK
         }
+        Command::Test(args) => policy_test::run(&args.files, args.junit.as_deref()).await,
     }
 }
 
@@ -88,8 +91,12 @@ async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
 }
 
 /// Warnings go to stderr after the summary; `--strict` makes them the problems of an invalid config.
-fn check_config(path: &std::path::Path, strict: bool) -> u8 {
-    match policy::load_file(path) {
+fn check_config(path: &std::path::Path, strict: bool, no_secrets: bool) -> u8 {
+    let loaded = match no_secrets {
+        true => policy::load_file_without_secrets(path, &Secrets::Placeholders),
+        false => policy::load_file(path),
+    };
+    match loaded {
         Ok(policy) if strict && !policy.warnings.is_empty() => {
             let source_name = path.display().to_string();
             eprint!("{}", portcullis::config::ConfigError { source_name, problems: policy.warnings });

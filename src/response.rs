@@ -159,6 +159,7 @@ mod tests {
             remove_headers: vec!["x-hasura-admin-secret".into()],
             claims: vec![("org".into(), serde_json::json!({"code": "acme", "ids": [1, true]}))],
             dry_run: None,
+            unresolved: Vec::new(),
         };
         let response = check_response(&Decision::Allow(allowed));
         assert_eq!(response.status.unwrap().code, 0);

@@ -42,6 +42,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("cannot open decision_log.to {to:?}: {source}")]
     DecisionLog { to: String, source: std::io::Error },
+    #[error("a policy compiled without its secrets cannot serve")]
+    WithoutSecrets,
 }
 
 /// How this instance was started.
@@ -96,6 +98,10 @@ pub async fn start(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
+    // Its secret headers would carry stand-ins: `--no-secrets` and policy tests only decide offline.
+    if !policy.has_secrets() {
+        return Err(ServeError::WithoutSecrets);
+    }
     let keys_rx = policy.runtime.changed.subscribe();
     let listen = policy.listen.clone();
     let open_admin = policy.admin_token.is_none();

@@ -711,6 +711,9 @@ fn every_deploy_file_is_validated() {
         "deploy/kubernetes/base/secret.example.yaml",
         ALERTS,
         ALERT_TESTS,
+        // Policy tests of the two portcullis.yaml, run by tests/policy_tests.rs.
+        "deploy/kubernetes/base/portcullis.test.yaml",
+        "deploy/kubernetes/overlays/tls/portcullis.test.yaml",
     ]
     .into_iter()
     .map(|rel| repo().join(rel))

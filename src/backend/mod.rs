@@ -11,7 +11,7 @@ pub mod supabase;
 
 use std::collections::HashSet;
 
-use crate::config::{BackendConfig, ErrorStatus, Problem, TokenFrom};
+use crate::config::{BackendConfig, ErrorStatus, Placeholder, Problem, Secret, Section, TokenFrom};
 use crate::decision::{DenyReason, Refusal, RenderedDeny};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
@@ -24,6 +24,9 @@ use crate::token_cache::CacheBudget;
 pub struct Mutations {
     pub set_headers: Vec<(String, String)>,
     pub remove_headers: Vec<String>,
+    /// Set headers whose value is a secret that was not read (only in a policy
+    /// compiled without secrets): the header name and where the value would come from.
+    pub unresolved: Vec<(String, Placeholder)>,
 }
 
 impl Mutations {
@@ -43,7 +46,16 @@ impl Mutations {
     /// Adds `other`'s changes (their names never overlap this one's sets).
     pub fn merge(&mut self, other: Mutations) {
         self.set_headers.extend(other.set_headers);
+        self.unresolved.extend(other.unresolved);
         self.remove(other.remove_headers);
+    }
+
+    /// Sets `name` to `secret` (its stand-in, and a note, when it was not read).
+    pub fn set_secret(&mut self, name: &str, secret: &Secret) {
+        self.set_headers.push((name.to_string(), secret.rendered()));
+        if let Some(placeholder) = secret.unresolved() {
+            self.unresolved.push((name.to_string(), placeholder.clone()));
+        }
     }
 
     /// Adds headers to remove. A header that is being set is never removed too:
@@ -83,19 +95,22 @@ impl Authenticated<'_> {
 }
 
 impl Backend {
-    /// Compiles `backends.<name>`; problems have paths relative to it.
+    /// Compiles `backends.<name>`; problems have paths relative to it. `secrets`
+    /// says which of its values were not read (a policy compiled without secrets).
     pub fn compile(
         name: &str,
         config: &BackendConfig,
         cache_budget: CacheBudget,
         clock: &Clock,
         metrics: &Metrics,
+        secrets: &Section<'_>,
     ) -> Result<Backend, Vec<Problem>> {
         match config {
-            BackendConfig::Hasura(hasura) => hasura::HasuraBackend::compile(hasura).map(Backend::Hasura),
+            BackendConfig::Hasura(hasura) => hasura::HasuraBackend::compile(hasura, secrets).map(Backend::Hasura),
             BackendConfig::Supabase(supabase) => {
                 let counters = metrics.mint_counters(name);
-                supabase::SupabaseBackend::compile(supabase, cache_budget, clock, counters).map(Backend::Supabase)
+                supabase::SupabaseBackend::compile(supabase, cache_budget, clock, counters, secrets)
+                    .map(Backend::Supabase)
             }
         }
     }

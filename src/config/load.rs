@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::document;
 use super::interpolate::interpolate;
+use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
@@ -50,12 +51,18 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
 /// compiling them can report their problems in the same run; the config is
 /// `None` only when the text is not a YAML mapping at all.
 pub fn read_str(text: &str) -> (Option<Config>, Vec<Problem>) {
+    read_str_with(text, &Secrets::Resolve)
+}
+
+/// [`read_str`], taking `${...}` values from `secrets`.
+pub fn read_str_with(text: &str, secrets: &Secrets) -> (Option<Config>, Vec<Problem>) {
     let mut problems = Problems::default();
-    let config = parse_document(text, &mut problems);
+    let config = parse_document(text, secrets, &mut problems);
     (config, problems.into_vec())
 }
 
-fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
+fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option<Config> {
+    let problems = found;
     let mut doc: Value = match document::parse(text) {
         Ok((doc, repeated)) => {
             problems.extend_under("", repeated);
@@ -73,7 +80,10 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     for key in top.keys().filter(|key| !TOP_LEVEL_KEYS.contains(&key.as_str())) {
         problems.push(key.as_str(), format!("unknown key (expected one of: {})", TOP_LEVEL_KEYS.join(", ")));
     }
-    interpolate(&mut doc, "", problems);
+    let unresolved = interpolate(&mut doc, "", secrets, problems);
+    // What a value that was not read causes further on is not reported: it was, once.
+    let outer = problems;
+    let problems = &mut Problems::default();
     let top = doc.as_object().expect("checked above");
     let listen = section::<Listen>(top.get("listen"), "listen", problems).unwrap_or_default();
     let admin = section::<AdminConfig>(top.get("admin"), "admin", problems).unwrap_or_default();
@@ -98,6 +108,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
+    outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
         admin,
@@ -110,6 +121,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> Option<Config> {
         backends,
         routes,
         declared,
+        unresolved,
     })
 }
 

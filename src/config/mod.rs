@@ -5,7 +5,7 @@
 //!
 //! `schema` holds the typed shape, `document` reads the YAML (refusing repeated
 //! keys), `load` turns a file into a [`Config`],
-//! `interpolate` fills in secrets, `value_de` keeps values out of messages,
+//! `interpolate` fills in secrets (`secrets`: those not read), `value_de` keeps values out of messages,
 //! `problem` is the one shape of a config problem, `json_schema` describes the
 //! file for editors.
 
@@ -15,8 +15,10 @@ pub mod json_schema;
 mod load;
 mod problem;
 mod schema;
+mod secrets;
 pub mod value_de;
 
-pub use load::{load_file, parse_str, read_file, read_str};
+pub use load::{load_file, parse_str, read_file, read_str, read_str_with};
 pub use problem::{ConfigError, Problem, Problems, join_path};
 pub use schema::*;
+pub use secrets::{Placeholder, Secret, Secrets, Section, Unresolved};

@@ -47,6 +47,11 @@ impl Problems {
         result.map_err(|found| self.extend_under(parent, found)).ok()
     }
 
+    /// Keeps only the problems `keep` accepts.
+    pub fn retain(&mut self, keep: impl FnMut(&Problem) -> bool) {
+        self.0.retain(keep);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

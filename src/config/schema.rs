@@ -26,6 +26,8 @@ pub struct Config {
     /// Every issuer and backend name written, including those that did not
     /// parse: a route naming a broken issuer is not a second problem.
     pub declared: Declared,
+    /// Values whose `${...}` was not read, by YAML path.
+    pub unresolved: super::secrets::Unresolved,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ pub use store::{IssuerKeys, KeyRuntime, KeyStatus, KeysUnavailable};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::config::RefreshConfig;
+use crate::config::{Placeholder, RefreshConfig};
 
 /// Where an issuer's keys come from: the one description, whether written as
 /// `jwks_uri`/`secret` or imported from a `hasura_jwt_secret`.
@@ -29,6 +29,9 @@ pub enum KeySource {
     Secret(Vec<u8>),
     /// One public key given as PEM (SPKI, PKCS#1 or an X.509 certificate).
     PublicKey { kind: KeyKind, pem: String },
+    /// An HS* shared secret that was not read (`--no-secrets`): no key, and
+    /// every token of the issuer is undecided rather than refused.
+    Unresolved(Placeholder),
 }
 
 impl KeySource {
@@ -36,7 +39,7 @@ impl KeySource {
     /// `None` for a JWKS, which is fetched.
     pub fn static_keys(&self) -> Result<Option<KeySet>, String> {
         match self {
-            KeySource::Jwks(_) => Ok(None),
+            KeySource::Jwks(_) | KeySource::Unresolved(_) => Ok(None),
             KeySource::Secret(secret) => Ok(Some(KeySet::from_secret(secret))),
             KeySource::PublicKey { kind, pem } => KeySet::from_public_pem(*kind, pem).map(Some),
         }

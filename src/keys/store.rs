@@ -29,7 +29,7 @@ use super::backoff::{Backoff, Jitter};
 use super::fetch::{FetchError, Fetcher};
 use super::jwks::SkippedKey;
 use super::{KeyFetcher, KeySet, KeySource, redact_url};
-use crate::config::RefreshConfig;
+use crate::config::{Placeholder, RefreshConfig};
 use crate::metrics::Metrics;
 use crate::token::Clock;
 
@@ -57,12 +57,17 @@ pub enum KeysUnavailable {
     /// The last successful fetch is older than `refresh.max_stale_seconds`.
     #[error("keys of issuer {issuer} are stale (last fetched {age_seconds} s ago)")]
     Stale { issuer: Arc<str>, age_seconds: u64 },
+    /// The issuer's shared secret was not read (a policy compiled without secrets).
+    #[error("the decision needs the secret of issuer {issuer}: {secret}, not read without secrets")]
+    SecretNotRead { issuer: Arc<str>, secret: Placeholder },
 }
 
 impl KeysUnavailable {
     pub fn issuer(&self) -> &Arc<str> {
         match self {
-            KeysUnavailable::NotLoaded(issuer) | KeysUnavailable::Stale { issuer, .. } => issuer,
+            KeysUnavailable::NotLoaded(issuer)
+            | KeysUnavailable::Stale { issuer, .. }
+            | KeysUnavailable::SecretNotRead { issuer, .. } => issuer,
         }
     }
 }
@@ -168,6 +173,9 @@ impl IssuerKeys {
     /// [`Self::usable`] at `now` (the runtime clock's reading, taken once per
     /// Check by callers that need it for more than this).
     pub fn usable_at(&self, now: u64) -> Result<Arc<KeySet>, KeysUnavailable> {
+        if let KeySource::Unresolved(secret) = &self.source {
+            return Err(KeysUnavailable::SecretNotRead { issuer: Arc::clone(&self.name), secret: secret.clone() });
+        }
         let keys = self.current().ok_or_else(|| KeysUnavailable::NotLoaded(Arc::clone(&self.name)))?;
         match self.stale_age(now) {
             None => Ok(keys),

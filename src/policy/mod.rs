@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::config::{
-    self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, TelemetryConfig,
+    self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, Secrets,
+    TelemetryConfig, Unresolved,
 };
 use crate::identity;
 use crate::issuer::Issuer;
@@ -60,6 +61,8 @@ pub struct Policy {
     pub decision_log: Option<DecisionLogConfig>,
     /// OpenTelemetry export (read at start).
     pub telemetry: Option<TelemetryConfig>,
+    /// Values whose `${...}` was not read: empty in a policy that may serve.
+    pub unresolved: Unresolved,
     pub runtime: Runtime,
 }
 
@@ -82,10 +85,12 @@ impl Policy {
         let mut problems = Problems::default();
         check_admin(config, &mut problems);
         check_observability(config, &mut problems);
+        // Without secrets, certificate files (secrets of their own) are not read either.
         let tls =
-            config.listen.tls.as_ref().and_then(|files| {
+            config.listen.tls.as_ref().filter(|_| config.unresolved.reading).and_then(|files| {
                 ReloadingTls::load(files).map_err(|message| problems.push("listen.tls", message)).ok()
             });
+        let secrets = |path: &str| config.unresolved.section(path);
         let cache_budget = CacheBudget { entries: config.cache.tokens, bytes: config.cache.max_bytes };
         let issuers: Vec<Arc<Issuer>> = config
             .issuers
@@ -93,16 +98,19 @@ impl Policy {
             .enumerate()
             .filter_map(|(id, (name, issuer))| {
                 let old = previous.and_then(|policy| policy.issuer(name)).map(Arc::as_ref);
-                let compiled = Issuer::compile(id, name, issuer, runtime, old);
-                problems.take(&config::join_path("issuers", name), compiled).map(Arc::new)
+                let path = config::join_path("issuers", name);
+                let compiled = Issuer::compile_with(id, name, issuer, runtime, old, &secrets(&path));
+                problems.take(&path, compiled).map(Arc::new)
             })
             .collect();
         let backends: BTreeMap<String, Arc<Backend>> = config
             .backends
             .iter()
             .filter_map(|(name, backend)| {
-                let compiled = Backend::compile(name, backend, cache_budget, &runtime.clock, &runtime.metrics);
-                Some((name.clone(), Arc::new(problems.take(&config::join_path("backends", name), compiled)?)))
+                let path = config::join_path("backends", name);
+                let compiled =
+                    Backend::compile(name, backend, cache_budget, &runtime.clock, &runtime.metrics, &secrets(&path));
+                Some((name.clone(), Arc::new(problems.take(&path, compiled)?)))
             })
             .collect();
         let names = Names {
@@ -119,6 +127,9 @@ impl Policy {
             .collect();
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
+        // A value that was not read was reported once (or is listed as not checked):
+        // what it causes here is not a second problem.
+        problems.retain(|problem| !config.unresolved.covers(&problem.path));
         if !problems.is_empty() {
             return Err(problems.into_vec());
         }
@@ -143,8 +154,14 @@ impl Policy {
             tls,
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),
+            unresolved: config.unresolved.clone(),
             runtime: runtime.clone(),
         })
+    }
+
+    /// Whether every secret was read: only such a policy may serve.
+    pub fn has_secrets(&self) -> bool {
+        self.unresolved.reading && self.unresolved.values.is_empty()
     }
 
     /// Starts the background key refreshers (the first fetch happens at once).
@@ -319,6 +336,14 @@ pub fn load_file_with(path: &Path, runtime: &Runtime, previous: Option<&Policy>)
     compile_text(&config::read_file(path, &source_name)?, &source_name, runtime, previous)
 }
 
+/// Reads and compiles `path` taking `${...}` values from `secrets`
+/// (`--no-secrets`, policy tests), with a fresh runtime.
+pub fn load_file_without_secrets(path: &Path, secrets: &Secrets) -> Result<Policy, ConfigError> {
+    let source_name = path.display().to_string();
+    let text = config::read_file(path, &source_name)?;
+    compile_text_with(&text, &source_name, secrets, &Runtime::default())
+}
+
 /// Parses and compiles in one run, so problems of both kinds are reported
 /// together: what did not parse, and what parsed but does not make sense.
 pub fn compile_text(
@@ -327,7 +352,25 @@ pub fn compile_text(
     runtime: &Runtime,
     previous: Option<&Policy>,
 ) -> Result<Policy, ConfigError> {
-    let (config, mut problems) = config::read_str(text);
+    compile(config::read_str(text), source_name, runtime, previous)
+}
+
+/// [`compile_text`] with `${...}` values from `secrets`, as a first generation.
+pub fn compile_text_with(
+    text: &str,
+    source_name: &str,
+    secrets: &Secrets,
+    runtime: &Runtime,
+) -> Result<Policy, ConfigError> {
+    compile(config::read_str_with(text, secrets), source_name, runtime, None)
+}
+
+fn compile(
+    (config, mut problems): (Option<Config>, Vec<Problem>),
+    source_name: &str,
+    runtime: &Runtime,
+    previous: Option<&Policy>,
+) -> Result<Policy, ConfigError> {
     if let Some(config) = config {
         match Policy::compile(&config, runtime, previous) {
             Ok(policy) if problems.is_empty() => return Ok(policy),
@@ -341,6 +384,7 @@ pub fn compile_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::HttpRequest;
     use crate::testing::{Answer, ScriptedFetcher, es256, runtime};
 
     const CONFIG: &str = "issuers:\n  idp: { issuer: 'https://idp.test', jwks_uri: 'https://idp.test/jwks' }\nroutes:\n  - match: { prefix: / }\n";
@@ -372,6 +416,33 @@ mod tests {
                 "routes[0].match.prefix: must start with '/'",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn without_secrets_a_decision_names_the_secrets_it_would_render() {
+        let text = "issuers:\n  legacy: { issuer: 'https://legacy.test', secret: '${LEGACY}', algorithms: [HS512] }\nbackends:\n  supa: { type: supabase, signing_key: '${SUPA_KEY}', apikey: '${file:/run/apikey}', allow_anonymous: true }\nroutes:\n  - { match: { prefix: /rest/v1/ }, backend: supa }\n";
+        let runtime = runtime(ScriptedFetcher::new([]));
+        let policy = compile_text_with(text, "t", &Secrets::Placeholders, &runtime).unwrap();
+        assert!(!policy.has_secrets(), "such a policy must not serve");
+        let unread: Vec<String> = policy.unresolved.values.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            unread,
+            [
+                "issuers.legacy.secret (${LEGACY})",
+                "backends.supa.signing_key (${SUPA_KEY})",
+                "backends.supa.apikey (${file:/run/apikey})"
+            ]
+        );
+        let authorizer = crate::authz::Authorizer::new(policy);
+        let request = HttpRequest::new("GET", "/rest/v1/todos", "localhost", std::iter::empty::<(&str, &str)>());
+        let crate::decision::Decision::Allow(allowed) = authorizer.decide(&request).await else { panic!("anon allow") };
+        let named: Vec<(&str, &str)> =
+            allowed.unresolved.iter().map(|(header, secret)| (header.as_str(), secret.path.as_str())).collect();
+        assert_eq!(named, [("authorization", "backends.supa.signing_key"), ("apikey", "backends.supa.apikey")]);
+        assert!(allowed.set_headers.contains(&("authorization".into(), "Bearer ${SUPA_KEY}".into())));
+        // With the secrets read, the same config needs them.
+        let err = compile_text(text, "t", &runtime, None).unwrap_err();
+        assert_eq!(err.problems.len(), 3, "one problem per unset value, no follow-on: {err}");
     }
 
     #[tokio::test]

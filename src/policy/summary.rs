@@ -31,6 +31,25 @@ pub fn summary(policy: &Policy) -> String {
         let names = policy.identity_headers.join(", ");
         let _ = writeln!(out, "identity headers (client copies removed on every route): {names}");
     }
+    out.push_str(&not_checked(policy));
+    out
+}
+
+/// What a policy compiled without secrets did not read, by YAML path: empty
+/// for one compiled with them.
+pub fn not_checked(policy: &Policy) -> String {
+    let mut out = String::new();
+    let tls = policy.listen.tls.is_some() && !policy.unresolved.reading;
+    if policy.unresolved.values.is_empty() && !tls {
+        return out;
+    }
+    let _ = writeln!(out, "not checked (secret: not read, so neither is what depends on it):");
+    for value in &policy.unresolved.values {
+        let _ = writeln!(out, "  {}: {}", value.path, value.written());
+    }
+    if tls {
+        let _ = writeln!(out, "  listen.tls: certificate and key files");
+    }
     out
 }
 
@@ -40,6 +59,7 @@ fn issuer_line(issuer: &Issuer) -> String {
         KeySource::Jwks(Some(uri)) => format!("JWKS {}", redact_url(uri)),
         KeySource::Jwks(None) => "JWKS via OIDC discovery".to_string(),
         KeySource::PublicKey { kind, .. } => format!("PEM public key ({kind:?})"),
+        KeySource::Unresolved(secret) => format!("shared secret {} (not checked)", secret.written()),
     };
     let audiences = issuer.audiences.as_ref().map_or("any".to_string(), |list| list.join(", "));
     let from = match &issuer.token_from {

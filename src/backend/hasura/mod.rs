@@ -12,7 +12,7 @@ pub mod secret;
 pub use claims::{ClaimsSettings, Session};
 
 use super::{Authenticated, Mutations};
-use crate::config::{HasuraBackendConfig, Problem, TokenFrom, WebsocketMode};
+use crate::config::{HasuraBackendConfig, Problem, Secret, Section, TokenFrom, WebsocketMode};
 use crate::decision::Refusal;
 use crate::header::is_header_value;
 use crate::request::HttpRequest;
@@ -20,7 +20,7 @@ use crate::request::HttpRequest;
 const ADMIN_SECRET: &str = "x-hasura-admin-secret";
 
 pub struct HasuraBackend {
-    admin_secret: String,
+    admin_secret: Secret,
     unauthorized_role: Option<String>,
     /// For tokens of issuers that carry no Hasura settings of their own.
     claims: ClaimsSettings,
@@ -30,8 +30,9 @@ pub struct HasuraBackend {
 
 impl HasuraBackend {
     /// Compiles `backends.<name>` with `type: hasura`; problems are relative to it.
-    pub fn compile(config: &HasuraBackendConfig) -> Result<Self, Vec<Problem>> {
+    pub fn compile(config: &HasuraBackendConfig, secrets: &Section<'_>) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
+        let admin_secret = secrets.secret("admin_secret", &config.admin_secret);
         if config.admin_secret.is_empty() {
             problems.push(Problem::new("admin_secret", "must not be empty"));
         }
@@ -56,7 +57,7 @@ impl HasuraBackend {
         .ok();
         match claims {
             Some(claims) if problems.is_empty() => Ok(HasuraBackend {
-                admin_secret: config.admin_secret.clone(),
+                admin_secret,
                 unauthorized_role: config.unauthorized_role.clone(),
                 claims,
                 forward_token: config.forward_token,
@@ -106,10 +107,11 @@ impl HasuraBackend {
     }
 
     fn session_mutations(&self, role: &str, variables: impl Iterator<Item = (String, String)>) -> Mutations {
-        let mut set_headers =
-            vec![(ADMIN_SECRET.to_string(), self.admin_secret.clone()), ("x-hasura-role".into(), role.into())];
-        set_headers.extend(variables);
-        Mutations { set_headers, remove_headers: Vec::new() }
+        let mut mutations = Mutations::default();
+        mutations.set_secret(ADMIN_SECRET, &self.admin_secret);
+        mutations.set_headers.push(("x-hasura-role".into(), role.into()));
+        mutations.set_headers.extend(variables);
+        mutations
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{Authenticated, Mutations};
-use crate::config::{Problem, SupabaseBackendConfig, SupabaseMode as Mode, TokenFrom};
+use crate::config::{Placeholder, Problem, Secret, Section, SupabaseBackendConfig, SupabaseMode as Mode, TokenFrom};
 use crate::decision::Refusal;
 use crate::header::is_header_value;
 use crate::jsonpath::JsonPath;
@@ -39,7 +39,9 @@ type ClaimMapping = Vec<(String, JsonPath)>;
 pub struct SupabaseBackend {
     mode: Mode,
     signer: Option<Signer>,
-    apikey: String,
+    /// A remint signing key that was not read (a policy compiled without secrets).
+    unread_signing_key: Option<Box<Placeholder>>,
+    apikey: Secret,
     ttl_seconds: u64,
     allow_anonymous: bool,
     require_role_claim: bool,
@@ -59,8 +61,11 @@ impl SupabaseBackend {
         cache_budget: CacheBudget,
         clock: &Clock,
         counters: MintCounters,
+        secrets: &Section<'_>,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
+        let unread_signing_key =
+            secrets.at("signing_key").filter(|_| config.mode == Mode::Remint).map(|key| Box::new(key.clone()));
         if config.apikey.is_empty() {
             problems.push(Problem::new("apikey", "must not be empty"));
         }
@@ -75,6 +80,8 @@ impl SupabaseBackend {
                 problems.push(Problem::new("signing_key", "required with mode: remint"));
                 None
             }
+            // Not read: nothing to parse; a decision that would mint says which key it needs.
+            (Mode::Remint, Some(_)) if unread_signing_key.is_some() => None,
             (Mode::Remint, Some(key)) => Signer::new(key, config.signing_kid.as_deref())
                 .map_err(|err| problems.push(Problem::new("signing_key", err)))
                 .ok(),
@@ -101,7 +108,8 @@ impl SupabaseBackend {
         Ok(SupabaseBackend {
             mode: config.mode,
             signer,
-            apikey: config.apikey.clone(),
+            unread_signing_key,
+            apikey: secrets.secret("apikey", &config.apikey),
             ttl_seconds: config.ttl_seconds,
             allow_anonymous: config.allow_anonymous,
             require_role_claim: config.require_role_claim,
@@ -120,12 +128,13 @@ impl SupabaseBackend {
                 self.check_passthrough_role(&auth.token.claims)?;
                 mutations.set_headers.push(("authorization".into(), format!("Bearer {}", auth.raw_token)));
             }
+            Mode::Remint if self.unread_signing_key.is_some() => self.unread_mint(&mut mutations),
             Mode::Remint => {
                 let minted = self.mint_for_user(auth)?;
                 mutations.set_headers.push(("authorization".into(), format!("Bearer {}", minted.token)));
             }
         }
-        mutations.set_headers.push(("apikey".into(), self.apikey.clone()));
+        mutations.set_secret("apikey", &self.apikey);
         // The IdP token never reaches Supabase from another header.
         if let TokenFrom::Header { header, .. } = auth.token_from()
             && header != "authorization"
@@ -142,6 +151,7 @@ impl SupabaseBackend {
         }
         let mut mutations = Mutations::default();
         match &self.signer {
+            None if self.unread_signing_key.is_some() => self.unread_mint(&mut mutations),
             Some(signer) => {
                 let minted = self.minted.anonymous(|| {
                     let now = self.clock.now();
@@ -154,8 +164,18 @@ impl SupabaseBackend {
             // Whatever the client put in Authorization is not a token we verified.
             None => mutations.remove(["authorization".to_string()]),
         }
-        mutations.set_headers.push(("apikey".into(), self.apikey.clone()));
+        mutations.set_secret("apikey", &self.apikey);
         Some(mutations)
+    }
+
+    /// The minted token's place, when its signing key was not read: a stand-in
+    /// naming the key, never a token signed with an invented one.
+    fn unread_mint(&self, mutations: &mut Mutations) {
+        if let Some(key) = &self.unread_signing_key {
+            let stand_in = Secret::Unresolved((**key).clone());
+            mutations.set_headers.push(("authorization".into(), format!("Bearer {}", stand_in.rendered())));
+            mutations.unresolved.push(("authorization".into(), (**key).clone()));
+        }
     }
 
     /// Supabase trusts a passed-through token's `role` blindly: `service_role`
