@@ -399,6 +399,43 @@ mod tests {
         assert!(!missing.detail().unwrap().to_lowercase().contains("undeclared"), "{missing:?}");
     }
 
+    /// What the load-time check accepts with definite types, the interpreter
+    /// evaluates as the signatures say: each of these gives true.
+    #[test]
+    fn the_checked_signatures_agree_with_the_interpreter() {
+        let claims = json!({"a": "x", "roles": ["Admin"], "n": 3});
+        for source in [
+            "1 == 1.0 && 2u < 3 && 1.5 > 1 && 1u == 1 && 2 >= 1u",
+            "[1, 2] + [3] == [1, 2, 3] && [1, 2][1u] == 2 && [1, 2][1.0] == 2",
+            "{'a': 1}['a'] == 1 && 'a' in {'a': 1} && 2 in [1, 2]",
+            "request.path + '/' == '/v1/items/' && -1 < 0 && -1.5 < 0.0 && 7 % 4 == 3 && 7u / 2u == 3u",
+            "now - timestamp('2020-01-01T00:00:00Z') > duration('1h') && now - duration('1h') < now",
+            "duration('1h') + now > now && now + duration('1h') > now && duration('2h') - duration('1h') == duration('1h')",
+            "now.getHours('Europe/Paris') < 25 && now.getDayOfWeek() >= 0 && now.getFullYear() > 2020",
+            "duration('90m').getHours() == 1 && duration('90m').getMinutes() == 90",
+            "int(now) > 0 && string(now) != '' && double('1.5') > 1.0 && uint(1) == 1u && int('2') == 2",
+            "string(duration('1s')) != '' && bool('true') && timestamp(0) < now && bytes('a') == b'a'",
+            "type(claims.a) == string && type(request.path) == string && dyn(1) == 1",
+            "request.path.indexOf('/') == 0 && request.path.indexOf('/', 1) == 3 && request.path.lastIndexOf('/') == 3",
+            "request.path.substring(1).lowerAscii().trim() == 'v1/items' && request.path.substring(1, 3) == 'v1'",
+            "request.path.replace('/', '-').upperAscii().charAt(0) == '-' && 'aaa'.replace('a', 'b', 1) == 'baa'",
+            "request.path.split('/').join('-') == '-v1-items' && request.path.split('/', 2).join() == 'v1/items'",
+            "'%s'.format([request.path]) == '/v1/items' && 'ab'.reverse() == 'ba'",
+            "request.path.matches('^/v1') && matches(request.host, '^acme') && request.host.contains('.')",
+            "request.host.endsWith('.com') && size(request.host) == 16 && request.host.size() == 16",
+            "strings.quote('a') == '\"a\"' && optional.of(claims.a).hasValue() && !optional.none().hasValue()",
+            "claims.?a.orValue('y') == 'x' && optional.none().or(claims.?a).value() == 'x'",
+            "claims.?missing.orValue('y') == 'y' && optional.ofNonZeroValue('').orValue('z') == 'z'",
+            "request.headers.exists(k, k.startsWith('x-')) && request.query.all(k, k != '')",
+            "request.headers.filter(k, k.startsWith('x-')).size() == 1 && request.query.exists_one(k, k == 'page')",
+            "size(claims.roles.map(r, r.lowerAscii()).filter(r, r == 'admin')) == 1 && has(request.headers)",
+            "[1, 2].map(x, x * 2)[0] == 2 && [[1]].all(l, l[0] == 1) && {'a': 'b'}.exists(k, k == 'a')",
+            "size(b'xy') == 2 && b'x' + b'y' == b'xy' && string(b'x') == 'x' && b'a' < b'b' && false < true",
+        ] {
+            assert_eq!(eval(source, claims.clone()), Ok(()), "{source}");
+        }
+    }
+
     #[test]
     fn bad_expressions_are_config_errors() {
         let error = |source: &str| Rule::compile(source).unwrap_err();
