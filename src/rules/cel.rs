@@ -4,7 +4,12 @@
 //! Variables: `claims` (the verified claim set), `request` (`method`, `path`
 //! without the query, `query` as a map of strings, `host` lower-cased without
 //! port, `headers` by lower-case name), `route` (its name) and `now`.
-//! Anything else is a config error, as is a syntax error.
+//! Anything else is a config error, as is a syntax error, and so is what the
+//! load-time type check ([`super::cel_check`]) finds cannot work: a field
+//! `request` does not have, an unknown function, arguments of the wrong type,
+//! a result that cannot be a bool. The claims' types are known only per
+//! token: a result read from them that is not a bool fails the requirement
+//! with [`Failure::NotABool`], which names its type.
 //!
 //! Evaluation is bounded by what can be written, not by a timer: the claims
 //! come from a token of at most 16 KiB, comprehensions (`exists`, `all`, `map`,
