@@ -158,7 +158,7 @@ impl<'a> Check<'a> {
                 self.reads.now = true;
                 Type::Timestamp
             }
-            _ if TYPE_NAMES.contains(&name) => Type::Type,
+            _ if TYPE_NAMES.contains(&name) => Type::Meta,
             // Names the macros bind are all in `bound`; one that is not is the parser's own.
             _ if name.starts_with('@') => Type::Dyn,
             // The name itself is not quoted: it may be an interpolated secret.

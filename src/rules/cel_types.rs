@@ -33,8 +33,8 @@ pub enum Type {
     Bytes,
     Timestamp,
     Duration,
-    /// A type value (`type(x)`, `string`).
-    Type,
+    /// A type itself, as a value: `type(x)`, `string`.
+    Meta,
     Optional,
     List(Box<Type>),
     Map(Box<Type>, Box<Type>),
@@ -136,7 +136,7 @@ impl fmt::Display for Type {
             Type::Bytes => "bytes",
             Type::Timestamp => "timestamp",
             Type::Duration => "duration",
-            Type::Type => "type",
+            Type::Meta => "type",
             Type::Optional => "optional",
             Type::Request => "request",
             Type::List(element) => return write!(f, "list({element})"),
@@ -159,7 +159,7 @@ enum P {
     Bytes,
     Timestamp,
     Duration,
-    Type,
+    Meta,
     Optional,
     A,
     B,
@@ -264,7 +264,7 @@ mod signatures {
         global("duration", &[String], Duration),
         global("duration", &[Duration], Duration),
         global("dyn", &[P::Dyn], P::Dyn),
-        global("type", &[P::Dyn], P::Type),
+        global("type", &[P::Dyn], P::Meta),
         // Sizes.
         global("size", &[String], Int),
         global("size", &[Bytes], Int),
@@ -496,7 +496,7 @@ fn leaf_type(pattern: P) -> Option<Type> {
         P::Bytes => Type::Bytes,
         P::Timestamp => Type::Timestamp,
         P::Duration => Type::Duration,
-        P::Type => Type::Type,
+        P::Meta => Type::Meta,
         P::Optional => Type::Optional,
         P::A | P::B | P::List(_) | P::Map(..) => return None,
     })
