@@ -822,3 +822,147 @@ fn check_config_never_quotes_a_secret_interpolated_into_a_rule() {
         assert!(!stderr.contains("5ecret") && !stdout.contains("5ecret"), "{when}: {stdout}{stderr}");
     }
 }
+
+// Issue 17: `when: 'claims.org == request.hots'` and `when: 'request.method'`
+// said `config OK`, then every request was a 403 explained with the wrong
+// cause. The rule is type-checked at load: each kind of mistake is refused
+// with its YAML path, line and column.
+#[test]
+fn check_config_type_checks_when_rules() {
+    for (when, problem) in [
+        (
+            "claims.org == request.hots",
+            "routes[0].require.when: request has no such field (expected method, path, host, headers, query) at line 1, column 22",
+        ),
+        ("request.method", "routes[0].require.when: the expression gives a string, not a bool (at line 1, column 8)"),
+        ("size(request.path)", "routes[0].require.when: the expression gives an int, not a bool (at line 1, column 5)"),
+        ("sk_live_x(claims.key)", "routes[0].require.when: unknown function at line 1, column 10"),
+        ("request.path.frobnicate()", "routes[0].require.when: unknown function at line 1, column "),
+        ("size(1) > 0", "routes[0].require.when: size(int) is not defined (at line 1, column 5)"),
+        ("request.path + 1 == \"/a1\"", "routes[0].require.when: string + int is not defined (at line 1, column 14)"),
+        (
+            "request.headers.exists(h, h)",
+            "routes[0].require.when: a condition gives a string, not a bool (at line 1, column 27)",
+        ),
+    ] {
+        let file = config_with_rule(when);
+        let (code, stdout, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+        assert_eq!(code, 1, "{when}: {stdout}{stderr}");
+        assert!(stderr.contains(problem), "{when}: missing {problem:?} in:\n{stderr}");
+        assert!(!stdout.contains("config OK"), "{when}: {stdout}");
+    }
+    assert!(!run_check_config_with_rule("sk_live_x(claims.key)").2.contains("sk_live"), "never the text");
+    // A bare claim is accepted: a claim may be a bool (`email_verified`); one
+    // that is not denies with that reason when evaluated.
+    for when in [
+        "claims.email_verified",
+        r#"has(claims.org_code) && claims.org_code == request.host.split(".")[0] && request.method in ["GET", "HEAD"] && request.headers.exists(h, h.startsWith("x-")) && now < timestamp(int(claims.exp)) + duration("1h") && claims.roles.exists(r, r.lowerAscii() == "admin")"#,
+    ] {
+        let (code, stdout, stderr) = run_check_config_with_rule(when);
+        assert_eq!(code, 0, "{when}: {stdout}{stderr}");
+        assert!(stdout.contains("config OK"), "{when}: {stdout}");
+    }
+}
+
+/// `serve` on a config it must refuse: its exit code and stderr. A server
+/// that starts instead is stopped (bounded: 30 s) and reported as `None`.
+fn serve_refusing(config: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config])
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut code = None;
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn run_check_config_with_rule(when: &str) -> (i32, String, String) {
+    let file = config_with_rule(when);
+    run(&["check-config", "--config", file.path().to_str().unwrap()])
+}
+
+// Issue 17: the same check in `serve` (refuses to start), on reload (refused,
+// the old policy keeps serving), and for a bare claim that is not a bool, the
+// 403 and `token verify` say so instead of "undeclared reference".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_rule_is_refused_by_serve_and_reload_and_a_non_bool_claim_is_explained() {
+    const TOKEN: &str = "cli-admin-token-0123456";
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let routes = |when: &str| format!("  - match: {{ prefix: /a/ }}\n    require: {{ when: '{when}' }}\n");
+    let token = |org: serde_json::Value| {
+        let mut claims = issuer.claims("alice", "api", 300);
+        claims["org"] = org;
+        key.sign(&claims)
+    };
+    let (flagged, named) = (token(serde_json::json!(true)), token(serde_json::json!("acme")));
+
+    let broken = write_config(&served_config(&issuer, TOKEN, &routes("request.method")));
+    let (code, stderr) = tokio::task::spawn_blocking({
+        let path = broken.path().to_str().unwrap().to_string();
+        move || serve_refusing(&path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("routes[0].require.when: the expression gives a string, not a bool"), "{stderr}");
+
+    let file = write_config(&served_config(&issuer, TOKEN, &routes("claims.org")));
+    let served = tokio::task::spawn_blocking({
+        let path = file.path().to_path_buf();
+        move || {
+            let served = Served::start(&path, &[]);
+            served.wait_for_generation(1, TOKEN);
+            served
+        }
+    })
+    .await
+    .unwrap();
+    let mut client = client_at(&served.authz).await;
+    let on = |token: &str| request("GET", "/a/x", &[("authorization", &bearer(token))]);
+    assert_allowed(&check(&mut client, on(&flagged)).await);
+    let denied = check(&mut client, on(&named)).await;
+    let body: serde_json::Value = serde_json::from_str(&assert_denied(&denied, 403).body).unwrap();
+    assert_eq!(body["error_description"], "when: the expression gave a string, not a bool");
+
+    // A reload with a type error is refused with its problem; the old policy serves on.
+    std::fs::write(file.path(), served_config(&issuer, TOKEN, &routes("claims.org == request.hots"))).unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        let (code, _, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("routes[0].require.when: request has no such field"), "{stderr}");
+        let (_, stdout, _) = served.admin_cli(&["status"], Some(TOKEN));
+        assert!(stdout.contains("policy generation 1 "), "{stdout}");
+        served
+    })
+    .await
+    .unwrap();
+    assert_allowed(&check(&mut client, on(&flagged)).await);
+    assert_denied(&check(&mut client, on(&named)).await, 403);
+    assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
+
+    // `token verify` explains the same deny offline.
+    std::fs::write(file.path(), served_config(&issuer, TOKEN, &routes("claims.org"))).unwrap();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let path = file.path().to_str().unwrap().to_string();
+        move || run(&["token", "verify", "--config", &path, "--path", "/a/x", &named])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("the expression gave a string, not a bool"), "{stdout}");
+    assert!(!stdout.to_lowercase().contains("undeclared"), "{stdout}");
+}

@@ -6,6 +6,8 @@
 //! never a claim value.
 
 pub mod cel;
+mod cel_check;
+mod cel_types;
 pub mod query;
 
 use std::borrow::Cow;
@@ -168,10 +170,10 @@ impl Requirements {
         let when = self.when.as_ref().map(move |rule| {
             let result = rule.evaluate(facts.token, facts.request, facts.route, facts.now);
             let (item, detail) = match &result {
-                Ok(()) | Err(Failure::False) => ("the expression is false", None),
-                Err(Failure::Error(why)) => ("the expression could not be evaluated", Some(why.clone())),
+                Ok(()) => (Failure::False.reason(), None),
+                Err(failure) => (failure.reason(), failure.detail()),
             };
-            Outcome { requirement: Requirement::When, item: Cow::Borrowed(item), held: result.is_ok(), detail }
+            Outcome { requirement: Requirement::When, item, held: result.is_ok(), detail }
         });
         items.chain(values).chain(any_of).chain(when)
     }
@@ -382,6 +384,12 @@ mod tests {
         assert_eq!(
             check(yaml, json!({"permissions": ["p"]})),
             unmet(Requirement::When, "the expression could not be evaluated", None)
+        );
+        let bare = "{ when: 'claims.org' }";
+        assert_eq!(check(bare, json!({"org": true})), Ok(()));
+        assert_eq!(
+            check(bare, json!({"org": "acme"})),
+            unmet(Requirement::When, "the expression gave a string, not a bool", None)
         );
     }
 
