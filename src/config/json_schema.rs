@@ -7,8 +7,8 @@
 //! schema here: the top level (sections read one by one, `routes` required),
 //! backends (told apart by `type`), `token_from` (two shapes, checked by hand),
 //! and a few fields whose accepted forms are wider than their Rust type. The
-//! mapping form of `hasura_jwt_secret` is derived from Hasura's own parser
-//! (`backend/hasura/secret.rs`), the one place its keys are defined.
+//! mapping form of `hasura_jwt_secret` is derived from the plain data Hasura's
+//! parser reads (`hasura_secret.rs`), the one place its keys are defined.
 //!
 //! It describes the file as written: `${...}` is expanded only inside strings
 //! and a string never becomes a number or a boolean, so a number or boolean
@@ -220,7 +220,7 @@ impl JsonSchema for HasuraJwtSecret {
         json_schema!({
             "anyOf": [
                 { "type": "string", "description": "The JSON text of a HASURA_GRAPHQL_JWT_SECRET, e.g. ${HASURA_GRAPHQL_JWT_SECRET}." },
-                crate::backend::hasura::secret::written_schema(generator),
+                generator.subschema_for::<super::HasuraSecretFields>(),
             ],
         })
     }

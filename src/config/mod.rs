@@ -7,9 +7,10 @@
 //! keys), `load` turns a file into a [`Config`],
 //! `interpolate` fills in secrets (`secrets`: those not read), `value_de` keeps values out of messages,
 //! `problem` is the one shape of a config problem, `json_schema` describes the
-//! file for editors.
+//! file for editors, `hasura_secret` is a pasted HASURA_GRAPHQL_JWT_SECRET's shape.
 
 mod document;
+mod hasura_secret;
 mod interpolate;
 pub mod json_schema;
 mod load;
@@ -18,6 +19,7 @@ mod schema;
 mod secrets;
 pub mod value_de;
 
+pub use hasura_secret::{HasuraHeaderFields, HasuraSecretFields, OneOrMany};
 pub use load::{load_file, parse_str, read_file, read_str, read_str_with};
 pub use problem::{ConfigError, Problem, Problems, join_path};
 pub use schema::*;

@@ -2,12 +2,12 @@
 //! (JSON string or YAML object) becomes an issuer plus its Hasura claims
 //! settings. Hasura's config errors keep their meaning and wording.
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::claims::ClaimsSettings;
-use crate::config::{ClaimsFormat, Problem, TokenFrom};
+use crate::config::{
+    HasuraHeaderFields as HeaderFields, HasuraSecretFields as SecretFields, OneOrMany, Problem, TokenFrom,
+};
 use crate::keys::{KeyKind, KeySet, KeySource};
 
 /// An issuer described by a `HASURA_GRAPHQL_JWT_SECRET`.
@@ -22,62 +22,6 @@ pub struct ImportedSecret {
     pub leeway_seconds: u64,
     pub token_from: TokenFrom,
     pub claims: ClaimsSettings,
-}
-
-/// A `HASURA_GRAPHQL_JWT_SECRET` written as a mapping, with Hasura's keys.
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "HasuraJwtSecret")]
-struct SecretFields {
-    /// The algorithm of `key`: HS256/384/512, RS256/384/512, ES256/384 or Ed25519.
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    /// An HS secret, or a PEM public key or certificate; or use `jwk_url`.
-    key: Option<String>,
-    /// The JWKS URL; or use `key`.
-    jwk_url: Option<String>,
-    /// Top-level claim holding the Hasura claims (default `https://hasura.io/jwt/claims`).
-    claims_namespace: Option<String>,
-    /// JSONPath to the Hasura claims instead of `claims_namespace`.
-    claims_namespace_path: Option<String>,
-    /// `json` (default) or `stringified_json`.
-    claims_format: Option<ClaimsFormat>,
-    #[schemars(with = "Option<crate::config::json_schema::ClaimsMap>")]
-    claims_map: Option<Value>,
-    /// The token's `aud` must contain this (or one of these).
-    audience: Option<OneOrMany>,
-    /// The exact expected `iss`; absent means `iss` is not checked, as in Hasura.
-    issuer: Option<String>,
-    /// Tolerance in seconds for `exp`, `nbf` and `iat` (default 0).
-    allowed_skew: Option<f64>,
-    /// Where the token is read (default: the Authorization header).
-    header: Option<HeaderFields>,
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// Where Hasura reads the token: `type` Authorization (the default), Cookie or
-/// CustomHeader (case-insensitive); the last two need `name`.
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "HasuraJwtHeader")]
-struct HeaderFields {
-    /// `Authorization`, `Cookie` or `CustomHeader` (case-insensitive).
-    #[serde(rename = "type")]
-    kind: String,
-    /// The cookie or header name (Cookie, CustomHeader).
-    name: Option<String>,
-}
-
-/// The schema of the mapping form, for the config's JSON Schema (the parser
-/// above is the one source of its keys).
-pub fn written_schema(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<SecretFields>()
 }
 
 /// Reads a `HASURA_GRAPHQL_JWT_SECRET` value; problems have paths inside it.
