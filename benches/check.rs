@@ -46,7 +46,7 @@ use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
 use portcullis::observe::Observer;
 use portcullis::request::HttpRequest;
-use portcullis::response::check_response;
+use portcullis::face::ext_authz_grpc::check_response;
 use portcullis::telemetry::{LogFormat, TraceSettings};
 use portcullis::trace::CheckTracing;
 use prost::Message;

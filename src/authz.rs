@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::observe::{Observer, Seen};
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
-use crate::response::check_response;
+use crate::face::ext_authz_grpc::check_response;
 use crate::route::Route;
 use crate::rules::{Facts, Requirement, Requirements, Unmet, query};
 use crate::token::{digest, fingerprint};

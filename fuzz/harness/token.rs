@@ -23,7 +23,7 @@ use portcullis::decision::{Decision, Denied, DenyReason};
 use portcullis::dev::SigningKey;
 use portcullis::issuer::Issuer;
 use portcullis::policy::Policy;
-use portcullis::response::check_response;
+use portcullis::face::ext_authz_grpc::check_response;
 use portcullis::token::{Clock, digest};
 use portcullis::verify::VerifyFailure;
 use serde_json::{Value, json};
