@@ -15,6 +15,7 @@ use tracing::Span;
 use crate::decision::{Audit, Decision, Denied};
 use crate::decision_log::{DecisionLog, Entry};
 use crate::escape::{escape, escape_at_most};
+use crate::face::Face;
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
@@ -57,7 +58,7 @@ impl Observer {
 
     /// Makes one decision visible.
     pub fn observe(&self, seen: Seen<'_>, span: Option<&Span>) {
-        let Seen { policy, request, decision, audit, elapsed } = seen;
+        let Seen { face: _, policy, request, decision, audit, elapsed } = seen;
         self.metrics.record_check(outcome(decision), elapsed);
         self.log_line(policy, request, decision, audit);
         if let (Some(tracing), Some(span)) = (&self.tracing, span) {
@@ -101,6 +102,8 @@ impl Observer {
 
 /// One Check, as the observer sees it.
 pub struct Seen<'a> {
+    /// Which face the request came through.
+    pub face: Face,
     pub policy: &'a Policy,
     pub request: &'a HttpRequest,
     pub decision: &'a Decision,

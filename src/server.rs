@@ -19,8 +19,9 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
-use crate::authz::{Authorizer, AuthzService};
+use crate::authz::Authorizer;
 use crate::decision_log::DecisionLog;
+use crate::face::ext_authz_grpc::AuthzService;
 use crate::health::{AUTHZ_SERVICE, Readiness};
 use crate::intake::{self, Bounds, IntakeLayer};
 use crate::observe::Observer;
