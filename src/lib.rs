@@ -31,6 +31,7 @@ pub mod footprint;
 pub mod header;
 pub mod health;
 pub mod http;
+pub mod http_authz;
 pub mod identity;
 pub mod intake;
 pub mod issuer;

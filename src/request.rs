@@ -50,6 +50,12 @@ pub enum RequestProblem {
     TooManyHeaders,
     /// Headers and path larger than `limits.max_header_bytes`.
     HeadersTooLarge,
+    /// A forward-auth request from a peer outside `faces.forward_auth.trusted_proxies`:
+    /// its `X-Forwarded-*` / `X-Original-*` headers are not believed.
+    UntrustedProxy,
+    /// A forward-auth request without the headers that describe the original
+    /// request (method, URI, host), or with one of them repeated.
+    OriginalMissing,
 }
 
 impl HttpRequest {
