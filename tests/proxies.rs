@@ -648,3 +648,13 @@ async fn oversized_requests_are_refused_by_the_view_not_guessed() {
         "{reply:?}"
     );
 }
+
+/// docs/proxies.md shows each shipped proxy config whole, as shipped.
+#[test]
+fn the_proxy_docs_show_the_shipped_configs() {
+    let doc = read("docs/proxies.md");
+    for file in ["envoy-http/envoy.yaml", "nginx/nginx.conf", "traefik/dynamic.yaml", "caddy/Caddyfile"] {
+        let shipped = read(&format!("examples/{file}"));
+        assert!(doc.contains(shipped.trim_end()), "docs/proxies.md shows examples/{file} as shipped");
+    }
+}
