@@ -658,3 +658,24 @@ fn the_proxy_docs_show_the_shipped_configs() {
         assert!(doc.contains(shipped.trim_end()), "docs/proxies.md shows examples/{file} as shipped");
     }
 }
+
+/// The Envoy bootstraps scripts/envoy_faces.py measures with are valid to the pinned Envoy
+/// (the script runs no test of its own; a broken mode would only show in a manual run).
+#[test]
+fn the_envoy_faces_script_bootstraps_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["none", "grpc", "http1", "h2c"] {
+        let program = format!(
+            "import sys; sys.path.insert(0, 'scripts'); import envoy_faces; print(envoy_faces.bootstrap('{mode}', 10000, 10001, 50051, 9191))"
+        );
+        let output = Command::new("python3").args(["-c", &program]).current_dir(repo()).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let file = dir.path().join(format!("{mode}.yaml"));
+        std::fs::write(&file, &output.stdout).unwrap();
+        let validated =
+            Command::new(common::tools::envoy()).args(["--mode", "validate", "-c"]).arg(&file).output().unwrap();
+        let text =
+            String::from_utf8_lossy(&validated.stdout).into_owned() + &String::from_utf8_lossy(&validated.stderr);
+        assert!(validated.status.success() && text.contains("OK"), "{mode}: {text}");
+    }
+}
