@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use crate::admission::Admitted;
 use crate::authz::Authorizer;
 use crate::decision::Decision;
-use crate::face::{Face, allow_response, deny_response, deny_status, view_of};
+use crate::face::{Face, Unsendable, allow_response, deny_response, deny_status, view_of};
 
 /// The response header that tells Envoy which request headers to remove upstream.
 pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -61,14 +61,13 @@ fn render(decision: &Decision) -> Response {
                 if !allowed.remove_headers.is_empty() {
                     // Names are RFC 9110 tokens (the view refuses others); were one not, fail closed.
                     let Ok(names) = HeaderValue::from_str(&allowed.remove_headers.join(",")) else {
-                        return (StatusCode::INTERNAL_SERVER_ERROR, "portcullis: cannot name the headers to remove\n")
-                            .into_response();
+                        return Unsendable.into_response();
                     };
                     headers.insert(HEADERS_TO_REMOVE, names);
                 }
                 (StatusCode::OK, headers).into_response()
             }
-            Err(refused) => refused,
+            Err(unsendable) => unsendable.into_response(),
         },
         Decision::Deny(denied) => deny_response(denied, deny_status(denied)),
     }

@@ -113,7 +113,7 @@ fn render(convention: Convention, decision: &Decision) -> Response {
     match decision {
         Decision::Allow(allowed) => match allow_response(allowed) {
             Ok(headers) => (StatusCode::OK, headers).into_response(),
-            Err(refused) => refused,
+            Err(unsendable) => unsendable.into_response(),
         },
         Decision::Deny(denied) => {
             let status = deny_status(denied);

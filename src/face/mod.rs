@@ -158,20 +158,29 @@ pub fn view_of(method: &str, target: &str, authority: &str, headers: &HeaderMap,
 }
 
 /// An allow over HTTP: 200 with the headers to set upstream as response headers.
-/// A value HTTP cannot carry (a control character from a claim) fails closed: 500.
-pub fn allow_response(allowed: &Allowed) -> Result<HeaderMap, Response> {
+/// A value HTTP cannot carry (a control character from a claim) fails closed.
+pub fn allow_response(allowed: &Allowed) -> Result<HeaderMap, Unsendable> {
     let mut headers = HeaderMap::with_capacity(allowed.set_headers.len() + 1);
     for (name, value) in &allowed.set_headers {
         let (Ok(name), Ok(value)) =
             (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
         else {
             tracing::warn!(route = %allowed.route, "an allow's header cannot be sent over HTTP: refused");
-            return Err((StatusCode::INTERNAL_SERVER_ERROR, "portcullis: a header value cannot be sent over HTTP\n")
-                .into_response());
+            return Err(Unsendable);
         };
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+/// An allow whose headers HTTP cannot carry: answered 500, which every proxy treats as a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsendable;
+
+impl IntoResponse for Unsendable {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, "portcullis: a header cannot be sent over HTTP\n").into_response()
+    }
 }
 
 /// A deny over HTTP, with the same status, content type, challenge and body
