@@ -44,9 +44,9 @@ use portcullis::admission::Admitted;
 use portcullis::authz::Authorizer;
 use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
+use portcullis::face::ext_authz_grpc::{self, check_response};
 use portcullis::observe::Observer;
 use portcullis::request::HttpRequest;
-use portcullis::response::check_response;
 use portcullis::telemetry::{LogFormat, TraceSettings};
 use portcullis::trace::CheckTracing;
 use prost::Message;
@@ -294,7 +294,11 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
                     runtime.block_on(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            black_box(authorizer.check(black_box(&wire), Admitted(true)).await.encode_to_vec());
+                            black_box(
+                                ext_authz_grpc::check(authorizer, black_box(&wire), Admitted(true))
+                                    .await
+                                    .encode_to_vec(),
+                            );
                         }
                         start.elapsed()
                     })
@@ -320,7 +324,11 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
                     runtime.block_on(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            black_box(fixture.cached.check(black_box(request), Admitted(true)).await.encode_to_vec());
+                            black_box(
+                                ext_authz_grpc::check(&fixture.cached, black_box(request), Admitted(true))
+                                    .await
+                                    .encode_to_vec(),
+                            );
                         }
                         start.elapsed()
                     })
@@ -334,7 +342,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
             let elapsed = runtime.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let decision = fixture.cached.decide_check(black_box(&wire)).await;
+                    let decision = ext_authz_grpc::decide_check(&fixture.cached, black_box(&wire)).await;
                     black_box(check_response(&decision).encode_to_vec());
                 }
                 start.elapsed()

@@ -12,12 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soak  # noqa: E402
 
 METRICS = """# TYPE portcullis_check_duration_seconds histogram
-portcullis_check_duration_seconds_bucket{le="0.000001"} 0
-portcullis_check_duration_seconds_bucket{le="0.000016"} {a}
-portcullis_check_duration_seconds_bucket{le="0.000128"} {b}
-portcullis_check_duration_seconds_bucket{le="+Inf"} {c}
-portcullis_check_duration_seconds_count {c}
-portcullis_checks_total{route="api",decision="allow",reason="ok"} 7
+portcullis_check_duration_seconds_bucket{face="ext_authz_grpc",le="0.000001"} 0
+portcullis_check_duration_seconds_bucket{face="ext_authz_grpc",le="0.000016"} {a}
+portcullis_check_duration_seconds_bucket{face="ext_authz_grpc",le="0.000128"} {b}
+portcullis_check_duration_seconds_bucket{face="ext_authz_grpc",le="+Inf"} {c}
+portcullis_check_duration_seconds_count{face="ext_authz_grpc"} {c}
+portcullis_checks_total{route="api",decision="allow",reason="ok",face="ext_authz_grpc"} 7
 """
 
 

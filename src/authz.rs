@@ -1,15 +1,11 @@
-//! The Check pipeline, in request order: CheckRequest -> request -> route ->
-//! extract -> vouch (cache, verify) -> backend -> decision -> CheckResponse,
-//! and the gRPC `envoy.service.auth.v3.Authorization` service around it.
-//!
-//! Every path ends in a decision; a bad token is a deny, never a gRPC error,
-//! because Envoy treats gRPC errors as failures that `failure_mode_allow` may let through.
+//! The decision pipeline, in request order: request view -> route -> extract
+//! -> vouch (cache, verify) -> requirements -> backend -> decision. It knows no
+//! wire format: each face (`face/`) reads its wire request into the view and
+//! renders the decision back. Every path ends in a decision, never an error.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Gate};
@@ -17,12 +13,12 @@ use crate::authenticate::vouch;
 use crate::backend::{Authenticated, Mutations, plain};
 use crate::config::Action;
 use crate::decision::{Allowed, Audit, Caller, Decision, Denied, DenyReason};
+use crate::face::Face;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::observe::{Observer, Seen};
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
-use crate::response::check_response;
 use crate::route::Route;
 use crate::rules::{Facts, Requirement, Requirements, Unmet, query};
 use crate::token::{digest, fingerprint};
@@ -64,30 +60,21 @@ impl Authorizer {
         std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
     }
 
-    /// A Check as Envoy sends it, end to end: decided (unless it was not
-    /// `admitted`: over `limits.concurrent_checks`), observed, encoded.
-    pub async fn check(&self, check: &CheckRequest, admitted: Admitted) -> CheckResponse {
+    /// One request a `face` read, end to end: decided against `policy` (the
+    /// face read the request within its limits) unless it was not `admitted`
+    /// (over `limits.concurrent_checks`), and observed under the face's name.
+    pub async fn decide_for(&self, face: Face, admitted: Admitted, policy: &Policy, request: &HttpRequest) -> Decision {
         let started = Instant::now();
-        let policy = self.policy();
-        let request = HttpRequest::from_check(check, &policy.limits);
         let mut audit = Audit::default();
-        let span = self.observer.check_span(&request);
+        let span = self.observer.check_span(request);
         let decision = match (&span, admitted) {
-            (_, Admitted(false)) => deny(DenyReason::Overloaded, &request, None),
-            (Some(span), _) => decide(&policy, &request, &mut audit).instrument(span.clone()).await,
-            (None, _) => decide(&policy, &request, &mut audit).await,
+            (_, Admitted(false)) => deny(DenyReason::Overloaded, request, None),
+            (Some(span), _) => decide(policy, request, &mut audit).instrument(span.clone()).await,
+            (None, _) => decide(policy, request, &mut audit).await,
         };
-        let seen =
-            Seen { policy: &policy, request: &request, decision: &decision, audit: &audit, elapsed: started.elapsed() };
+        let seen = Seen { face, policy, request, decision: &decision, audit: &audit, elapsed: started.elapsed() };
         self.observer.observe(seen, span.as_ref());
-        check_response(&decision)
-    }
-
-    /// Decides a CheckRequest as Envoy sent it (read within the policy's limits), unobserved.
-    pub async fn decide_check(&self, check: &CheckRequest) -> Decision {
-        let policy = self.policy();
-        let request = HttpRequest::from_check(check, &policy.limits);
-        decide(&policy, &request, &mut Audit::default()).await
+        decision
     }
 
     /// Decides `request`, unobserved (`token verify`, tests).
@@ -237,30 +224,4 @@ fn deny(reason: DenyReason, request: &HttpRequest, route: Option<&Route>) -> Dec
         None => plain::render(&reason),
     };
     Decision::Deny(Denied { reason, route: route.map(|route| route.name.clone()), rendered })
-}
-
-/// The gRPC face of the [`Authorizer`].
-#[derive(Clone)]
-pub struct AuthzService {
-    authorizer: Arc<Authorizer>,
-}
-
-impl AuthzService {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        AuthzService { authorizer }
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        // Counted from here, its message decoded, until answered (see admission.rs).
-        let ticket = self.authorizer.gate.enter();
-        let response = self.authorizer.check(request.get_ref(), Admitted(ticket.admitted())).await;
-        drop(ticket);
-        Ok(tonic::Response::new(response))
-    }
 }

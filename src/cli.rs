@@ -156,6 +156,9 @@ pub struct DevArgs {
     /// Address of the Admin API (loopback, no token in dev).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub admin: std::net::SocketAddr,
+    /// Address of the HTTP authorization port (Envoy HTTP ext_authz, nginx / Traefik / Caddy forward auth).
+    #[arg(long, default_value = "127.0.0.1:9191")]
+    pub http_authz: std::net::SocketAddr,
     /// Run a real Envoy in front (this binary, or `envoy` on PATH when no path is
     /// given); without this flag Envoy is used when it is on PATH.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]

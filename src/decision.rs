@@ -221,6 +221,8 @@ impl RequestProblem {
             RequestProblem::MalformedAuthority => "malformed_authority",
             RequestProblem::InvalidHeaderName => "invalid_header_name",
             RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge => "request_too_large",
+            RequestProblem::UntrustedProxy => "untrusted_proxy",
+            RequestProblem::OriginalMissing => "original_missing",
         }
     }
 
@@ -239,6 +241,12 @@ impl RequestProblem {
             RequestProblem::InvalidHeaderName => "a header name is not an RFC 9110 token; refused rather than guessed",
             RequestProblem::TooManyHeaders => "the request has more headers than limits.max_headers",
             RequestProblem::HeadersTooLarge => "the request headers are larger than limits.max_header_bytes",
+            RequestProblem::UntrustedProxy => {
+                "forwarded headers from a peer outside faces.forward_auth.trusted_proxies are not believed"
+            }
+            RequestProblem::OriginalMissing => {
+                "the proxy did not describe the original request once (method, URI and host); refused rather than guessed"
+            }
         }
     }
 }

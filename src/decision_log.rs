@@ -52,6 +52,8 @@ pub struct LogMetrics {
 pub struct Entry {
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
+    /// The face the request came through (`ext_authz_grpc`, `forward_auth`, ...).
+    pub face: &'static str,
     pub route: Option<String>,
     pub issuer: Option<String>,
     pub sub: Option<String>,
@@ -287,6 +289,7 @@ mod tests {
         let log = DecisionLog::open(&config, LogMetrics::default()).await.unwrap();
         let entry = Entry {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
+            face: "ext_authz_grpc",
             route: Some("api".into()),
             issuer: None,
             sub: Some("user\"1\n".into()),
@@ -320,6 +323,7 @@ mod tests {
     fn entry_with(path: String, detail: String) -> Entry {
         Entry {
             time: SystemTime::UNIX_EPOCH,
+            face: "ext_authz_grpc",
             route: None,
             issuer: None,
             sub: None,

@@ -31,6 +31,13 @@ struct CheckLabels {
     route: Arc<str>,
     decision: &'static str,
     reason: &'static str,
+    /// The face the request came through (`ext_authz_grpc`, `forward_auth`, ...).
+    face: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaceLabel {
+    face: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,7 +84,7 @@ struct AdminLabels {
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
-    latency: Histogram,
+    latency: Family<FaceLabel, Histogram>,
     dry_run: Family<DryRunLabels, Counter>,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
@@ -131,6 +138,13 @@ pub struct CheckOutcome<'a> {
     pub reason: &'static str,
     /// The requirement a dry-run route let pass.
     pub dry_run: Option<&'static str>,
+    /// The face's label.
+    pub face: &'static str,
+}
+
+/// 1 µs .. 131 ms in powers of two (and +Inf): a cached allow to a slow refetch.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 2.0, 18))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,8 +164,7 @@ impl Metrics {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("portcullis"),
             checks: Family::default(),
-            // 1 µs .. 131 ms in powers of two (and +Inf): a cached allow to a slow refetch.
-            latency: Histogram::new(exponential_buckets(1e-6, 2.0, 18)),
+            latency: Family::new_with_constructor(latency_histogram),
             dry_run: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -179,10 +192,10 @@ impl Metrics {
 
     fn register(&mut self) {
         let registry = &mut self.registry;
-        registry.register("checks", "Check decisions by route, decision and deny reason", self.checks.clone());
+        registry.register("checks", "Check decisions by route, decision, deny reason and face", self.checks.clone());
         registry.register_with_unit(
             "check_duration",
-            "Time from CheckRequest to decision, inside portcullis",
+            "Time from request to decision, inside portcullis, by face",
             Unit::Seconds,
             self.latency.clone(),
         );
@@ -257,8 +270,9 @@ impl Metrics {
             self.dry_run.get_or_create(&DryRunLabels { route: Arc::clone(&route), requirement }).inc();
         }
         let decision = if outcome.allowed { "allow" } else { "deny" };
-        self.checks.get_or_create(&CheckLabels { route, decision, reason: outcome.reason }).inc();
-        self.latency.observe(elapsed.as_secs_f64());
+        let face = outcome.face;
+        self.checks.get_or_create(&CheckLabels { route, decision, reason: outcome.reason, face }).inc();
+        self.latency.get_or_create(&FaceLabel { face }).observe(elapsed.as_secs_f64());
     }
 
     /// The hit and miss counters, for the token cache to bump directly.

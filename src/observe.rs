@@ -15,6 +15,7 @@ use tracing::Span;
 use crate::decision::{Audit, Decision, Denied};
 use crate::decision_log::{DecisionLog, Entry};
 use crate::escape::{escape, escape_at_most};
+use crate::face::Face;
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
@@ -57,16 +58,16 @@ impl Observer {
 
     /// Makes one decision visible.
     pub fn observe(&self, seen: Seen<'_>, span: Option<&Span>) {
-        let Seen { policy, request, decision, audit, elapsed } = seen;
-        self.metrics.record_check(outcome(decision), elapsed);
+        let Seen { face, policy, request, decision, audit, elapsed } = seen;
+        self.metrics.record_check(outcome(face, decision), elapsed);
         self.log_line(policy, request, decision, audit);
         if let (Some(tracing), Some(span)) = (&self.tracing, span) {
-            tracing.record(span, decision, audit);
+            tracing.record(span, face, decision, audit);
         }
         let Some(log) = &self.log else { return };
         let Some(settings) = &policy.decision_log else { return };
         if log.wants(settings, matches!(decision, Decision::Deny(_))) {
-            log.write(entry(request, decision, audit, elapsed, span));
+            log.write(entry(face, request, decision, audit, elapsed, span));
         }
     }
 
@@ -101,6 +102,8 @@ impl Observer {
 
 /// One Check, as the observer sees it.
 pub struct Seen<'a> {
+    /// Which face the request came through.
+    pub face: Face,
     pub policy: &'a Policy,
     pub request: &'a HttpRequest,
     pub decision: &'a Decision,
@@ -121,21 +124,33 @@ fn deny_line(denied: &Denied, request: &HttpRequest, token: &str, suppressed: u6
     );
 }
 
-fn outcome(decision: &Decision) -> CheckOutcome<'_> {
+fn outcome(face: Face, decision: &Decision) -> CheckOutcome<'_> {
     match decision {
         Decision::Allow(allowed) => CheckOutcome {
             route: Some(&allowed.route),
             allowed: true,
             reason: "ok",
             dry_run: allowed.dry_run.as_ref().map(|unmet| unmet.requirement.key()),
+            face: face.label(),
         },
-        Decision::Deny(denied) => {
-            CheckOutcome { route: denied.route.as_ref(), allowed: false, reason: denied.reason.kind(), dry_run: None }
-        }
+        Decision::Deny(denied) => CheckOutcome {
+            route: denied.route.as_ref(),
+            allowed: false,
+            reason: denied.reason.kind(),
+            dry_run: None,
+            face: face.label(),
+        },
     }
 }
 
-fn entry(request: &HttpRequest, decision: &Decision, audit: &Audit, elapsed: Duration, span: Option<&Span>) -> Entry {
+fn entry(
+    face: Face,
+    request: &HttpRequest,
+    decision: &Decision,
+    audit: &Audit,
+    elapsed: Duration,
+    span: Option<&Span>,
+) -> Entry {
     let (route, detail) = match decision {
         Decision::Allow(allowed) => (Some(&allowed.route), allowed.dry_run.as_ref().map(|unmet| unmet.description())),
         Decision::Deny(denied) => (denied.route.as_ref(), Some(denied.reason.description())),
@@ -148,6 +163,7 @@ fn entry(request: &HttpRequest, decision: &Decision, audit: &Audit, elapsed: Dur
         .map(str::to_string);
     Entry {
         time: SystemTime::now(),
+        face: face.label(),
         route: route.map(|route| route.to_string()),
         issuer: audit.issuer.as_deref().map(str::to_string),
         sub: audit.subject().map(str::to_string),

@@ -113,6 +113,15 @@ impl Reloader {
         .into_iter()
         .filter(|(_, old, new)| old != new)
         .map(|(name, old, new)| format!("listen.{name} changed from {old} to {new}: takes effect after a restart"))
+        .chain((self.listen.http_authz != new.http_authz).then(|| {
+            let shown =
+                |addr: Option<std::net::SocketAddr>| addr.map_or_else(|| "off".to_string(), |addr| addr.to_string());
+            format!(
+                "listen.http_authz changed from {} to {}: takes effect after a restart",
+                shown(self.listen.http_authz),
+                shown(new.http_authz)
+            )
+        }))
         .collect()
     }
 

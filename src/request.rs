@@ -1,8 +1,7 @@
-//! The request as portcullis sees it, whichever way Envoy encoded it.
-//!
-//! Envoy sends either the `headers` map (lower-case keys, duplicates joined with
-//! ",") or, with `encode_raw_headers`, the `header_map` list of raw bytes. Both
-//! become one lower-cased map here so the stages after this never care.
+//! The neutral request view: the request as portcullis sees it, whichever face
+//! it came through (each face in `face/` fills one in from its wire format).
+//! Headers are one lower-cased map, repeated names joined with ",", so the
+//! stages after this never care how they were encoded.
 //!
 //! Anything two parsers could read differently is marked as a
 //! [`RequestProblem`] here and refused before routing: a path with dot-segments
@@ -12,11 +11,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttpRequest;
-
-use crate::config::LimitsConfig;
 
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
@@ -56,6 +50,12 @@ pub enum RequestProblem {
     TooManyHeaders,
     /// Headers and path larger than `limits.max_header_bytes`.
     HeadersTooLarge,
+    /// A forward-auth request from a peer outside `faces.forward_auth.trusted_proxies`:
+    /// its `X-Forwarded-*` / `X-Original-*` headers are not believed.
+    UntrustedProxy,
+    /// A forward-auth request without the headers that describe the original
+    /// request (method, URI, host), or with one of them repeated.
+    OriginalMissing,
 }
 
 impl HttpRequest {
@@ -74,42 +74,13 @@ impl HttpRequest {
         request
     }
 
-    /// Reads Envoy's CheckRequest; a request beyond `limits` is not read further.
-    pub fn from_check(check: &CheckRequest, limits: &LimitsConfig) -> Self {
-        let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
-        let Some(http) = http else {
-            return HttpRequest::default();
-        };
-        if let Some(problem) = exceeds(http, limits) {
-            return HttpRequest { problem: Some(problem), ..Default::default() };
-        }
-        let mut request = HttpRequest::default();
-        request.copy_headers(http);
-        let method = first_non_empty(&http.method, request.header(":method"));
-        let path = first_non_empty(&http.path, request.header(":path"));
-        let host = first_non_empty(&http.host, request.header(":authority").or(request.header("host")));
-        request.set_line(&method, &path, &host);
-        request
+    /// A request refused before it was read further (over the limits).
+    pub fn refused(problem: RequestProblem) -> Self {
+        HttpRequest { problem: Some(problem), ..Default::default() }
     }
 
-    fn copy_headers(&mut self, http: &EnvoyHttpRequest) {
-        let raw = http.header_map.as_ref().map_or(0, |map| map.headers.len());
-        self.headers.reserve(http.headers.len() + raw);
-        for (name, value) in &http.headers {
-            self.add_header(name, value);
-        }
-        for header in http.header_map.iter().flat_map(|map| map.headers.iter()) {
-            // Raw mode fills raw_value only; value is honoured for hand-written clients.
-            let value = if header.raw_value.is_empty() {
-                header.value.clone()
-            } else {
-                String::from_utf8_lossy(&header.raw_value).into_owned()
-            };
-            self.add_header(&header.key, &value);
-        }
-    }
-
-    fn add_header(&mut self, name: &str, value: &str) {
+    /// Adds a header as received; repeated names are joined with ",".
+    pub fn add_header(&mut self, name: &str, value: &str) {
         if !crate::header::is_header_name(name.strip_prefix(':').unwrap_or(name)) {
             self.problem = self.problem.or(Some(RequestProblem::InvalidHeaderName));
             return;
@@ -127,7 +98,8 @@ impl HttpRequest {
         }
     }
 
-    fn set_line(&mut self, method: &str, path: &str, host: &str) {
+    /// Sets the request line (method, path with query, `:authority`) and checks it.
+    pub fn set_line(&mut self, method: &str, path: &str, host: &str) {
         self.method = method.to_ascii_uppercase();
         if let Some((_, query)) = path.split_once('?') {
             self.query = query.split('#').next().unwrap_or_default().to_string();
@@ -193,21 +165,6 @@ impl HttpRequest {
 /// The same cookie name appears more than once in the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateCookie;
-
-/// Counts before copying anything, so an oversized request costs a sum, not a map.
-fn exceeds(http: &EnvoyHttpRequest, limits: &LimitsConfig) -> Option<RequestProblem> {
-    let raw = http.header_map.as_ref().map_or(&[][..], |map| map.headers.as_slice());
-    if http.headers.len() + raw.len() > limits.max_headers {
-        return Some(RequestProblem::TooManyHeaders);
-    }
-    let mapped: usize = http.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
-    let listed: usize = raw.iter().map(|header| header.key.len() + header.value.len() + header.raw_value.len()).sum();
-    (mapped + listed + http.path.len() > limits.max_header_bytes).then_some(RequestProblem::HeadersTooLarge)
-}
-
-fn first_non_empty(field: &str, header: Option<&str>) -> String {
-    if field.is_empty() { header.unwrap_or_default().to_string() } else { field.to_string() }
-}
 
 /// A path in the form routes match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,8 +270,11 @@ pub fn authority_host(authority: &str) -> Result<String, RequestProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LimitsConfig;
+    use crate::face::ext_authz_grpc::request_view;
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttpRequest;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
 
     fn check_with(http: EnvoyHttpRequest) -> CheckRequest {
         CheckRequest {
@@ -326,7 +286,7 @@ mod tests {
     }
 
     fn from_check(http: EnvoyHttpRequest) -> HttpRequest {
-        HttpRequest::from_check(&check_with(http), &LimitsConfig::default())
+        request_view(&check_with(http), &LimitsConfig::default())
     }
 
     #[test]
@@ -472,17 +432,17 @@ mod tests {
         for index in 0..4 {
             http.headers.insert(format!("x-{index}"), "v".into());
         }
-        let request = HttpRequest::from_check(&check_with(http.clone()), &limits);
+        let request = request_view(&check_with(http.clone()), &limits);
         assert_eq!(request.problem(), Some(RequestProblem::TooManyHeaders));
         http.headers.clear();
         http.headers.insert("x-big".into(), "v".repeat(64));
-        let request = HttpRequest::from_check(&check_with(http), &limits);
+        let request = request_view(&check_with(http), &limits);
         assert_eq!(request.problem(), Some(RequestProblem::HeadersTooLarge));
     }
 
     #[test]
     fn empty_check_request_is_an_empty_request() {
-        let request = HttpRequest::from_check(&CheckRequest::default(), &LimitsConfig::default());
+        let request = request_view(&CheckRequest::default(), &LimitsConfig::default());
         assert_eq!(request.path, "");
     }
 }

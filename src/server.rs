@@ -1,7 +1,8 @@
 //! Wires the pieces into running listeners: the authz gRPC port (Check +
 //! health), the admin port (Admin + health + reflection), the HTTP port
-//! (/healthz, /readyz), key refreshers, readiness, and reloads (admin and
-//! `--watch`; the binary adds SIGHUP).
+//! (/healthz, /readyz), the HTTP authorization port when configured (the HTTP
+//! faces), key refreshers, readiness, and reloads (admin and `--watch`; the
+//! binary adds SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +20,9 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::AdminService;
 use crate::admin::auth::AdminAuth;
-use crate::authz::{Authorizer, AuthzService};
+use crate::authz::Authorizer;
 use crate::decision_log::DecisionLog;
+use crate::face::ext_authz_grpc::AuthzService;
 use crate::health::{AUTHZ_SERVICE, Readiness};
 use crate::intake::{self, Bounds, IntakeLayer};
 use crate::observe::Observer;
@@ -68,6 +70,8 @@ pub struct Running {
     pub authz_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The HTTP authorization port (`listen.http_authz`), when configured.
+    pub http_authz_addr: Option<SocketAddr>,
     pub authorizer: Arc<Authorizer>,
     pub reloader: Arc<Reloader>,
     pub readiness: Readiness,
@@ -142,7 +146,20 @@ pub async fn start(
     let authz_addr = local_addr("authz", &authz_listener, listen.authz)?;
     let admin_addr = local_addr("admin", &admin_listener, listen.admin)?;
     let http_addr = local_addr("http", &http_listener, listen.http)?;
-    tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening");
+    let http_authz_listener = match listen.http_authz {
+        Some(addr) => Some((bind("http_authz", addr).await?, addr)),
+        None => None,
+    };
+    let http_authz_addr = match &http_authz_listener {
+        Some((listener, addr)) => Some(local_addr("http_authz", listener, *addr)?),
+        None => None,
+    };
+    match http_authz_addr {
+        Some(http_authz) => tracing::info!(
+            authz = %authz_addr, admin = %admin_addr, http = %http_addr, http_authz = %http_authz, "portcullis listening"
+        ),
+        None => tracing::info!(authz = %authz_addr, admin = %admin_addr, http = %http_addr, "portcullis listening"),
+    }
     if open_admin {
         // Only on loopback (the config requires a token anywhere else), client certificates or not.
         tracing::warn!(admin = %admin_addr, "admin API without a token: any process on this machine may use it");
@@ -188,18 +205,32 @@ pub async fn start(
     let admin = serve(admin, admin_listener, tls.as_ref(), &shutdown);
     let http = axum::serve(http_listener, crate::http::router(readiness.clone(), Arc::clone(&authorizer)))
         .with_graceful_shutdown(wait_for(&shutdown));
+    let http_authz = http_authz_listener.map(|(listener, _)| {
+        let routes = crate::face::http_routes(Arc::clone(&authorizer));
+        let limits = authorizer.policy().limits.clone();
+        let (tls, shutdown) = (tls.clone(), shutdown.clone());
+        async move { crate::http_authz::serve(listener, tls, routes, &limits, shutdown).await }
+    });
     let drained = Arc::clone(&authorizer);
     let tasks = tokio::spawn(async move {
-        let (authz, admin, http) = tokio::join!(authz, admin, async { http.await.map_err(ServeError::Http) });
+        let http_authz = async {
+            match http_authz {
+                Some(serving) => serving.await.map_err(ServeError::Http),
+                None => Ok(()),
+            }
+        };
+        let (authz, admin, http, http_authz) =
+            tokio::join!(authz, admin, async { http.await.map_err(ServeError::Http) }, http_authz);
         watcher.abort();
         if let Some(log) = drained.observer.decision_log() {
             log.flush().await;
         }
         authz?;
         admin?;
+        http_authz?;
         http
     });
-    Ok(Running { authz_addr, admin_addr, http_addr, authorizer, reloader, readiness, shutdown, tasks })
+    Ok(Running { authz_addr, admin_addr, http_addr, http_authz_addr, authorizer, reloader, readiness, shutdown, tasks })
 }
 
 type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;

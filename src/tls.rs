@@ -34,7 +34,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// A server TLS configuration that follows its files.
 pub struct ReloadingTls {
     files: TlsConfig,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Configs>,
     loaded: RwLock<Vec<Option<TokenDigest>>>,
 }
 
@@ -44,14 +44,18 @@ impl ReloadingTls {
         let config = server_config(files)?;
         let tls = ReloadingTls {
             files: files.clone(),
-            current: RwLock::new(Arc::new(config)),
+            current: RwLock::new(Configs::new(config)),
             loaded: RwLock::new(fingerprints(files)),
         };
         Ok(Arc::new(tls))
     }
 
-    fn config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.current.read().expect("tls lock poisoned"))
+    fn config(&self, alpn: Alpn) -> Arc<ServerConfig> {
+        let configs = self.current.read().expect("tls lock poisoned");
+        Arc::clone(match alpn {
+            Alpn::Grpc => &configs.grpc,
+            Alpn::Http => &configs.http,
+        })
     }
 
     /// Reloads if a file changed; `Ok(true)` when a new certificate is in use.
@@ -63,7 +67,7 @@ impl ReloadingTls {
         let config = server_config(&self.files);
         // Remembered even when it fails: a broken file is reported once, not every second.
         *self.loaded.write().expect("tls lock poisoned") = now;
-        *self.current.write().expect("tls lock poisoned") = Arc::new(config?);
+        *self.current.write().expect("tls lock poisoned") = Configs::new(config?);
         Ok(true)
     }
 
@@ -83,10 +87,19 @@ impl ReloadingTls {
         });
     }
 
-    /// TLS connections accepted on `listener`, for tonic's `serve_with_incoming`.
+    /// TLS connections accepted on `listener`, for tonic's `serve_with_incoming` (ALPN h2).
     pub fn incoming(
         self: &Arc<Self>,
         listener: TcpListener,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        self.incoming_with(listener, Alpn::Grpc)
+    }
+
+    /// TLS connections accepted on `listener`, offering `alpn`.
+    pub fn incoming_with(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        alpn: Alpn,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let tls = Arc::clone(self);
@@ -102,7 +115,7 @@ impl ReloadingTls {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config(alpn));
                 let sender = sender.clone();
                 tokio::spawn(async move {
                     if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -117,6 +130,29 @@ impl ReloadingTls {
     /// Whether clients must present a certificate signed by `client_ca`.
     pub fn requires_client_certs(&self) -> bool {
         self.files.client_ca.is_some()
+    }
+}
+
+/// The protocols a listener offers in the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// The gRPC ports: HTTP/2 only.
+    Grpc,
+    /// The HTTP authorization port: HTTP/2, then HTTP/1.1 (nginx and Envoy's HTTP client speak 1.1).
+    Http,
+}
+
+/// One certificate, offered with each listener's protocols.
+struct Configs {
+    grpc: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn new(grpc: ServerConfig) -> Self {
+        let mut http = grpc.clone();
+        http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Configs { grpc: Arc::new(grpc), http: Arc::new(http) }
     }
 }
 

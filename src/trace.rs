@@ -16,6 +16,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::decision::{Audit, Decision};
+use crate::face::Face;
 use crate::request::HttpRequest;
 
 /// The target of every span meant for export (the OpenTelemetry layer keeps only these).
@@ -35,6 +36,7 @@ impl CheckTracing {
             target: TARGET,
             "ext_authz check",
             otel.kind = "server",
+            portcullis.face = Empty,
             portcullis.route = Empty,
             portcullis.decision = Empty,
             portcullis.deny_reason = Empty,
@@ -51,7 +53,8 @@ impl CheckTracing {
     }
 
     /// Records how `decision` was reached on its span.
-    pub fn record(&self, span: &Span, decision: &Decision, audit: &Audit) {
+    pub fn record(&self, span: &Span, face: Face, decision: &Decision, audit: &Audit) {
+        span.record("portcullis.face", face.label());
         match decision {
             Decision::Allow(allowed) => {
                 span.record("portcullis.route", &*allowed.route);

@@ -381,7 +381,19 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     // Its own TMPDIR: another `dev` (scripts/load.py, a parallel run) writes the same file names.
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--envoy-port", "0"])
+        .args([
+            "dev",
+            "--authz",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--http-authz",
+            "127.0.0.1:0",
+            "--envoy-port",
+            "0",
+        ])
         .env("TMPDIR", tmp.path())
         .env("PATH", path_without_envoy())
         .stdout(Stdio::piped())
@@ -444,6 +456,25 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     assert!(ok.headers.iter().any(|h| h.header.as_ref().unwrap().key == "x-hasura-admin-secret"));
     let supabase = check_token(&mut client, "/rest/v1/notes", &token).await;
     assert!(assert_allowed(&supabase).headers.iter().any(|h| h.header.as_ref().unwrap().key == "apikey"));
+    // The HTTP authorization port is announced, and its printed curl commands work as printed.
+    assert!(field("HTTP authz     : ").starts_with("http://127.0.0.1:"), "{banner:?}");
+    let curls: Vec<String> =
+        banner.iter().filter(|line| line.starts_with("curl -si http://127.0.0.1:")).cloned().collect();
+    assert_eq!(curls.len(), 2, "Envoy http_service and forward auth: {banner:?}");
+    let answers = tokio::task::spawn_blocking(move || {
+        curls
+            .iter()
+            .map(|line| {
+                let output = Command::new("sh").args(["-c", line]).env("TOKEN_VALID", &token).output().unwrap();
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "allowed over HTTP: {answer}");
+    }
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
@@ -461,7 +492,19 @@ async fn dev_runs_a_real_envoy_and_shows_what_the_upstream_received() {
     let envoy = common::tools::envoy();
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--envoy-port", "0"])
+        .args([
+            "dev",
+            "--authz",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--http-authz",
+            "127.0.0.1:0",
+            "--envoy-port",
+            "0",
+        ])
         .arg("--envoy")
         .arg(&envoy)
         .env("TMPDIR", tmp.path())

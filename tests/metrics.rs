@@ -163,14 +163,38 @@ async fn every_documented_metric_is_exposed_and_parses_as_prometheus_text_and_op
         let found = value(&families, name, labels);
         assert_eq!(found, Some(expected), "{name}{labels:?} in:\n{text}");
     };
-    expect("portcullis_checks_total", &[("route", "api"), ("decision", "allow"), ("reason", "ok")], 3.0);
-    expect("portcullis_checks_total", &[("route", "api"), ("decision", "deny"), ("reason", "expired")], 1.0);
-    expect("portcullis_checks_total", &[("route", "api"), ("decision", "deny"), ("reason", "missing_token")], 1.0);
-    expect("portcullis_checks_total", &[("route", "api"), ("decision", "deny"), ("reason", "unknown_kid")], 2.0);
-    expect("portcullis_checks_total", &[("route", "-"), ("decision", "deny"), ("reason", "no_route")], 1.0);
-    expect("portcullis_checks_total", &[("route", "rest"), ("decision", "allow"), ("reason", "ok")], 2.0);
-    expect("portcullis_check_duration_seconds_count", &[], 11.0);
-    expect("portcullis_check_duration_seconds_bucket", &[("le", "+Inf")], 11.0);
+    expect(
+        "portcullis_checks_total",
+        &[("route", "api"), ("decision", "allow"), ("reason", "ok"), ("face", "ext_authz_grpc")],
+        3.0,
+    );
+    expect(
+        "portcullis_checks_total",
+        &[("route", "api"), ("decision", "deny"), ("reason", "expired"), ("face", "ext_authz_grpc")],
+        1.0,
+    );
+    expect(
+        "portcullis_checks_total",
+        &[("route", "api"), ("decision", "deny"), ("reason", "missing_token"), ("face", "ext_authz_grpc")],
+        1.0,
+    );
+    expect(
+        "portcullis_checks_total",
+        &[("route", "api"), ("decision", "deny"), ("reason", "unknown_kid"), ("face", "ext_authz_grpc")],
+        2.0,
+    );
+    expect(
+        "portcullis_checks_total",
+        &[("route", "-"), ("decision", "deny"), ("reason", "no_route"), ("face", "ext_authz_grpc")],
+        1.0,
+    );
+    expect(
+        "portcullis_checks_total",
+        &[("route", "rest"), ("decision", "allow"), ("reason", "ok"), ("face", "ext_authz_grpc")],
+        2.0,
+    );
+    expect("portcullis_check_duration_seconds_count", &[("face", "ext_authz_grpc")], 11.0);
+    expect("portcullis_check_duration_seconds_bucket", &[("face", "ext_authz_grpc"), ("le", "+Inf")], 11.0);
     let lowest = families["portcullis_check_duration_seconds_bucket"].iter().map(|(labels, _)| &labels["le"]);
     let bounds: Vec<f64> = lowest.filter_map(|le| le.parse().ok()).filter(|bound: &f64| bound.is_finite()).collect();
     assert!(bounds[0] <= 5e-6 && *bounds.last().unwrap() >= 0.1, "buckets 5 µs .. 100 ms: {bounds:?}");
@@ -228,7 +252,11 @@ async fn every_documented_metric_is_exposed_and_parses_as_prometheus_text_and_op
     assert!(openmetrics.ends_with("# EOF\n"));
     let (families, _) = parse_with_python(&openmetrics, true);
     assert_eq!(
-        value(&families, "portcullis_checks_total", &[("route", "api"), ("decision", "allow"), ("reason", "ok")]),
+        value(
+            &families,
+            "portcullis_checks_total",
+            &[("route", "api"), ("decision", "allow"), ("reason", "ok"), ("face", "ext_authz_grpc")]
+        ),
         Some(3.0)
     );
     assert_eq!(value(&families, "portcullis_issuer_keys", &[("issuer", "idp")]), Some(1.0));

@@ -68,6 +68,7 @@ async fn the_decision_log_has_one_parseable_line_per_decision_saying_why() {
     for line in &lines {
         for field in [
             "time",
+            "face",
             "route",
             "issuer",
             "sub",
@@ -85,6 +86,7 @@ async fn the_decision_log_has_one_parseable_line_per_decision_saying_why() {
         assert!(line["latency_us"].as_f64().unwrap() >= 0.0);
     }
     let (first, second, expired_line, missing, no_route) = (&lines[0], &lines[1], &lines[2], &lines[3], &lines[4]);
+    assert_eq!(first["face"], "ext_authz_grpc");
     assert_eq!(first["route"], "api");
     assert_eq!(first["issuer"], "idp");
     assert_eq!(first["sub"], "alice");
@@ -157,7 +159,9 @@ async fn deny_lines_stay_within_their_budget_and_the_rest_are_counted() {
     assert_denied(&check(&mut client, request("GET", "/", &[])).await, 401);
     assert_eq!(suppressed(), 25 - budget, "a new second has room again");
     let checks = running.authorizer.metrics().render(None, Default::default()).1;
-    assert!(checks.contains("portcullis_checks_total{route=\"api\",decision=\"deny\",reason=\"missing_token\"} 26"));
+    assert!(checks.contains(
+        "portcullis_checks_total{route=\"api\",decision=\"deny\",reason=\"missing_token\",face=\"ext_authz_grpc\"} 26"
+    ));
 }
 
 // ---------------------------------------------------------------- traces
@@ -321,6 +325,7 @@ async fn a_check_span_continues_the_requests_trace_with_its_decision_and_no_toke
     }
     let attrs = |span: &Span| attributes(&span.attributes).into_iter().collect::<BTreeMap<_, _>>();
     let allow = attrs(&checks[0].0);
+    assert_eq!(allow.get("portcullis.face").map(String::as_str), Some("ext_authz_grpc"));
     assert_eq!(allow.get("portcullis.route").map(String::as_str), Some("rest"));
     assert_eq!(allow.get("portcullis.decision").map(String::as_str), Some("allow"));
     assert_eq!(allow.get("portcullis.issuer").map(String::as_str), Some("idp"));

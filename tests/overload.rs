@@ -69,7 +69,8 @@ async fn over_the_limit_every_check_gets_an_immediate_503_and_under_it_decisions
     assert_allowed(&check_token(&mut client, "/api", &valid).await);
     assert_denied(&check_token(&mut client, "/api", &expired).await, 401);
     let metrics = running.authorizer.metrics().render(None, Default::default()).1;
-    let shed = "portcullis_checks_total{route=\"-\",decision=\"deny\",reason=\"overloaded\"} 30";
+    let shed =
+        "portcullis_checks_total{route=\"-\",decision=\"deny\",reason=\"overloaded\",face=\"ext_authz_grpc\"} 30";
     assert!(metrics.lines().any(|line| line == shed), "{shed} in:\n{metrics}");
 }
 

@@ -34,6 +34,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use portcullis::admission::Admitted;
 use portcullis::authz::Authorizer;
 use portcullis::decision::{Decision, DenyReason};
+use portcullis::face::ext_authz_grpc;
 use portcullis::request::RequestProblem;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -479,7 +480,7 @@ proptest! {
     ) {
         let authorizer = Authorizer::new(compile_reachable(&routes));
         let check = check_request(method, &path.render(), &authority.render(), &[], pseudo);
-        let decision = fixtures::block_on(authorizer.decide_check(&check));
+        let decision = fixtures::block_on(ext_authz_grpc::decide_check(&authorizer, &check));
         prop_assert_eq!(observed(&decision), model(&routes, method, &path, &authority), "path {:?} authority {:?}", path.render(), authority.render());
     }
 }
@@ -714,7 +715,7 @@ proptest! {
             headers.push(("x-hasura-role".into(), role.into()));
         }
         let check = check_request("POST", "/v1/graphql", "api.example.com", &headers, false);
-        let response = fixtures::block_on(authorizer.check(&check, Admitted(true)));
+        let response = fixtures::block_on(ext_authz_grpc::check(&authorizer, &check, Admitted(true)));
         let Answer::Allowed(allowed) = fixtures::check_response(&response) else { return Ok(()) };
         for name in allowed.set.keys() {
             prop_assert!(name.starts_with("x-hasura-"), "{name:?} set on a Hasura route");

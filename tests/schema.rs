@@ -165,6 +165,7 @@ async fn dev_config_file(out: &Path) -> PathBuf {
         authz: "127.0.0.1:50051".parse().unwrap(),
         http: "127.0.0.1:9090".parse().unwrap(),
         admin: "127.0.0.1:50052".parse().unwrap(),
+        http_authz: "127.0.0.1:9191".parse().unwrap(),
         envoy: None,
         envoy_port: 10000,
     };

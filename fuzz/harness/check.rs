@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use portcullis::admission::Admitted;
 use portcullis::authz::Authorizer;
+use portcullis::face::ext_authz_grpc;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -84,7 +85,7 @@ pub fn run(data: &[u8]) {
 
 /// Decides `check` against the fixture policy and asserts every invariant; the answer, for more.
 pub fn decide(check: &CheckRequest) -> Answer {
-    let response = fixtures::block_on(AUTHORIZER.check(check, Admitted(true)));
+    let response = fixtures::block_on(ext_authz_grpc::check(&AUTHORIZER, check, Admitted(true)));
     let answer = fixtures::check_response(&response);
     if let Answer::Allowed(allowed) = &answer {
         check_allowed(&Sent::of(check), allowed);

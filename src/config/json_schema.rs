@@ -21,8 +21,9 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, HasuraBackendConfig,
-    IssuerConfig, LimitsConfig, Listen, RouteConfig, SupabaseBackendConfig, TelemetryConfig, TokenFrom,
+    AdminConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
+    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, RouteConfig, SupabaseBackendConfig, TelemetryConfig,
+    TokenFrom,
 };
 
 /// The schema `portcullis schema` prints: pretty JSON with a trailing newline.
@@ -49,13 +50,14 @@ impl JsonSchema for Config {
             "additionalProperties": false,
             "required": ["routes"],
             "properties": {
-                "listen": described(generator.subschema_for::<Option<Listen>>(), "Listening addresses, and TLS for the gRPC ports."),
+                "listen": described(generator.subschema_for::<Option<Listen>>(), "Listening addresses, and TLS for the gRPC ports and the HTTP authorization port."),
                 "admin": described(generator.subschema_for::<Option<AdminConfig>>(), "The Admin API."),
                 "cache": described(generator.subschema_for::<Option<CacheConfig>>(), "The verified-token cache."),
                 "limits": described(generator.subschema_for::<Option<LimitsConfig>>(), "How much of a request portcullis reads, and how many Checks it runs at once."),
                 "defaults": described(generator.subschema_for::<Option<DefaultsConfig>>(), "Defaults for authenticating routes without a backend."),
                 "decision_log": described(generator.subschema_for::<Option<DecisionLogConfig>>(), "One JSON line per decision, when set."),
                 "telemetry": described(generator.subschema_for::<Option<TelemetryConfig>>(), "OpenTelemetry traces, when set (the OTEL_* environment can also turn them on)."),
+                "faces": described(generator.subschema_for::<Option<FacesConfig>>(), "Settings of the HTTP faces on listen.http_authz: Envoy's HTTP ext_authz and forward auth (nginx, Traefik, Caddy)."),
                 "issuers": named_map(
                     generator.subschema_for::<IssuerConfig>(),
                     "Identity providers, by a name you choose; routes name them in `issuers`.",

@@ -16,12 +16,23 @@ use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
-    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig, SupabaseBackendConfig,
-    TelemetryConfig, join_path,
+    FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig,
+    SupabaseBackendConfig, TelemetryConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 10] =
-    ["listen", "admin", "cache", "limits", "defaults", "decision_log", "telemetry", "issuers", "backends", "routes"];
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "listen",
+    "admin",
+    "cache",
+    "limits",
+    "defaults",
+    "decision_log",
+    "telemetry",
+    "faces",
+    "issuers",
+    "backends",
+    "routes",
+];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
 /// Loads the config at `path`.
@@ -105,6 +116,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
     let defaults = section::<DefaultsConfig>(top.get("defaults"), "defaults", problems).unwrap_or_default();
     let decision_log = section::<DecisionLogConfig>(top.get("decision_log"), "decision_log", problems);
     let telemetry = section::<TelemetryConfig>(top.get("telemetry"), "telemetry", problems);
+    let faces = section::<FacesConfig>(top.get("faces"), "faces", problems).unwrap_or_default();
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
@@ -117,6 +129,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
         defaults,
         decision_log,
         telemetry,
+        faces,
         issuers,
         backends,
         routes,

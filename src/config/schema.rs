@@ -19,6 +19,8 @@ pub struct Config {
     pub decision_log: Option<DecisionLogConfig>,
     /// OpenTelemetry traces, when set (the `OTEL_*` environment can also turn them on).
     pub telemetry: Option<TelemetryConfig>,
+    /// Settings of the HTTP faces (`listen.http_authz`).
+    pub faces: FacesConfig,
     /// Issuers in the order they were written, by name.
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -48,14 +50,69 @@ pub struct Listen {
     /// `/healthz`, `/readyz` and `/metrics` (plaintext HTTP).
     #[serde(default = "default_http")]
     pub http: SocketAddr,
-    /// TLS (and with `client_ca`, mutual TLS) on the authz and admin listeners.
+    /// The HTTP authorization listener: Envoy's HTTP ext_authz, nginx / Traefik / Caddy
+    /// forward auth (HTTP/1.1 and h2c on one port; TLS with `listen.tls`). Off unless set,
+    /// e.g. `127.0.0.1:9191`.
+    pub http_authz: Option<SocketAddr>,
+    /// TLS (and with `client_ca`, mutual TLS) on the authz, admin and http_authz listeners.
     pub tls: Option<TlsConfig>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { authz: default_authz(), admin: default_admin(), http: default_http(), tls: None }
+        Listen { authz: default_authz(), admin: default_admin(), http: default_http(), http_authz: None, tls: None }
     }
+}
+
+/// Settings of the faces served on `listen.http_authz`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FacesConfig {
+    /// Envoy's HTTP ext_authz (`http_service`).
+    #[serde(default)]
+    pub ext_authz_http: ExtAuthzHttpConfig,
+    /// nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`.
+    #[serde(default)]
+    pub forward_auth: ForwardAuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzHttpConfig {
+    /// The `path_prefix` of Envoy's `http_service`: Envoy asks `<path_prefix><original path>`.
+    /// A path of plain segments (`/envoy`, `/authz/envoy`), without a trailing `/`.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+}
+
+impl Default for ExtAuthzHttpConfig {
+    fn default() -> Self {
+        ExtAuthzHttpConfig { path_prefix: default_path_prefix() }
+    }
+}
+
+fn default_path_prefix() -> String {
+    "/envoy".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// Peers (CIDR blocks, or single addresses) whose `X-Forwarded-*` / `X-Original-*`
+    /// headers describe the original request. From any other peer a forward-auth
+    /// request is refused (400). Default: loopback only.
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        ForwardAuthConfig { trusted_proxies: default_trusted_proxies() }
+    }
+}
+
+fn default_trusted_proxies() -> Vec<String> {
+    vec!["127.0.0.0/8".to_string(), "::1/128".to_string()]
 }
 
 /// PEM files, re-read when they change.

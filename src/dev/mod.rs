@@ -30,6 +30,7 @@ listen:
   authz: {authz}
   http: {http}
   admin: {admin}
+  http_authz: {http_authz}
 issuers:
   dev:
     issuer: {iss}
@@ -70,6 +71,7 @@ routes:
         authz = args.authz,
         http = args.http,
         admin = args.admin,
+        http_authz = args.http_authz,
         iss = issuer.issuer(),
         aud = DEV_AUDIENCE,
         hasura_secret = DEV_HASURA_ADMIN_SECRET,
@@ -118,8 +120,12 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
         None => None,
     };
     // One write, errors ignored: a closed stdout (`portcullis dev | head`) must not stop the service.
-    let addrs = (running.authz_addr.to_string(), running.http_addr.to_string());
-    let text = banner(&issuer, &key, &addrs.0, &addrs.1, envoy.as_ref().map(|envoy| envoy.addr));
+    let addrs = Addrs {
+        authz: running.authz_addr.to_string(),
+        http: running.http_addr.to_string(),
+        http_authz: running.http_authz_addr.map(|addr| addr.to_string()).unwrap_or_default(),
+    };
+    let text = banner(&issuer, &key, &addrs, envoy.as_ref().map(|envoy| envoy.addr));
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
     drop(stdout);
@@ -194,7 +200,15 @@ pub fn dev_claims(issuer: &DevIssuer, audience: &str, lifetime: i64) -> serde_js
     claims
 }
 
-fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: Option<SocketAddr>) -> String {
+/// Where the dev service listens, as the banner prints it.
+struct Addrs {
+    authz: String,
+    http: String,
+    http_authz: String,
+}
+
+fn banner(issuer: &DevIssuer, key: &SigningKey, addrs: &Addrs, envoy: Option<SocketAddr>) -> String {
+    let Addrs { authz, http, http_authz } = addrs;
     let valid = key.sign(&dev_claims(issuer, DEV_AUDIENCE, 3600));
     let expired = key.sign(&dev_claims(issuer, DEV_AUDIENCE, -3600));
     let other_aud = key.sign(&dev_claims(issuer, "someone-else", 3600));
@@ -204,6 +218,10 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: 
     let _ =
         writeln!(out, "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)");
     let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz");
+    let _ = writeln!(
+        out,
+        "  HTTP authz     : http://{http_authz}/envoy/...  (Envoy http_service)   http://{http_authz}/forward-auth  (Traefik, Caddy)   http://{http_authz}/forward-auth/nginx  (nginx auth_request)"
+    );
     let _ = writeln!(out, "  dev issuer     : {}   (JWKS {})", issuer.issuer(), issuer.jwks_uri());
     for line in [
         format!("  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE}),"),
@@ -277,6 +295,15 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: 
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "\n# the same question over HTTP: Envoy's http_service, then forward auth as Traefik or Caddy asks it"
+    );
+    let _ = writeln!(out, "curl -si http://{http_authz}/envoy/api/items -H \"authorization: Bearer $TOKEN_VALID\"");
+    let _ = writeln!(
+        out,
+        "curl -si http://{http_authz}/forward-auth -H \"x-forwarded-method: GET\" -H \"x-forwarded-proto: http\" -H \"x-forwarded-host: api.local\" -H \"x-forwarded-uri: /api/items\" -H \"authorization: Bearer $TOKEN_VALID\""
+    );
     out.push_str(&envoy_section(envoy, &valid));
     let _ = writeln!(out, "\nPress Ctrl-C to stop.");
     out
@@ -294,6 +321,7 @@ mod tests {
             authz: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
+            http_authz: "127.0.0.1:0".parse().unwrap(),
             envoy: None,
             envoy_port: 0,
         };

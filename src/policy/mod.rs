@@ -21,6 +21,7 @@ use crate::config::{
     self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, Secrets,
     TelemetryConfig, Unresolved,
 };
+use crate::face::FaceSettings;
 use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
@@ -55,6 +56,8 @@ pub struct Policy {
     pub cache: TokenCache,
     /// How much of each request is read (a larger one is a 431).
     pub limits: LimitsConfig,
+    /// The HTTP faces' settings (`faces:`).
+    pub faces: FaceSettings,
     /// TLS for the authz and admin listeners, loaded (listeners use the first policy's).
     pub tls: Option<Arc<ReloadingTls>>,
     /// Where decisions are logged (opened at start; `sample` and `denies` apply live).
@@ -85,6 +88,7 @@ impl Policy {
         let mut problems = Problems::default();
         check_admin(config, &mut problems);
         check_observability(config, &mut problems);
+        let faces = FaceSettings::compile(&config.faces, &mut problems);
         // Without secrets, certificate files (secrets of their own) are not read either.
         let tls =
             config.listen.tls.as_ref().filter(|_| config.unresolved.reading).and_then(|files| {
@@ -151,6 +155,7 @@ impl Policy {
                 runtime.metrics.cache_counters(),
             ),
             limits: config.limits.clone(),
+            faces,
             tls,
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),

@@ -14,7 +14,16 @@ pub fn summary(policy: &Policy) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config OK");
     let listen = &policy.listen;
-    let _ = writeln!(out, "listen: authz {}, admin {}, http {}", listen.authz, listen.admin, listen.http);
+    let _ = write!(out, "listen: authz {}, admin {}, http {}", listen.authz, listen.admin, listen.http);
+    match listen.http_authz {
+        Some(http_authz) => {
+            let prefix = &policy.faces.path_prefix;
+            let _ = writeln!(out, ", http_authz {http_authz} (Envoy http_service under {prefix}, forward auth)");
+        }
+        None => {
+            let _ = writeln!(out);
+        }
+    }
     let _ = writeln!(out, "token cache: {} entries", policy.cache.capacity());
     let _ = writeln!(out, "issuers ({}):", policy.issuers.len());
     for issuer in &policy.issuers {

@@ -1,10 +1,23 @@
-//! A [`Decision`] encoded as Envoy's `CheckResponse` (SPEC section 3).
+//! Envoy's gRPC ext_authz face: the `envoy.service.auth.v3.Authorization`
+//! service. A `CheckRequest` is read into the neutral request view, decided by
+//! the pipeline, and the [`Decision`] encoded as a `CheckResponse`.
+//!
+//! Envoy sends either the `headers` map (lower-case keys, duplicates joined with
+//! ",") or, with `encode_raw_headers`, the `header_map` list of raw bytes; both
+//! become the one view. Every path ends in a decision; a bad token is a deny,
+//! never a gRPC error, because Envoy treats gRPC errors as failures that
+//! `failure_mode_allow` may let through.
 //!
 //! `status` is always set explicitly (an unset status means allow to Envoy);
 //! request headers use OVERWRITE_IF_EXISTS_OR_ADD with `append` unset, the only
 //! encoding every Envoy version applies as "set".
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttpRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -14,8 +27,103 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::{Code, Status};
 
+use crate::admission::Admitted;
+use crate::authz::Authorizer;
+use crate::config::LimitsConfig;
 use crate::decision::{Allowed, Decision, Denied};
+use crate::face::Face;
+use crate::request::{HttpRequest, RequestProblem};
 
+/// The gRPC service Envoy calls.
+#[derive(Clone)]
+pub struct AuthzService {
+    authorizer: Arc<Authorizer>,
+}
+
+impl AuthzService {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        AuthzService { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        // Counted from here, its message decoded, until answered (see admission.rs).
+        let ticket = self.authorizer.gate.enter();
+        let response = check(&self.authorizer, request.get_ref(), Admitted(ticket.admitted())).await;
+        drop(ticket);
+        Ok(tonic::Response::new(response))
+    }
+}
+
+/// A Check as Envoy sends it, end to end: read, decided (unless it was not
+/// `admitted`: over `limits.concurrent_checks`), observed, encoded.
+pub async fn check(authorizer: &Authorizer, check: &CheckRequest, admitted: Admitted) -> CheckResponse {
+    let policy = authorizer.policy();
+    let request = request_view(check, &policy.limits);
+    let decision = authorizer.decide_for(Face::ExtAuthzGrpc, admitted, &policy, &request).await;
+    check_response(&decision)
+}
+
+/// Decides a CheckRequest as Envoy sent it (read within the policy's limits), unobserved.
+pub async fn decide_check(authorizer: &Authorizer, check: &CheckRequest) -> Decision {
+    let policy = authorizer.policy();
+    authorizer.decide(&request_view(check, &policy.limits)).await
+}
+
+/// Reads Envoy's CheckRequest; a request beyond `limits` is not read further.
+pub fn request_view(check: &CheckRequest, limits: &LimitsConfig) -> HttpRequest {
+    let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+    let Some(http) = http else {
+        return HttpRequest::default();
+    };
+    if let Some(problem) = exceeds(http, limits) {
+        return HttpRequest::refused(problem);
+    }
+    let mut request = HttpRequest::default();
+    copy_headers(&mut request, http);
+    let method = first_non_empty(&http.method, request.header(":method"));
+    let path = first_non_empty(&http.path, request.header(":path"));
+    let host = first_non_empty(&http.host, request.header(":authority").or(request.header("host")));
+    request.set_line(&method, &path, &host);
+    request
+}
+
+fn copy_headers(request: &mut HttpRequest, http: &EnvoyHttpRequest) {
+    for (name, value) in &http.headers {
+        request.add_header(name, value);
+    }
+    for header in http.header_map.iter().flat_map(|map| map.headers.iter()) {
+        // Raw mode fills raw_value only; value is honoured for hand-written clients.
+        let value = if header.raw_value.is_empty() {
+            header.value.clone()
+        } else {
+            String::from_utf8_lossy(&header.raw_value).into_owned()
+        };
+        request.add_header(&header.key, &value);
+    }
+}
+
+/// Counts before copying anything, so an oversized request costs a sum, not a map.
+fn exceeds(http: &EnvoyHttpRequest, limits: &LimitsConfig) -> Option<RequestProblem> {
+    let raw = http.header_map.as_ref().map_or(&[][..], |map| map.headers.as_slice());
+    if http.headers.len() + raw.len() > limits.max_headers {
+        return Some(RequestProblem::TooManyHeaders);
+    }
+    let mapped: usize = http.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    let listed: usize = raw.iter().map(|header| header.key.len() + header.value.len() + header.raw_value.len()).sum();
+    (mapped + listed + http.path.len() > limits.max_header_bytes).then_some(RequestProblem::HeadersTooLarge)
+}
+
+fn first_non_empty(field: &str, header: Option<&str>) -> String {
+    if field.is_empty() { header.unwrap_or_default().to_string() } else { field.to_string() }
+}
+
+/// A [`Decision`] as Envoy's `CheckResponse`.
 pub fn check_response(decision: &Decision) -> CheckResponse {
     match decision {
         Decision::Allow(allowed) => allow_response(allowed),
