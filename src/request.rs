@@ -32,6 +32,8 @@ pub struct HttpRequest {
     /// `:authority` without the port or a trailing dot, lower-cased.
     pub host: String,
     headers: HashMap<String, String>,
+    /// The request body, when Envoy sent one (webhook routes only; see `webhook`).
+    body: Vec<u8>,
     problem: Option<RequestProblem>,
 }
 
@@ -56,6 +58,14 @@ pub enum RequestProblem {
     TooManyHeaders,
     /// Headers and path larger than `limits.max_header_bytes`.
     HeadersTooLarge,
+}
+
+/// The exact bytes are in `raw_body` when the filter sets
+/// `with_request_body { pack_as_bytes: true }`; otherwise Envoy sends `body`,
+/// re-encoded as UTF-8 (which breaks a signature over other bytes). Read
+/// `raw_body`, fall back to `body`.
+fn envoy_body(http: &EnvoyHttpRequest) -> Vec<u8> {
+    if http.raw_body.is_empty() { http.body.as_bytes().to_vec() } else { http.raw_body.clone() }
 }
 
 impl HttpRequest {
@@ -89,7 +99,19 @@ impl HttpRequest {
         let path = first_non_empty(&http.path, request.header(":path"));
         let host = first_non_empty(&http.host, request.header(":authority").or(request.header("host")));
         request.set_line(&method, &path, &host);
+        request.body = envoy_body(http);
         request
+    }
+
+    /// Sets the body (tests, and faces other than Envoy's).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The body as sent, empty when none was.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     fn copy_headers(&mut self, http: &EnvoyHttpRequest) {

@@ -16,12 +16,25 @@ use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
-    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig, SupabaseBackendConfig,
-    TelemetryConfig, join_path,
+    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RevocationConfig, RouteConfig,
+    StateConfig, SupabaseBackendConfig, TelemetryConfig, WebhookConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 10] =
-    ["listen", "admin", "cache", "limits", "defaults", "decision_log", "telemetry", "issuers", "backends", "routes"];
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "listen",
+    "admin",
+    "cache",
+    "limits",
+    "defaults",
+    "decision_log",
+    "telemetry",
+    "issuers",
+    "backends",
+    "routes",
+    "webhooks",
+    "revocation",
+    "state",
+];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
 /// Loads the config at `path`.
@@ -108,6 +121,9 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
+    let webhooks = section::<Vec<WebhookConfig>>(top.get("webhooks"), "webhooks", problems).unwrap_or_default();
+    let revocation = section::<RevocationConfig>(top.get("revocation"), "revocation", problems).unwrap_or_default();
+    let state = section::<StateConfig>(top.get("state"), "state", problems).unwrap_or_default();
     outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
@@ -120,6 +136,9 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
         issuers,
         backends,
         routes,
+        webhooks,
+        revocation,
+        state,
         declared,
         unresolved,
     })

@@ -25,10 +25,13 @@ use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
 use crate::metrics;
+use crate::revocation::{self, RevocationPolicy};
 use crate::route::{self, Names, Route, Router};
+use crate::state::{self, StateSettings};
 use crate::tls::ReloadingTls;
 use crate::token::RuleAdditions;
 use crate::token_cache::{CacheBudget, TokenCache};
+use crate::webhook::{self, Webhook};
 
 pub use summary::summary;
 
@@ -63,6 +66,12 @@ pub struct Policy {
     pub telemetry: Option<TelemetryConfig>,
     /// Values whose `${...}` was not read: empty in a policy that may serve.
     pub unresolved: Unresolved,
+    /// Identity-provider webhooks, matched before the routes.
+    pub webhooks: Vec<Webhook>,
+    /// What events revoke, and how long a cutoff is kept.
+    pub revocation: RevocationPolicy,
+    /// Where first-seen ids and revocations are kept (connected once, at start).
+    pub state: StateSettings,
     pub runtime: Runtime,
 }
 
@@ -125,14 +134,20 @@ impl Policy {
             .iter()
             .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
             .collect();
+        let webhooks = problems.take("webhooks", webhook::compile(&config.webhooks, &issuers)).unwrap_or_default();
+        let webhook_names: Vec<&str> = config.webhooks.iter().map(|webhook| webhook.name.as_str()).collect();
+        let leeway =
+            |name: &str| issuers.iter().find(|issuer| &*issuer.name == name).map(|issuer| issuer.leeway_seconds);
+        let revocation = problems.take("revocation", revocation::compile(&config.revocation, leeway, &webhook_names));
+        let state = problems.take("state", state::compile(&config.state));
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
         // A value that was not read was reported once (or is listed as not checked):
         // what it causes here is not a second problem.
         problems.retain(|problem| !config.unresolved.covers(&problem.path));
-        if !problems.is_empty() {
+        let (Some(revocation), Some(state), true) = (revocation, state, problems.is_empty()) else {
             return Err(problems.into_vec());
-        }
+        };
         let warnings = warnings(config, &issuers);
         let rule_additions = rule_additions(&routes);
         Ok(Policy {
@@ -141,7 +156,7 @@ impl Policy {
             admin_token: config.admin.token.clone(),
             issuers,
             backends,
-            identity_headers: identity_headers(config, &routes),
+            identity_headers: identity_headers(config, &routes, &webhooks),
             warnings,
             router: Router::new(routes),
             cache: TokenCache::new(
@@ -155,6 +170,9 @@ impl Policy {
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),
             unresolved: config.unresolved.clone(),
+            webhooks,
+            revocation,
+            state,
             runtime: runtime.clone(),
         })
     }
@@ -162,6 +180,11 @@ impl Policy {
     /// Whether every secret was read: only such a policy may serve.
     pub fn has_secrets(&self) -> bool {
         self.unresolved.reading && self.unresolved.values.is_empty()
+    }
+
+    /// Connects the shared state (once per process: the first policy's `state`).
+    pub fn connect_state(&self) {
+        self.runtime.shared.connect(&self.state, &self.runtime.clock, &self.runtime.metrics);
     }
 
     /// Starts the background key refreshers (the first fetch happens at once).
@@ -183,8 +206,11 @@ impl Policy {
 
     /// SERVING once every issuer in use has keys (SPEC section 8), and while
     /// none of them is stale (`refresh.max_stale_seconds`).
+    /// With a shared state, also once its revocation set has been read, and
+    /// while it is current (or `on_stale: allow`).
     pub fn is_ready(&self) -> bool {
         self.issuers_in_use().all(|issuer| issuer.keys.usable().is_ok())
+            && self.runtime.shared.is_ready(self.runtime.clock.now())
     }
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
@@ -207,7 +233,16 @@ impl Policy {
             })
             .collect();
         let (cache_entries, cache_bytes) = (self.cache.entry_count(), self.cache.weighted_bytes());
-        metrics::State { ready, generation: self.generation, cache_entries, cache_bytes, issuers }
+        let revocations = &self.runtime.shared.revocations;
+        metrics::State {
+            ready,
+            generation: self.generation,
+            cache_entries,
+            cache_bytes,
+            issuers,
+            revocations: revocations.len() as u64,
+            revocation_staleness: revocations.staleness(self.runtime.clock.now()),
+        }
     }
 
     /// Fetches keys, concurrently and each within a bound, for issuers that have
@@ -245,11 +280,14 @@ impl Policy {
 }
 
 /// The identity headers of every route (defaults included where they apply),
-/// and those `defaults` declares even where no route takes them, once each.
-fn identity_headers(config: &Config, routes: &[Route]) -> Vec<String> {
+/// and those `defaults` declares even where no route takes them, once each;
+/// with a `forward` webhook, the `x-portcullis-webhook-*` headers it vouches for.
+fn identity_headers(config: &Config, routes: &[Route], webhooks: &[Webhook]) -> Vec<String> {
     let from_routes = routes.iter().flat_map(|route| route.identity.headers().map(|(name, _)| name.to_string()));
     let from_defaults = config.defaults.headers.iter().flatten().filter_map(|(name, _)| identity::settable(name));
-    let mut names: Vec<String> = from_routes.chain(from_defaults).collect();
+    let forwarding = webhooks.iter().any(|webhook| webhook.mode == crate::config::WebhookMode::Forward);
+    let from_webhooks = webhook::FORWARD_HEADERS.iter().filter(|_| forwarding).map(|name| name.to_string());
+    let mut names: Vec<String> = from_routes.chain(from_defaults).chain(from_webhooks).collect();
     names.sort_unstable();
     names.dedup();
     names
