@@ -6,6 +6,7 @@
 pub mod envoy;
 pub mod idp;
 pub mod tools;
+pub mod valkey;
 
 use std::time::Duration;
 
