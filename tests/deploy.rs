@@ -372,6 +372,9 @@ fn envoy_bootstraps_pass_envoy_validate() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, output) = envoy_validate(&repo().join("deploy/envoy/envoy.yaml"));
     assert!(ok, "envoy.yaml:\n{output}");
+    // Also run end to end by tests/events.rs.
+    let (ok, output) = envoy_validate(&repo().join("deploy/envoy/envoy-webhooks.yaml"));
+    assert!(ok, "envoy-webhooks.yaml:\n{output}");
 
     let certs = test_certificates(dir.path());
     let tls = TlsBootstrap::new(dir.path(), &certs);
@@ -704,6 +707,7 @@ fn every_deploy_file_is_validated() {
     let mut covered: BTreeSet<PathBuf> = [
         "deploy/envoy/envoy.yaml",
         "deploy/envoy/envoy-tls.yaml",
+        "deploy/envoy/envoy-webhooks.yaml",
         "deploy/envoy/sds/portcullis-client.yaml",
         "deploy/envoy/sds/portcullis-ca.yaml",
         "deploy/istio/istio-operator.yaml",

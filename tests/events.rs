@@ -452,3 +452,91 @@ async fn futures_join_all<T: Send + 'static>(
     }
     outputs
 }
+
+/// The shipped webhook bootstrap (deploy/envoy/envoy-webhooks.yaml) on loopback:
+/// ports picked by the OS, portcullis reached through a recording tap.
+fn webhook_bootstrap(authz: std::net::SocketAddr, upstream: std::net::SocketAddr) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy-webhooks.yaml"))
+        .expect("read deploy/envoy/envoy-webhooks.yaml");
+    let replacements = [
+        ("address: 127.0.0.1, port_value: 9901", "address: 127.0.0.1, port_value: 0".to_string()),
+        ("address: 0.0.0.0, port_value: 8080", "address: 127.0.0.1, port_value: 0".to_string()),
+        (
+            "address: portcullis-headless.portcullis.svc.cluster.local, port_value: 50051",
+            format!("address: {}, port_value: {}", authz.ip(), authz.port()),
+        ),
+        (
+            "address: api.apps.svc.cluster.local, port_value: 8080",
+            format!("address: {}, port_value: {}", upstream.ip(), upstream.port()),
+        ),
+    ];
+    replacements.into_iter().fold(shipped, |text, (from, to)| {
+        assert!(text.contains(from), "the shipped bootstrap no longer has {from:?}");
+        text.replace(from, &to)
+    })
+}
+
+#[tokio::test]
+async fn through_envoy_a_webhook_body_reaches_portcullis_exactly_and_only_on_webhook_routes() {
+    use common::envoy::{AuthzTap, Envoy, Upstream, raw_request};
+    let edge = Edge::new().await;
+    let running = replica(
+        &edge.config("memory").replace(
+            "routes:\n  - match: { prefix: /api/ }",
+            "routes:\n  - match: { prefix: /api/ }\n    action: allow",
+        ),
+        Clock::system(),
+    )
+    .await;
+    let tap = AuthzTap::forwarding_to(running.authz_addr).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start_with(&webhook_bootstrap(tap.addr, upstream.addr)).await;
+    let now = Clock::system().now();
+    let jwt = [("content-type", "application/jwt")];
+
+    // A Kinde-style delivery: verified from raw_body (Envoy 1.40 leaves `body` empty with
+    // pack_as_bytes at the filter), consumed with a 204 that never reaches the upstream.
+    let body = edge.event("event_envoy_1", "user.created", json!({"id": "kp_envoy"}), now);
+    let reply = envoy.send("POST", WEBHOOK, &jwt, Some(&body)).await;
+    assert_eq!(reply.status, 204, "{reply:?}\n{}", envoy.log());
+    let sent = tap.last();
+    let http = sent.attributes.unwrap().request.unwrap().http.unwrap();
+    assert_eq!(http.raw_body, body.as_bytes(), "the exact bytes in raw_body");
+    assert!(http.body.is_empty(), "and nothing in body (envoy#35623)");
+    // The replay is acknowledged with a 200 from the denied response.
+    let replay = envoy.send("POST", WEBHOOK, &jwt, Some(&body)).await;
+    assert_eq!((replay.status, replay.body.as_str()), (200, r#"{"status":"duplicate"}"#));
+    assert_eq!(upstream.count(), 0, "consumed deliveries never reach the upstream");
+
+    // Over max_request_bytes: Envoy answers 413 without asking portcullis.
+    let checks = tap.count();
+    let huge = "x".repeat(70 * 1024);
+    let reply = envoy.send("POST", WEBHOOK, &jwt, Some(&huge)).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(tap.count(), checks, "no Check for a body over the limit");
+
+    // A chunked upload (three chunks) is buffered whole and verifies.
+    let chunked_body = edge.event("event_envoy_2", "user.created", json!({"id": "kp_chunked"}), now);
+    let thirds = chunked_body.len() / 3;
+    let parts = [&chunked_body[..thirds], &chunked_body[thirds..2 * thirds], &chunked_body[2 * thirds..]];
+    let mut request = raw_request(
+        "POST",
+        WEBHOOK,
+        &[("Host", "api.example.com"), ("Content-Type", "application/jwt"), ("Transfer-Encoding", "chunked")],
+        "",
+    );
+    for part in parts {
+        request.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let reply = envoy.raw(&request).await;
+    assert_eq!(reply.status, 204, "{reply:?}\n{}", envoy.log());
+
+    // Any other route: the body is neither buffered nor sent to portcullis.
+    let reply = envoy.send("POST", "/api/orders", &[("content-type", "application/json")], Some("{\"x\":1}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let http = tap.last().attributes.unwrap().request.unwrap().http.unwrap();
+    assert_eq!(http.path, "/api/orders");
+    assert!(http.raw_body.is_empty() && http.body.is_empty(), "no body on a non-webhook route");
+    assert_eq!(upstream.last().body, b"{\"x\":1}", "the upstream still gets the body");
+}
