@@ -1264,11 +1264,14 @@ const METRICS_ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 /// A policy with something for every metric: a JWKS issuer, a Supabase backend,
 /// a dry-run route, the Admin API, a one-token cache (evictions).
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 fn metrics_config(issuer: &common::DevIssuer) -> String {
     format!(
         "{listen}admin: {{ token: {METRICS_ADMIN_TOKEN} }}\ncache: {{ tokens: 1 }}\nlimits: {{ concurrent_checks: 1 }}\n\
          issuers:\n  idp: {{ issuer: \"{iss}\", jwks_uri: \"{jwks}\", refresh: {{ unknown_kid_wait_ms: 1000 }} }}\n\
          backends:\n  db: {{ type: supabase, apikey: anon-key, mode: remint, signing_key: {secret} }}\n\
+         webhooks:\n  - {{ name: hooks, match: {{ path: /webhooks/hooks }}, kind: standard_webhooks, secrets: [\"{WEBHOOK_SECRET}\"], events: [user.created] }}\n\
          routes:\n  - {{ name: api, match: {{ prefix: /api/ }} }}\n  - {{ name: rest, match: {{ prefix: /rest/v1/ }}, backend: db }}\n\
          \x20 - {{ name: rollout, match: {{ prefix: /rollout/ }}, mode: dry_run, require: {{ permissions: [orders:admin] }} }}\n",
         listen = common::LISTEN_ANY,
@@ -1315,6 +1318,14 @@ async fn metrics_after_traffic() -> String {
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rollout/x", &alice).await);
+    // Webhook deliveries: consumed (204), replayed (200) and of a type not listed (200, ignored).
+    let body = "{\"type\":\"user.created\"}";
+    let delivery = common::standard_webhook("/webhooks/hooks", WEBHOOK_SECRET, "msg_1", clock.now(), body);
+    assert_denied(&check(&mut client, delivery.clone()).await, 204);
+    assert_denied(&check(&mut client, delivery).await, 200);
+    let other = "{\"type\":\"user.updated\"}";
+    let ignored = common::standard_webhook("/webhooks/hooks", WEBHOOK_SECRET, "msg_2", clock.now(), other);
+    assert_denied(&check(&mut client, ignored).await, 200);
 
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.admin_addr)).unwrap();
     let mut admin = AdminClient::new(channel.connect().await.unwrap());
@@ -1324,6 +1335,12 @@ async fn metrics_after_traffic() -> String {
         request
     }
     admin.get_status(authorized(GetStatusRequest {})).await.unwrap();
+    let revoke = portcullis::proto::admin::v1::RevokeSubjectRequest {
+        issuer: "idp".into(),
+        subject: "mallory".into(),
+        issued_before: None,
+    };
+    admin.revoke_subject(authorized(revoke)).await.unwrap();
     admin.get_status(GetStatusRequest {}).await.unwrap_err();
     admin.reload_policy(authorized(ReloadPolicyRequest {})).await.unwrap();
     let good = std::fs::read_to_string(&config_file).unwrap();
