@@ -139,13 +139,15 @@ impl Policy {
         let leeway =
             |name: &str| issuers.iter().find(|issuer| &*issuer.name == name).map(|issuer| issuer.leeway_seconds);
         let revocation = problems.take("revocation", revocation::compile(&config.revocation, leeway, &webhook_names));
-        let state = problems.take("state", state::compile(&config.state));
+        // A Redis URL from a secret that was not read (`--no-secrets`) stands in as
+        // memory: such a policy never serves, and its problem is listed as not checked.
+        let state = problems.take("state", state::compile(&config.state)).unwrap_or(StateSettings::Memory);
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
         // A value that was not read was reported once (or is listed as not checked):
         // what it causes here is not a second problem.
         problems.retain(|problem| !config.unresolved.covers(&problem.path));
-        let (Some(revocation), Some(state), true) = (revocation, state, problems.is_empty()) else {
+        let (Some(revocation), true) = (revocation, problems.is_empty()) else {
             return Err(problems.into_vec());
         };
         let warnings = warnings(config, &issuers);
