@@ -129,10 +129,13 @@ pub struct Revocations {
 /// `synced_at` of a set nothing else writes to (`state: memory`).
 pub const ALWAYS_CURRENT: u64 = u64::MAX;
 
+/// By issuer, then subject or jti: a Check looks both up by `&str`, allocating nothing.
 #[derive(Debug, Default)]
 struct Entries {
-    subjects: HashMap<(String, String), (u64, u64)>,
-    tokens: HashMap<(String, String), u64>,
+    /// issuer -> subject -> (cutoff, expires)
+    subjects: HashMap<String, HashMap<String, (u64, u64)>>,
+    /// issuer -> jti -> expires
+    tokens: HashMap<String, HashMap<String, u64>>,
 }
 
 impl Revocations {
@@ -188,19 +191,24 @@ impl Revocations {
         match change {
             Change::RevokeSubject { issuer, subject, cutoff, expires } => {
                 // Cutoffs only move forward: a late, older revocation never un-revokes tokens.
-                let entry = entries.subjects.entry((issuer.clone(), subject.clone())).or_insert((0, 0));
+                let of_issuer = entries.subjects.entry(issuer.clone()).or_default();
+                let entry = of_issuer.entry(subject.clone()).or_insert((0, 0));
                 entry.0 = entry.0.max(*cutoff);
                 entry.1 = entry.1.max(*expires);
             }
             Change::RevokeToken { issuer, jti, expires } => {
-                let entry = entries.tokens.entry((issuer.clone(), jti.clone())).or_insert(0);
+                let entry = entries.tokens.entry(issuer.clone()).or_default().entry(jti.clone()).or_insert(0);
                 *entry = (*entry).max(*expires);
             }
             Change::UnrevokeSubject { issuer, subject } => {
-                entries.subjects.remove(&(issuer.clone(), subject.clone()));
+                if let Some(of_issuer) = entries.subjects.get_mut(issuer) {
+                    of_issuer.remove(subject);
+                }
             }
             Change::UnrevokeToken { issuer, jti } => {
-                entries.tokens.remove(&(issuer.clone(), jti.clone()));
+                if let Some(of_issuer) = entries.tokens.get_mut(issuer) {
+                    of_issuer.remove(jti);
+                }
             }
         }
     }
@@ -223,12 +231,16 @@ impl Revocations {
             return None;
         }
         if let Some(jti) = token.claim_str("jti")
-            && entries.tokens.get(&(issuer.to_string(), jti.to_string())).is_some_and(|expires| *expires >= now)
+            && entries
+                .tokens
+                .get(issuer)
+                .and_then(|of_issuer| of_issuer.get(jti))
+                .is_some_and(|expires| *expires >= now)
         {
             return Some(Revoked::Token);
         }
         let subject = token.claim_str("sub")?;
-        let (cutoff, expires) = *entries.subjects.get(&(issuer.to_string(), subject.to_string()))?;
+        let (cutoff, expires) = *entries.subjects.get(issuer)?.get(subject)?;
         if expires < now {
             return None;
         }
@@ -246,23 +258,21 @@ impl Revocations {
         let mut subjects: Vec<Entry> = entries
             .subjects
             .iter()
-            .filter(|(_, (_, expires))| *expires >= now)
-            .map(|((issuer, subject), (cutoff, expires))| Entry::Subject {
+            .flat_map(|(issuer, of_issuer)| of_issuer.iter().map(move |(subject, at)| (issuer, subject, *at)))
+            .filter(|(_, _, (_, expires))| *expires >= now)
+            .map(|(issuer, subject, (cutoff, expires))| Entry::Subject {
                 issuer: issuer.clone(),
                 subject: subject.clone(),
-                cutoff: *cutoff,
-                expires: *expires,
+                cutoff,
+                expires,
             })
             .collect();
         let mut tokens: Vec<Entry> = entries
             .tokens
             .iter()
-            .filter(|(_, expires)| **expires >= now)
-            .map(|((issuer, jti), expires)| Entry::Token {
-                issuer: issuer.clone(),
-                jti: jti.clone(),
-                expires: *expires,
-            })
+            .flat_map(|(issuer, of_issuer)| of_issuer.iter().map(move |(jti, expires)| (issuer, jti, *expires)))
+            .filter(|(_, _, expires)| *expires >= now)
+            .map(|(issuer, jti, expires)| Entry::Token { issuer: issuer.clone(), jti: jti.clone(), expires })
             .collect();
         subjects.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         tokens.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
@@ -286,13 +296,20 @@ impl Revocations {
     /// Forgets entries that cover no valid token any more.
     pub fn purge_expired(&self, now: u64) {
         let mut entries = self.entries.write().expect("revocations lock poisoned");
-        entries.subjects.retain(|_, (_, expires)| *expires >= now);
-        entries.tokens.retain(|_, expires| *expires >= now);
+        for of_issuer in entries.subjects.values_mut() {
+            of_issuer.retain(|_, (_, expires)| *expires >= now);
+        }
+        for of_issuer in entries.tokens.values_mut() {
+            of_issuer.retain(|_, expires| *expires >= now);
+        }
+        entries.subjects.retain(|_, of_issuer| !of_issuer.is_empty());
+        entries.tokens.retain(|_, of_issuer| !of_issuer.is_empty());
     }
 
     pub fn len(&self) -> usize {
         let entries = self.entries.read().expect("revocations lock poisoned");
-        entries.subjects.len() + entries.tokens.len()
+        entries.subjects.values().map(HashMap::len).sum::<usize>()
+            + entries.tokens.values().map(HashMap::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {

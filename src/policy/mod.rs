@@ -135,6 +135,7 @@ impl Policy {
             .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
             .collect();
         let webhooks = problems.take("webhooks", webhook::compile(&config.webhooks, &issuers)).unwrap_or_default();
+        check_webhook_bodies(&webhooks, &config.limits, &mut problems);
         let webhook_names: Vec<&str> = config.webhooks.iter().map(|webhook| webhook.name.as_str()).collect();
         let leeway =
             |name: &str| issuers.iter().find(|issuer| &*issuer.name == name).map(|issuer| issuer.leeway_seconds);
@@ -345,6 +346,23 @@ fn check_observability(config: &Config, problems: &mut Problems) {
     }
 }
 
+/// A webhook's body travels in the CheckRequest, whose size limit is twice
+/// `limits.max_header_bytes` plus an envelope (see `intake`): a body up to
+/// `max_header_bytes` always fits beside headers within their own limit.
+fn check_webhook_bodies(webhooks: &[Webhook], limits: &LimitsConfig, problems: &mut Problems) {
+    for (index, webhook) in webhooks.iter().enumerate() {
+        if webhook.max_body_bytes > limits.max_header_bytes {
+            problems.push(
+                format!("webhooks[{index}].max_body_bytes"),
+                format!(
+                    "at most limits.max_header_bytes ({}): the body travels in the CheckRequest, whose size follows that limit",
+                    limits.max_header_bytes
+                ),
+            );
+        }
+    }
+}
+
 /// What the routes' CEL rules may add to a cached token, for its cache weight.
 fn rule_additions(routes: &[Route]) -> RuleAdditions {
     let rules = routes.iter().filter_map(|route| route.requirements.as_ref());
@@ -483,6 +501,32 @@ mod tests {
         // With the secrets read, the same config needs them.
         let err = compile_text(text, "t", &runtime, None).unwrap_err();
         assert_eq!(err.problems.len(), 3, "one problem per unset value, no follow-on: {err}");
+    }
+
+    #[test]
+    fn event_sections_are_checked_by_path_without_quoting_secrets() {
+        let text = "webhooks:\n  - { name: h, match: { path: /h }, kind: svix, secrets: ['whsec_!!s3cret'], max_body_bytes: 200000 }\n  - { name: h, match: { path: h }, kind: kinde }\nrevocation:\n  on_event: [{ webhook: nope, type: user.deleted, revoke_subject: $.data.id, issuer: nope }]\nstate: { redis: 'http://user:s3cret@cache' }\nroutes: []\n";
+        let err = compile_text(text, "t", &runtime(ScriptedFetcher::new([])), None).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "webhooks[0].secrets[0]: the part after whsec_ is not base64",
+                "webhooks[1].name: another webhook has this name",
+                "webhooks[1].match.path: must start with '/' and have no query string",
+                "webhooks[1].issuer: required for kind: kinde (the issuer whose JWKS signs the deliveries)",
+                "revocation.on_event[0].webhook: no webhook of that name in `webhooks`",
+                "revocation.on_event[0].issuer: no issuer of that name in `issuers`",
+                "state.redis: must be a redis://host:port/db or rediss:// URL",
+            ]
+        );
+        assert!(!problems.concat().contains("s3cret"));
+        let large = "webhooks:\n  - { name: h, match: { path: /h }, kind: svix, secrets: ['whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD'], max_body_bytes: 200000 }\nroutes: []\n";
+        let err = compile_text(large, "t", &runtime(ScriptedFetcher::new([])), None).unwrap_err();
+        assert_eq!(
+            err.problems[0].to_string(),
+            "webhooks[0].max_body_bytes: at most limits.max_header_bytes (98304): the body travels in the CheckRequest, whose size follows that limit"
+        );
     }
 
     #[tokio::test]

@@ -57,8 +57,9 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         Box::pin(async move {
             let first = self.record(key, ttl);
-            if first {
+            if first && !changes.is_empty() {
                 changes.iter().for_each(|change| self.apply(change));
+                self.revocations.purge_expired(self.clock.now());
             }
             Ok(first)
         })
