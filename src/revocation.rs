@@ -124,6 +124,9 @@ pub struct Revocations {
     /// `state.max_stale_seconds` and `state.on_stale`, set when the state is connected.
     stale_after: AtomicU64,
     on_stale_allow: std::sync::atomic::AtomicBool,
+    /// Changes applied while a resynchronisation reads the snapshot: replayed on
+    /// top of it, so a revocation applied meanwhile is never dropped by the swap.
+    resyncing: std::sync::Mutex<Option<Vec<Change>>>,
 }
 
 /// `synced_at` of a set nothing else writes to (`state: memory`).
@@ -187,6 +190,13 @@ impl Revocations {
     }
 
     pub fn apply(&self, change: &Change) {
+        if let Some(pending) = self.resyncing.lock().expect("resync lock poisoned").as_mut() {
+            pending.push(change.clone());
+        }
+        self.apply_entry(change);
+    }
+
+    fn apply_entry(&self, change: &Change) {
         let mut entries = self.entries.write().expect("revocations lock poisoned");
         match change {
             Change::RevokeSubject { issuer, subject, cutoff, expires } => {
@@ -213,14 +223,22 @@ impl Revocations {
         }
     }
 
-    /// Replaces the whole set (a resynchronisation from the shared snapshot).
+    /// A resynchronisation starts: changes applied from now on survive [`Revocations::replace`].
+    pub fn begin_replace(&self) {
+        *self.resyncing.lock().expect("resync lock poisoned") = Some(Vec::new());
+    }
+
+    /// Replaces the whole set with `changes` (the shared snapshot), then replays
+    /// what was applied since [`Revocations::begin_replace`].
     pub fn replace(&self, changes: &[Change]) {
         let fresh = Revocations::default();
-        for change in changes {
-            fresh.apply(change);
+        let mut pending = self.resyncing.lock().expect("resync lock poisoned");
+        for change in changes.iter().chain(pending.iter().flatten()) {
+            fresh.apply_entry(change);
         }
         let taken = std::mem::take(&mut *fresh.entries.write().expect("revocations lock poisoned"));
         *self.entries.write().expect("revocations lock poisoned") = taken;
+        *pending = None;
     }
 
     /// Whether `token`, verified by the issuer named `issuer` (whose leeway is
@@ -447,6 +465,19 @@ mod tests {
         );
         set.apply(&Change::UnrevokeSubject { issuer: "idp".into(), subject: "u1".into() });
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_change_applied_during_a_resync_survives_the_swap() {
+        let set = Revocations::local();
+        set.apply(&subject(1_000, 5_000));
+        set.begin_replace();
+        let during = Change::RevokeToken { issuer: "idp".into(), jti: "j".into(), expires: 5_000 };
+        set.apply(&during);
+        set.replace(&[]);
+        assert_eq!(set.list(0), [Entry::Token { issuer: "idp".into(), jti: "j".into(), expires: 5_000 }]);
+        set.replace(&[subject(1_000, 5_000)]);
+        assert_eq!(set.len(), 1, "without a resync in progress the snapshot is the set");
     }
 
     #[test]

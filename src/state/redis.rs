@@ -36,8 +36,10 @@ const BLOCK_MS: u64 = 1_000;
 /// The stream keeps about this many changes (`XADD MAXLEN ~`); a replica
 /// further behind resynchronises from the snapshot.
 const STREAM_MAX_LEN: u64 = 100_000;
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Reconnection waits: short, so a replica is reading again within half a
+/// second of Redis coming back (a revocation made then reaches it at once).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Records a first-seen key (unless `KEYS[1]` is empty) and, only then, the
 /// changes: `ARGV[1]` the key's ttl in ms, `ARGV[2]` the stream's length, then
@@ -290,6 +292,7 @@ impl Inner {
     /// Redis has lost its data since the last read, writes back what this
     /// replica knows first. Returns the id to follow the stream from.
     async fn resync(&self, connection: &mut MultiplexedConnection) -> Result<String, RedisError> {
+        self.revocations.begin_replace();
         let known = self.epoch.lock().expect("epoch lock poisoned").clone();
         let mut epoch: Option<String> = redis::cmd("GET").arg(&self.keys.epoch).query_async(connection).await?;
         let lost = known.is_some() && epoch != known;
