@@ -540,3 +540,48 @@ async fn through_envoy_a_webhook_body_reaches_portcullis_exactly_and_only_on_web
     assert!(http.raw_body.is_empty() && http.body.is_empty(), "no body on a non-webhook route");
     assert_eq!(upstream.last().body, b"{\"x\":1}", "the upstream still gets the body");
 }
+
+/// The CLI's revocation commands, through the real binary and the Admin API
+/// (a multi-threaded runtime: the blocking CLI call must not stall the server it calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_revokes_lists_and_unrevokes() {
+    let edge = Edge::new().await;
+    let running = replica(&edge.config("memory"), Clock::system()).await;
+    let mut on = client(&running).await;
+    let now = Clock::system().now();
+    let token = edge.token("kp_cli", now, 60);
+    assert_eq!(token_status(&mut on, &token).await, 200);
+    let addr = running.admin_addr.to_string();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["admin", "--addr", &addr])
+            .args(args)
+            .output()
+            .expect("run portcullis admin");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["revoke-subject", "kinde", "kp_cli"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("revoked: kinde subject kp_cli issued-before "), "{out}");
+    assert_eq!(token_status(&mut on, &token).await, 401, "cached allow refused");
+    let (code, out, _) = cli(&["revoke-token", "kinde", "jti-1", "--expires", &(now + 60).to_string()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, format!("revoked: kinde jti jti-1 expires {}\n", now + 60 + 30));
+    let (code, out, _) = cli(&["revocations"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("state memory  current true  staleness 0s  entries 2\n"), "{out}");
+    let (code, _, err) = cli(&["revoke-subject", "nobody", "kp_cli"]);
+    assert_eq!(code, Some(1), "an unknown issuer is the caller's mistake: {err}");
+    assert!(err.contains("no issuer named \"nobody\""), "{err}");
+    let (code, out, err) = cli(&["unrevoke", "kinde", "kp_cli"]);
+    assert_eq!((code, out.as_str()), (Some(0), "unrevoked\n"), "{err}");
+    assert_eq!(token_status(&mut on, &token).await, 200, "allowed again");
+    let (code, _, _) = cli(&["unrevoke", "kinde", "--jti", "jti-1"]);
+    assert_eq!(code, Some(0));
+    let (_, out, _) = cli(&["revocations", "kinde"]);
+    assert!(out.contains("entries 0"), "{out}");
+}
