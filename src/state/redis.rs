@@ -213,7 +213,18 @@ impl Inner {
         }
         let mut writer = self.writer.clone();
         let timeout = self.settings.command_timeout;
-        match tokio::time::timeout(timeout, command.query_async::<i64>(&mut writer)).await {
+        let attempts = async {
+            match command.query_async::<i64>(&mut writer).await {
+                // The manager reconnects after a dropped connection but fails the call
+                // that found it dropped: one more try. Safe: the script is idempotent
+                // (a second run of a delivery that did run finds its id seen).
+                Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                    command.query_async::<i64>(&mut writer).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(timeout, attempts).await {
             Ok(Ok(recorded)) => Ok(recorded == 1),
             Ok(Err(err)) => Err(StateError::Unavailable(describe(&err))),
             Err(_) => Err(StateError::Timeout(timeout.as_millis() as u64)),
