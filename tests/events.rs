@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use common::valkey::RedisServer;
@@ -19,10 +18,6 @@ use portcullis::proto::admin::v1::{ListRevocationsRequest, RevokeSubjectRequest}
 use portcullis::server::Running;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
-
-/// One server for the tests that leave it running; each uses its own key prefix.
-/// Tests that kill connections or the server start their own.
-static SHARED_REDIS: LazyLock<RedisServer> = LazyLock::new(RedisServer::start);
 
 const WEBHOOK: &str = "/webhooks/kinde";
 
@@ -154,8 +149,11 @@ async fn revoke_subject(running: &Running, subject: &str) {
 
 #[tokio::test]
 async fn a_replay_to_another_replica_is_acknowledged_and_applied_once() {
+    // Each test its own server (valkey-server starts in milliseconds; a shared one
+    // in a static would outlive the test binary).
+    let redis = RedisServer::start();
     let edge = Edge::new().await;
-    let config = edge.config(&redis_state(&SHARED_REDIS, "replay", ""));
+    let config = edge.config(&redis_state(&redis, "replay", ""));
     let (a, b) = (replica(&config, Clock::system()).await, replica(&config, Clock::system()).await);
     let now = Clock::system().now();
     let body = edge.event("event_replay_1", "user.deleted", json!({"id": "kp_replayed"}), now);
@@ -185,8 +183,11 @@ async fn a_replay_to_another_replica_is_acknowledged_and_applied_once() {
 
 #[tokio::test]
 async fn concurrent_deliveries_to_two_replicas_have_exactly_one_first_seen_per_event() {
+    // Each test its own server (valkey-server starts in milliseconds; a shared one
+    // in a static would outlive the test binary).
+    let redis = RedisServer::start();
     let edge = Edge::new().await;
-    let config = edge.config(&redis_state(&SHARED_REDIS, "race", ""));
+    let config = edge.config(&redis_state(&redis, "race", ""));
     let (a, b) = (replica(&config, Clock::system()).await, replica(&config, Clock::system()).await);
     let (client_a, client_b) = (client(&a).await, client(&b).await);
     let now = Clock::system().now();
@@ -209,8 +210,11 @@ async fn concurrent_deliveries_to_two_replicas_have_exactly_one_first_seen_per_e
 
 #[tokio::test]
 async fn a_user_deleted_on_one_replica_is_enforced_by_the_other_including_cached_tokens() {
+    // Each test its own server (valkey-server starts in milliseconds; a shared one
+    // in a static would outlive the test binary).
+    let redis = RedisServer::start();
     let edge = Edge::new().await;
-    let config = edge.config(&redis_state(&SHARED_REDIS, "propagate", ""));
+    let config = edge.config(&redis_state(&redis, "propagate", ""));
     let (a, b) = (replica(&config, Clock::system()).await, replica(&config, Clock::system()).await);
     let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
     let now = Clock::system().now();
