@@ -589,3 +589,37 @@ async fn the_admin_cli_revokes_lists_and_unrevokes() {
     let (_, out, _) = cli(&["revocations", "kinde"]);
     assert!(out.contains("entries 0"), "{out}");
 }
+
+/// The revocation RPCs from a client nobody here wrote: grpcurl, through the admin port's reflection.
+#[tokio::test]
+async fn grpcurl_revokes_and_lists_through_reflection() {
+    let edge = Edge::new().await;
+    let running = replica(&edge.config("memory"), Clock::system()).await;
+    let grpcurl = common::tools::go_tool("grpcurl");
+    let addr = running.admin_addr.to_string();
+    let call = move |method: &str, body: &str| {
+        let output = std::process::Command::new(&grpcurl)
+            .args(["-plaintext", "-d", body, &addr, &format!("portcullis.admin.v1.Admin/{method}")])
+            .output()
+            .expect("run grpcurl");
+        assert!(output.status.success(), "{method}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).expect("JSON from grpcurl")
+    };
+    let (revoked, listed) = tokio::task::spawn_blocking(move || {
+        let revoked = call(
+            "RevokeSubject",
+            r#"{"issuer": "kinde", "subject": "kp_grpcurl", "issuedBefore": "2030-01-01T00:00:00Z"}"#,
+        );
+        (revoked, call("ListRevocations", "{}"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(revoked["revocation"]["subject"], "kp_grpcurl");
+    assert_eq!(revoked["revocation"]["issuedBefore"], "2030-01-01T00:00:00Z");
+    assert_eq!(listed["state"], "memory");
+    assert_eq!(listed["current"], true);
+    assert_eq!(listed["revocations"][0]["issuer"], "kinde");
+    let mut on = client(&running).await;
+    let token = edge.token("kp_grpcurl", Clock::system().now(), 60);
+    assert_eq!(token_status(&mut on, &token).await, 401);
+}
