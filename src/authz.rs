@@ -12,17 +12,22 @@ use crate::admission::{Admitted, Gate};
 use crate::authenticate::vouch;
 use crate::backend::{Authenticated, Mutations, plain};
 use crate::config::Action;
-use crate::decision::{Allowed, Audit, Caller, Decision, Denied, DenyReason};
+use crate::config::OnStale;
+use crate::decision::{Allowed, Audit, Caller, Decision, Denied, DenyReason, RenderedDeny};
+use crate::escape::escape;
 use crate::face::Face;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::observe::{Observer, Seen};
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
+use crate::revocation::Freshness;
 use crate::route::Route;
 use crate::rules::{Facts, Requirement, Requirements, Unmet, query};
+use crate::token::VerifiedToken;
 use crate::token::{digest, fingerprint};
 use crate::verify::VerifyFailure;
+use crate::webhook::{self, DeliveryError, Receipt, Webhook};
 
 /// Decides requests against the current policy, which can be swapped live.
 pub struct Authorizer {
@@ -87,6 +92,9 @@ async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> De
     if let Some(problem) = request.problem() {
         return deny(DenyReason::InvalidRequest(problem), request, None);
     }
+    if let Some(webhook) = policy.webhooks.iter().find(|webhook| webhook.matches(request)) {
+        return webhook_delivery(policy, webhook, request).await;
+    }
     let Some(route) = policy.router.route(request) else {
         return deny(DenyReason::NoRoute, request, None);
     };
@@ -143,6 +151,10 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, aud
     audit.issuer = Some(Arc::clone(&issuer.name));
     audit.cache_hit = Some(vouched.cache_hit);
     audit.token = Some(Arc::clone(&vouched.token));
+    // After verification, remembered or fresh: a cached allow never outlives a revocation.
+    if let Some(revoked) = revocation_check(policy, issuer, &vouched.token) {
+        return deny(revoked, request, Some(route));
+    }
     let mut dry_run = None;
     if let Some(requirements) = &route.requirements {
         let facts = Facts { token: &vouched.token, request, route: &route.name, now: policy.runtime.clock.now() };
@@ -175,6 +187,69 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, aud
     let mut decision = allowed(policy, route, Some(caller), mutations, dry_run);
     decision.claims = route.identity.metadata(&vouched.token.claims);
     Decision::Allow(decision)
+}
+
+/// A revoked token, or a revocation set that could not be confirmed current
+/// for `state.max_stale_seconds` under `on_stale: deny`. Reads this replica's
+/// set only: the Check path never waits for the shared state.
+fn revocation_check(policy: &Policy, issuer: &Issuer, token: &VerifiedToken) -> Option<DenyReason> {
+    let revocations = &policy.runtime.shared.revocations;
+    let now = policy.runtime.clock.now();
+    if revocations.freshness(now) == Freshness::Stale(OnStale::Deny) {
+        return Some(DenyReason::RevocationsStale);
+    }
+    revocations.check(&issuer.name, token, issuer.leeway_seconds, now).map(DenyReason::TokenRevoked)
+}
+
+/// A webhook delivery: verified, recorded and applied by `webhook`, then
+/// answered to the sender (`consume`, replays, ignored types, refusals) or
+/// forwarded upstream with the headers that vouch for it (`forward`).
+async fn webhook_delivery(policy: &Policy, webhook: &Webhook, request: &HttpRequest) -> Decision {
+    let store = policy.runtime.shared.store(&policy.runtime.clock, &policy.runtime.metrics);
+    let context = webhook::Context { store: &*store, revocation: &policy.revocation, clock: &policy.runtime.clock };
+    let delivered = webhook.deliver(request, &context).await;
+    let result = delivered.as_ref().map_or_else(DeliveryError::kind, Receipt::kind);
+    policy.runtime.metrics.record_webhook(&webhook.name, result);
+    let (reason, body) = match delivered {
+        Ok(receipt) if receipt.forwards() => return Decision::Allow(forwarded(policy, webhook, &receipt)),
+        Ok(receipt) => {
+            tracing::info!(webhook = %webhook.name, id = %escape(&receipt.id), event = %escape(&receipt.event_type), result, applied = receipt.applied, "webhook");
+            let body = match receipt.http_status() {
+                204 => String::new(),
+                _ => serde_json::json!({ "status": result }).to_string(),
+            };
+            (DenyReason::WebhookAnswered(receipt), body)
+        }
+        Err(error) => {
+            tracing::info!(webhook = %webhook.name, result, "webhook refused: {error}");
+            let body = serde_json::json!({ "error": result, "error_description": error.to_string() }).to_string();
+            (DenyReason::WebhookRefused(error), body)
+        }
+    };
+    let rendered =
+        RenderedDeny { http_status: reason.http_status(), content_type: "application/json", challenge: None, body };
+    Decision::Deny(Denied { reason, route: Some(Arc::clone(&webhook.name)), rendered })
+}
+
+/// A first-seen delivery on its way upstream, with the headers that vouch for
+/// it; client copies of every identity header (these included) are removed.
+fn forwarded(policy: &Policy, webhook: &Webhook, receipt: &Receipt) -> Allowed {
+    tracing::info!(webhook = %webhook.name, id = %escape(&receipt.id), event = %escape(&receipt.event_type), applied = receipt.applied, "webhook forwarded");
+    let [id, event_type, verified] = webhook::FORWARD_HEADERS;
+    let mut mutations = Mutations::default();
+    for (name, value) in [(id, receipt.id.as_str()), (event_type, receipt.event_type.as_str()), (verified, "true")] {
+        // A value that cannot be a header (a control character in a signed id) is left out, never forwarded raw.
+        if crate::header::is_header_value(value) {
+            mutations.set_headers.push((name.to_string(), value.to_string()));
+        }
+    }
+    mutations.remove(policy.identity_headers.iter().cloned());
+    Allowed {
+        route: Arc::clone(&webhook.name),
+        set_headers: mutations.set_headers,
+        remove_headers: mutations.remove_headers,
+        ..Default::default()
+    }
 }
 
 /// No token: the backend's anonymous access, if it has one. A route with

@@ -113,6 +113,37 @@ pub enum AdminCommand {
     },
     /// Re-read and validate the config file, then swap it in.
     Reload,
+    /// Revoke an issuer's tokens for a subject issued up to now (or --issued-before), on every replica.
+    RevokeSubject {
+        /// Issuer name from the config.
+        issuer: String,
+        /// The `sub` of the tokens to revoke.
+        subject: String,
+        /// Unix seconds; tokens with `iat` at or before it are revoked (default: now).
+        #[arg(long)]
+        issued_before: Option<i64>,
+    },
+    /// Revoke one token by its `jti`, until its `exp`.
+    RevokeToken {
+        /// Issuer name from the config.
+        issuer: String,
+        jti: String,
+        /// The token's `exp` in Unix seconds (default: now + revocation.max_token_lifetime_seconds).
+        #[arg(long)]
+        expires: Option<i64>,
+    },
+    /// List the revocations in force (optionally one issuer's).
+    Revocations { issuer: Option<String> },
+    /// Remove a subject's revocation (or a token's, with --jti).
+    Unrevoke {
+        issuer: String,
+        /// The subject whose cutoff is removed.
+        #[arg(required_unless_present = "jti", conflicts_with = "jti")]
+        subject: Option<String>,
+        /// The jti to take off the denylist.
+        #[arg(long)]
+        jti: Option<String>,
+    },
 }
 
 impl AdminCommand {
@@ -121,6 +152,10 @@ impl AdminCommand {
             AdminCommand::Status => "status",
             AdminCommand::Refresh { .. } => "refresh",
             AdminCommand::Reload => "reload",
+            AdminCommand::RevokeSubject { .. } => "revoke-subject",
+            AdminCommand::RevokeToken { .. } => "revoke-token",
+            AdminCommand::Revocations { .. } => "revocations",
+            AdminCommand::Unrevoke { .. } => "unrevoke",
         }
     }
 }

@@ -9,9 +9,11 @@ use crate::config::Placeholder;
 use crate::extract::ExtractError;
 use crate::keys::KeysUnavailable;
 use crate::request::RequestProblem;
+use crate::revocation::Revoked;
 use crate::rules::Unmet;
 use crate::token::{TokenDigest, VerifiedToken};
 use crate::verify::TokenError;
+use crate::webhook::{DeliveryError, Receipt};
 
 #[derive(Debug, Clone)]
 pub enum Decision {
@@ -118,6 +120,15 @@ pub enum DenyReason {
     RequirementUnmet(Unmet),
     /// More Checks in progress than `limits.concurrent_checks`: not decided.
     Overloaded,
+    /// A valid token whose subject or `jti` was revoked.
+    TokenRevoked(Revoked),
+    /// The revocation set could not be confirmed for `state.max_stale_seconds`
+    /// and `state.on_stale` is `deny`.
+    RevocationsStale,
+    /// A webhook delivery portcullis answers itself (consumed, a replay, or an ignored type).
+    WebhookAnswered(Receipt),
+    /// A webhook delivery refused (bad signature, outside the window, state unavailable, ...).
+    WebhookRefused(DeliveryError),
 }
 
 impl DenyReason {
@@ -130,8 +141,13 @@ impl DenyReason {
             DenyReason::InvalidRequest(RequestProblem::TooManyHeaders | RequestProblem::HeadersTooLarge) => 431,
             DenyReason::InvalidRequest(_) => 400,
             DenyReason::Unreadable(err) if err.is_bad_request() => 400,
-            DenyReason::MissingToken | DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => 401,
-            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded => 503,
+            DenyReason::MissingToken
+            | DenyReason::Unreadable(_)
+            | DenyReason::InvalidToken(_)
+            | DenyReason::TokenRevoked(_) => 401,
+            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded | DenyReason::RevocationsStale => 503,
+            DenyReason::WebhookAnswered(receipt) => receipt.http_status(),
+            DenyReason::WebhookRefused(error) => error.http_status(),
         }
     }
 
@@ -149,6 +165,10 @@ impl DenyReason {
             DenyReason::Refused(_) => "refused_by_backend",
             DenyReason::InvalidRequest(problem) => problem.kind(),
             DenyReason::RequirementUnmet(_) => "requirement_unmet",
+            DenyReason::TokenRevoked(_) => "token_revoked",
+            DenyReason::RevocationsStale => "revocations_stale",
+            DenyReason::WebhookAnswered(_) => "webhook_answered",
+            DenyReason::WebhookRefused(_) => "webhook_refused",
         }
     }
 
@@ -162,9 +182,13 @@ impl DenyReason {
             DenyReason::InvalidRequest(_) => "invalid_request",
             DenyReason::Unreadable(err) if err.is_bad_request() => "invalid_request",
             DenyReason::MissingToken => "unauthorized",
-            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => "invalid_token",
-            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded => "temporarily_unavailable",
+            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) | DenyReason::TokenRevoked(_) => "invalid_token",
+            DenyReason::KeysUnavailable(_) | DenyReason::Overloaded | DenyReason::RevocationsStale => {
+                "temporarily_unavailable"
+            }
             DenyReason::RequirementUnmet(_) => "insufficient_scope",
+            DenyReason::WebhookAnswered(receipt) => receipt.kind(),
+            DenyReason::WebhookRefused(error) => error.kind(),
         }
     }
 
@@ -181,6 +205,10 @@ impl DenyReason {
             DenyReason::Refused(refusal) => refusal.message.clone(),
             DenyReason::InvalidRequest(problem) => problem.description().into(),
             DenyReason::RequirementUnmet(unmet) => unmet.description(),
+            DenyReason::TokenRevoked(_) => "the token has been revoked".into(),
+            DenyReason::RevocationsStale => "the revocation list could not be confirmed current; retry shortly".into(),
+            DenyReason::WebhookAnswered(receipt) => format!("webhook delivery {}", receipt.kind()),
+            DenyReason::WebhookRefused(error) => error.to_string(),
         }
     }
 
@@ -202,7 +230,7 @@ impl DenyReason {
                     .map(|scopes| format!(", scope=\"{}\"", quoted_string_safe(scopes)))
                     .unwrap_or_default()
             )),
-            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) => Some(format!(
+            DenyReason::Unreadable(_) | DenyReason::InvalidToken(_) | DenyReason::TokenRevoked(_) => Some(format!(
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
                 quoted_string_safe(&self.description())
             )),

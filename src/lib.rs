@@ -45,10 +45,12 @@ pub mod probe;
 pub mod reflection;
 pub mod reload;
 pub mod request;
+pub mod revocation;
 pub mod route;
 pub mod rules;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
@@ -57,6 +59,7 @@ pub mod token;
 pub mod token_cache;
 pub mod trace;
 pub mod verify;
+pub mod webhook;
 
 /// Generated code for portcullis' own gRPC API.
 pub mod proto {

@@ -75,6 +75,17 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdminLabels {
     method: &'static str,
     result: &'static str,
@@ -94,6 +105,9 @@ pub struct Metrics {
     minted: Family<MintLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
     admin_calls: Family<AdminLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
+    revocations_applied: Family<OpLabel, Counter>,
+    state_errors: Counter,
     pub spans_dropped: Counter,
     /// The decision log's dropped lines and queued bytes.
     pub decision_log: LogMetrics,
@@ -118,6 +132,10 @@ pub struct State {
     /// The cache's estimate of the bytes its tokens hold (capped by `cache.max_bytes`).
     pub cache_bytes: u64,
     pub issuers: Vec<IssuerState>,
+    /// Entries in this replica's revocation set.
+    pub revocations: u64,
+    /// Seconds since the set was last confirmed against the shared state (0 with `state: memory`).
+    pub revocation_staleness: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +192,9 @@ impl Metrics {
             minted: Family::default(),
             reloads: Family::default(),
             admin_calls: Family::default(),
+            webhooks: Family::default(),
+            revocations_applied: Family::default(),
+            state_errors: Counter::default(),
             spans_dropped: Counter::default(),
             decision_log: LogMetrics::default(),
             deny_log_suppressed: Counter::default(),
@@ -224,6 +245,21 @@ impl Metrics {
         );
         registry.register("policy_reloads", "Policy reloads by result", self.reloads.clone());
         registry.register("admin_calls", "Admin API calls by method and result", self.admin_calls.clone());
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by webhook and result (verified, duplicate, ignored, bad_signature, stale, future, malformed, state_error, ...)",
+            self.webhooks.clone(),
+        );
+        registry.register(
+            "revocations_applied",
+            "Revocation changes applied to this replica's set, by operation (from webhooks, the Admin API or other replicas)",
+            self.revocations_applied.clone(),
+        );
+        registry.register(
+            "state_errors",
+            "Failed reads of the shared state (Redis) by the revocation reader",
+            self.state_errors.clone(),
+        );
         registry.register(
             "tracing_spans_dropped",
             "Spans dropped because the export queue was full",
@@ -306,6 +342,28 @@ impl Metrics {
         self.admin_calls.get_or_create(&AdminLabels { method, result }).inc();
     }
 
+    /// One webhook delivery's outcome.
+    pub fn record_webhook(&self, webhook: &Arc<str>, result: &'static str) {
+        self.webhooks.get_or_create(&WebhookLabels { webhook: Arc::clone(webhook), result }).inc();
+    }
+
+    /// A revocation change applied to this replica's set.
+    pub fn record_revocation_applied(&self, change: &crate::revocation::Change) {
+        use crate::revocation::Change;
+        let op = match change {
+            Change::RevokeSubject { .. } => "revoke_subject",
+            Change::RevokeToken { .. } => "revoke_token",
+            Change::UnrevokeSubject { .. } => "unrevoke_subject",
+            Change::UnrevokeToken { .. } => "unrevoke_token",
+        };
+        self.revocations_applied.get_or_create(&OpLabel { op }).inc();
+    }
+
+    /// The revocation reader could not read the shared state.
+    pub fn record_state_error(&self) {
+        self.state_errors.inc();
+    }
+
     /// Admin calls refused for a missing or wrong admin token (before any method runs).
     pub fn admin_unauthenticated(&self) -> Counter {
         self.admin_calls.get_or_create(&AdminLabels { method: "any", result: "unauthenticated" }).clone()
@@ -373,6 +431,10 @@ impl Collector for StateCollector {
         let bytes = clamp(state.cache_bytes);
         let help = "Estimated bytes the cached tokens hold, capped by cache.max_bytes";
         gauge(&mut encoder, "token_cache_bytes", help, None, bytes)?;
+        let help = "Entries (revoked subjects and tokens) in this replica's revocation set";
+        gauge(&mut encoder, "revocation_entries", help, None, clamp(state.revocations))?;
+        let help = "Seconds since this replica's revocation set was confirmed against the shared state";
+        gauge(&mut encoder, "revocation_staleness", help, Some(&Unit::Seconds), clamp(state.revocation_staleness))?;
         let issuers = &state.issuers;
         per_issuer(&mut encoder, issuers, "issuer_keys", "Verification keys loaded per issuer", None, |issuer| {
             Some(clamp(issuer.keys as u64))

@@ -88,6 +88,9 @@ impl Reloader {
         let mut warnings = self.listen_warnings(&next.listen);
         warnings.extend(self.message_limit_warning(&next));
         warnings.extend(restart_warnings(&current_observability, &next));
+        if next.runtime.shared.connected().is_some_and(|connected| *connected != next.state) {
+            warnings.push("state changed: takes effect after a restart".to_string());
+        }
         for warning in &next.warnings {
             tracing::warn!("config warning: {warning}");
             warnings.push(warning.to_string());

@@ -26,6 +26,8 @@ pub struct HttpRequest {
     /// `:authority` without the port or a trailing dot, lower-cased.
     pub host: String,
     headers: HashMap<String, String>,
+    /// The request body, when Envoy sent one (webhook routes only; see `webhook`).
+    body: Vec<u8>,
     problem: Option<RequestProblem>,
 }
 
@@ -77,6 +79,17 @@ impl HttpRequest {
     /// A request refused before it was read further (over the limits).
     pub fn refused(problem: RequestProblem) -> Self {
         HttpRequest { problem: Some(problem), ..Default::default() }
+    }
+
+    /// Sets the body (the gRPC face from Envoy's CheckRequest; tests).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The body as sent, empty when none was (webhook routes only; see `webhook`).
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Adds a header as received; repeated names are joined with ",".

@@ -127,6 +127,7 @@ pub async fn start(
         ),
         None => None,
     };
+    policy.connect_state();
     policy.start();
     let observer = Observer::new(Arc::clone(&policy.runtime.metrics), decision_log, options.tracing.clone());
     let authorizer = Arc::new(Authorizer::with_observer(policy, observer));

@@ -121,6 +121,7 @@ pub fn runtime(fetcher: Arc<ScriptedFetcher>) -> KeyRuntime {
         clock: Clock::fixed(NOW),
         jitter: Jitter::fixed(1.0),
         metrics: Default::default(),
+        shared: Default::default(),
     }
 }
 

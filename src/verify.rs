@@ -231,6 +231,37 @@ pub async fn verify(
     Err(last_error.into())
 }
 
+/// The claims of `token` once its signature verifies with one of `issuer`'s
+/// keys (chosen and refetched as for [`verify`]), checking no claim: for
+/// documents that are signed like tokens but are not access tokens (a Kinde
+/// webhook has no `iss`, `aud` or `exp`); the caller checks their shape.
+pub async fn signed_claims(token: &str, parsed: &Parsed, issuer: &Arc<Issuer>) -> Result<JsonObject, VerifyFailure> {
+    let alg = parsed.alg;
+    let Some(validation) = issuer.validation(alg) else {
+        return Err(TokenError::DisallowedAlgorithm(format!("{alg:?}")).into());
+    };
+    let mut keys = issuer.keys.usable().map_err(|unavailable| {
+        issuer.keys.nudge();
+        VerifyFailure::KeysUnavailable(unavailable)
+    })?;
+    let kid = parsed.kid.as_deref().filter(|_| keys.has_kids());
+    if let Some(kid) = kid
+        && keys.by_kid(kid).is_none()
+        && issuer.keys.refetch_for_kid(kid).await
+    {
+        keys = issuer.keys.usable().map_err(VerifyFailure::KeysUnavailable)?;
+    }
+    let mut last_error = TokenError::BadSignature;
+    for key in select_keys(&keys, alg, kid)? {
+        match check_signature(token, key, validation) {
+            Ok(claims) => return Ok(claims),
+            Err(TokenError::BadSignature) => {}
+            Err(other) => last_error = other,
+        }
+    }
+    Err(last_error.into())
+}
+
 /// Whether a remembered verification by `issuer` still holds: its key is still
 /// published, the keys are not stale, and the token has not expired since.
 pub fn still_valid(verified: &VerifiedToken, issuer: &Issuer, clock: &Clock) -> bool {

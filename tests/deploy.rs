@@ -37,9 +37,10 @@ use serde_json::{Value, json};
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 
 /// Every kustomization under deploy/ (checked against the tree below).
-const KUSTOMIZATIONS: [&str; 6] = [
+const KUSTOMIZATIONS: [&str; 7] = [
     "deploy/kubernetes/base",
     "deploy/kubernetes/overlays/tls",
+    "deploy/kubernetes/overlays/redis",
     "deploy/istio",
     "deploy/envoy-gateway",
     "deploy/prometheus",
@@ -372,6 +373,9 @@ fn envoy_bootstraps_pass_envoy_validate() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, output) = envoy_validate(&repo().join("deploy/envoy/envoy.yaml"));
     assert!(ok, "envoy.yaml:\n{output}");
+    // Also run end to end by tests/events.rs.
+    let (ok, output) = envoy_validate(&repo().join("deploy/envoy/envoy-webhooks.yaml"));
+    assert!(ok, "envoy-webhooks.yaml:\n{output}");
 
     let certs = test_certificates(dir.path());
     let tls = TlsBootstrap::new(dir.path(), &certs);
@@ -616,9 +620,16 @@ fn shipped_configs_pass_check_config() {
         assert!(ok, "{kustomization}: portcullis check-config:\n{output}");
         let mut config = yaml(text);
         config["listen"].as_object_mut().unwrap().remove("tls");
-        assert_eq!(config, base_config, "{kustomization}: the policy differs from the base in listen.tls at most");
+        // The Redis overlay adds identity events; the rest is the base's.
+        for events in ["webhooks", "revocation", "state"] {
+            config.as_object_mut().unwrap().remove(events);
+        }
+        assert_eq!(
+            config, base_config,
+            "{kustomization}: the policy differs from the base in listen.tls and events at most"
+        );
     }
-    assert_eq!(checked, 4, "the base and its three variants each ship a policy");
+    assert_eq!(checked, 5, "the base and its four variants each ship a policy");
 }
 
 /// Proof that each validator is strict: a typo'd copy of a real manifest fails.
@@ -704,6 +715,7 @@ fn every_deploy_file_is_validated() {
     let mut covered: BTreeSet<PathBuf> = [
         "deploy/envoy/envoy.yaml",
         "deploy/envoy/envoy-tls.yaml",
+        "deploy/envoy/envoy-webhooks.yaml",
         "deploy/envoy/sds/portcullis-client.yaml",
         "deploy/envoy/sds/portcullis-ca.yaml",
         "deploy/istio/istio-operator.yaml",
@@ -714,6 +726,7 @@ fn every_deploy_file_is_validated() {
         // Policy tests of the two portcullis.yaml, run by tests/policy_tests.rs.
         "deploy/kubernetes/base/portcullis.test.yaml",
         "deploy/kubernetes/overlays/tls/portcullis.test.yaml",
+        "deploy/kubernetes/overlays/redis/portcullis.test.yaml",
     ]
     .into_iter()
     .map(|rel| repo().join(rel))
@@ -1260,11 +1273,14 @@ const METRICS_ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 /// A policy with something for every metric: a JWKS issuer, a Supabase backend,
 /// a dry-run route, the Admin API, a one-token cache (evictions).
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 fn metrics_config(issuer: &common::DevIssuer) -> String {
     format!(
         "{listen}admin: {{ token: {METRICS_ADMIN_TOKEN} }}\ncache: {{ tokens: 1 }}\nlimits: {{ concurrent_checks: 1 }}\n\
          issuers:\n  idp: {{ issuer: \"{iss}\", jwks_uri: \"{jwks}\", refresh: {{ unknown_kid_wait_ms: 1000 }} }}\n\
          backends:\n  db: {{ type: supabase, apikey: anon-key, mode: remint, signing_key: {secret} }}\n\
+         webhooks:\n  - {{ name: hooks, match: {{ path: /webhooks/hooks }}, kind: standard_webhooks, secrets: [\"{WEBHOOK_SECRET}\"], events: [user.created] }}\n\
          routes:\n  - {{ name: api, match: {{ prefix: /api/ }} }}\n  - {{ name: rest, match: {{ prefix: /rest/v1/ }}, backend: db }}\n\
          \x20 - {{ name: rollout, match: {{ prefix: /rollout/ }}, mode: dry_run, require: {{ permissions: [orders:admin] }} }}\n",
         listen = common::LISTEN_ANY,
@@ -1311,6 +1327,14 @@ async fn metrics_after_traffic() -> String {
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rollout/x", &alice).await);
+    // Webhook deliveries: consumed (204), replayed (200) and of a type not listed (200, ignored).
+    let body = "{\"type\":\"user.created\"}";
+    let delivery = common::standard_webhook("/webhooks/hooks", WEBHOOK_SECRET, "msg_1", clock.now(), body);
+    assert_denied(&check(&mut client, delivery.clone()).await, 204);
+    assert_denied(&check(&mut client, delivery).await, 200);
+    let other = "{\"type\":\"user.updated\"}";
+    let ignored = common::standard_webhook("/webhooks/hooks", WEBHOOK_SECRET, "msg_2", clock.now(), other);
+    assert_denied(&check(&mut client, ignored).await, 200);
 
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.admin_addr)).unwrap();
     let mut admin = AdminClient::new(channel.connect().await.unwrap());
@@ -1320,6 +1344,12 @@ async fn metrics_after_traffic() -> String {
         request
     }
     admin.get_status(authorized(GetStatusRequest {})).await.unwrap();
+    let revoke = portcullis::proto::admin::v1::RevokeSubjectRequest {
+        issuer: "idp".into(),
+        subject: "mallory".into(),
+        issued_before: None,
+    };
+    admin.revoke_subject(authorized(revoke)).await.unwrap();
     admin.get_status(GetStatusRequest {}).await.unwrap_err();
     admin.reload_policy(authorized(ReloadPolicyRequest {})).await.unwrap();
     let good = std::fs::read_to_string(&config_file).unwrap();

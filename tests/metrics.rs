@@ -18,10 +18,14 @@ use serde_json::Value;
 const SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters";
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 fn config(issuer: &DevIssuer) -> String {
     format!(
         "{LISTEN_ANY}admin: {{ token: {ADMIN_TOKEN} }}\ncache: {{ tokens: 1 }}\nissuers:\n  idp: {{ issuer: \"{iss}\", jwks_uri: \"{jwks}\",\n         refresh: {{ unknown_kid_wait_ms: 1000 }} }}\n\
          backends:\n  db:\n    type: supabase\n    apikey: anon-key\n    mode: remint\n    signing_key: {SECRET}\n\
+         webhooks:\n  - {{ name: hooks, match: {{ path: /webhooks/hooks }}, kind: standard_webhooks, secrets: [\"{WEBHOOK_SECRET}\"] }}\n\
+         revocation:\n  on_event: [{{ webhook: hooks, type: user.deleted, revoke_subject: $.data.id, issuer: idp }}]\n\
          routes:\n  - name: api\n    match: {{ prefix: /api/ }}\n  - name: rest\n    match: {{ prefix: /rest/v1/ }}\n    backend: db\n\
          \x20 - name: rollout\n    match: {{ prefix: /rollout/ }}\n    mode: dry_run\n    require: {{ permissions: [orders:admin] }}\n",
         iss = issuer.issuer(),
@@ -68,6 +72,16 @@ async fn traffic(running: &Running, clock: &Clock, issuer: &DevIssuer, key: &Sig
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rest/v1/items", &alice).await);
     assert_allowed(&check_token(&mut client, "/rollout/x", &alice).await); // dry run: would deny
+    // A webhook delivery (consumed: 204) and its replay (200, a duplicate).
+    let delivery = standard_webhook(
+        "/webhooks/hooks",
+        WEBHOOK_SECRET,
+        "msg_1",
+        clock.now(),
+        "{\"type\":\"user.deleted\",\"data\":{\"id\":\"bob\"}}",
+    );
+    assert_denied(&check(&mut client, delivery.clone()).await, 204);
+    assert_denied(&check(&mut client, delivery).await, 200);
 }
 
 /// Admin calls (with and without the token) and two reloads, one of a broken file.
@@ -193,8 +207,8 @@ async fn every_documented_metric_is_exposed_and_parses_as_prometheus_text_and_op
         &[("route", "rest"), ("decision", "allow"), ("reason", "ok"), ("face", "ext_authz_grpc")],
         2.0,
     );
-    expect("portcullis_check_duration_seconds_count", &[("face", "ext_authz_grpc")], 11.0);
-    expect("portcullis_check_duration_seconds_bucket", &[("face", "ext_authz_grpc"), ("le", "+Inf")], 11.0);
+    expect("portcullis_check_duration_seconds_count", &[("face", "ext_authz_grpc")], 13.0);
+    expect("portcullis_check_duration_seconds_bucket", &[("face", "ext_authz_grpc"), ("le", "+Inf")], 13.0);
     let lowest = families["portcullis_check_duration_seconds_bucket"].iter().map(|(labels, _)| &labels["le"]);
     let bounds: Vec<f64> = lowest.filter_map(|le| le.parse().ok()).filter(|bound: &f64| bound.is_finite()).collect();
     assert!(bounds[0] <= 5e-6 && *bounds.last().unwrap() >= 0.1, "buckets 5 µs .. 100 ms: {bounds:?}");
@@ -234,6 +248,12 @@ async fn every_documented_metric_is_exposed_and_parses_as_prometheus_text_and_op
     expect("portcullis_unfinished_requests_cut_total", &[("reason", "arrival_timeout")], 0.0);
     expect("portcullis_unfinished_requests_cut_total", &[("reason", "connection_budget")], 0.0);
     expect("portcullis_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    expect("portcullis_webhooks_total", &[("webhook", "hooks"), ("result", "verified")], 1.0);
+    expect("portcullis_webhooks_total", &[("webhook", "hooks"), ("result", "duplicate")], 1.0);
+    expect("portcullis_revocations_applied_total", &[("op", "revoke_subject")], 1.0);
+    expect("portcullis_revocation_entries", &[], 1.0);
+    expect("portcullis_revocation_staleness_seconds", &[], 0.0);
+    expect("portcullis_state_errors_total", &[], 0.0);
     for (family, kind) in [
         ("portcullis_checks", "counter"),
         ("portcullis_check_duration_seconds", "histogram"),

@@ -43,6 +43,7 @@ fn shipped_configs() -> Vec<String> {
     configs.extend([
         "deploy/kubernetes/base/portcullis.yaml".into(),
         "deploy/kubernetes/overlays/tls/portcullis.yaml".into(),
+        "deploy/kubernetes/overlays/redis/portcullis.yaml".into(),
     ]);
     configs.sort();
     for config in &configs {

@@ -80,6 +80,7 @@ pub fn runtime() -> Runtime {
         clock: Clock::fixed(NOW),
         jitter: Jitter::fixed(0.5),
         metrics: Arc::default(),
+        shared: Arc::default(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! `portcullis admin status|refresh [ISSUER]|reload`: the Admin API from the
-//! command line, so operators need no grpcurl.
+//! `portcullis admin status|refresh [ISSUER]|reload|revoke-subject|revoke-token|
+//! revocations|unrevoke`: the Admin API from the command line, so operators need no grpcurl.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,7 +9,10 @@ use tonic::transport::Endpoint;
 
 use crate::cli::{AdminArgs, AdminCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::proto::admin::v1::admin_client::AdminClient;
-use crate::proto::admin::v1::{GetStatusRequest, IssuerStatus, RefreshKeysRequest, ReloadPolicyRequest};
+use crate::proto::admin::v1::{
+    GetStatusRequest, IssuerStatus, ListRevocationsRequest, RefreshKeysRequest, ReloadPolicyRequest, Revocation,
+    RevokeSubjectRequest, RevokeTokenRequest, UnrevokeRequest,
+};
 
 pub async fn run(args: AdminArgs) -> u8 {
     match call(&args).await {
@@ -94,6 +97,59 @@ async fn call(args: &AdminArgs) -> Result<String, tonic::Status> {
             }
             Ok(out)
         }
+        AdminCommand::RevokeSubject { issuer, subject, issued_before } => {
+            let issued_before = issued_before.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+            let request = RevokeSubjectRequest { issuer: issuer.clone(), subject: subject.clone(), issued_before };
+            let revoked = client.revoke_subject(request).await?.into_inner();
+            Ok(format!("revoked: {}\n", revoked.revocation.as_ref().map(revocation_line).unwrap_or_default()))
+        }
+        AdminCommand::RevokeToken { issuer, jti, expires } => {
+            let expires = expires.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+            let request = RevokeTokenRequest { issuer: issuer.clone(), jti: jti.clone(), expires };
+            let revoked = client.revoke_token(request).await?.into_inner();
+            Ok(format!("revoked: {}\n", revoked.revocation.as_ref().map(revocation_line).unwrap_or_default()))
+        }
+        AdminCommand::Revocations { issuer } => {
+            let request = ListRevocationsRequest { issuer: issuer.clone().unwrap_or_default() };
+            let list = client.list_revocations(request).await?.into_inner();
+            let mut out = format!(
+                "state {}  current {}  staleness {}s  entries {}\n",
+                list.state,
+                list.current,
+                list.staleness_seconds,
+                list.revocations.len()
+            );
+            for entry in &list.revocations {
+                out.push_str(&revocation_line(entry));
+                out.push('\n');
+            }
+            Ok(out)
+        }
+        AdminCommand::Unrevoke { issuer, subject, jti } => {
+            let request = UnrevokeRequest {
+                issuer: issuer.clone(),
+                subject: subject.clone().unwrap_or_default(),
+                jti: jti.clone().unwrap_or_default(),
+            };
+            client.unrevoke(request).await?;
+            Ok("unrevoked\n".to_string())
+        }
+    }
+}
+
+/// `issuer subject <sub> issued-before <t> expires <t>` or `issuer jti <jti> expires <t>` (Unix seconds).
+fn revocation_line(entry: &Revocation) -> String {
+    let at = |time: &Option<prost_types::Timestamp>| time.as_ref().map_or(0, |time| time.seconds);
+    if entry.jti.is_empty() {
+        format!(
+            "{} subject {} issued-before {} expires {}",
+            entry.issuer,
+            entry.subject,
+            at(&entry.issued_before),
+            at(&entry.expires)
+        )
+    } else {
+        format!("{} jti {} expires {}", entry.issuer, entry.jti, at(&entry.expires))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+mod revocations;
 
 use std::sync::Arc;
 
@@ -12,8 +13,9 @@ use crate::authz::Authorizer;
 use crate::issuer::Issuer;
 use crate::proto::admin::v1::admin_server::Admin;
 use crate::proto::admin::v1::{
-    CacheStatus, GetStatusRequest, GetStatusResponse, IssuerStatus, RefreshKeysRequest, RefreshKeysResponse,
-    ReloadPolicyRequest, ReloadPolicyResponse, SkippedKey,
+    CacheStatus, GetStatusRequest, GetStatusResponse, IssuerStatus, ListRevocationsRequest, ListRevocationsResponse,
+    RefreshKeysRequest, RefreshKeysResponse, ReloadPolicyRequest, ReloadPolicyResponse, RevokeResponse,
+    RevokeSubjectRequest, RevokeTokenRequest, SkippedKey, UnrevokeRequest, UnrevokeResponse,
 };
 use crate::reload::{ReloadError, Reloader};
 
@@ -59,6 +61,33 @@ impl Admin for AdminService {
     async fn reload_policy(&self, _: Request<ReloadPolicyRequest>) -> Result<Response<ReloadPolicyResponse>, Status> {
         let result = self.reload().await;
         self.count("ReloadPolicy", &result);
+        result
+    }
+
+    async fn revoke_subject(&self, request: Request<RevokeSubjectRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let result = revocations::revoke_subject(&self.authorizer.policy(), request.into_inner()).await;
+        self.count("RevokeSubject", &result);
+        result
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let result = revocations::revoke_token(&self.authorizer.policy(), request.into_inner()).await;
+        self.count("RevokeToken", &result);
+        result
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
+        let result = revocations::list(&self.authorizer.policy(), request.into_inner());
+        self.count("ListRevocations", &result);
+        result
+    }
+
+    async fn unrevoke(&self, request: Request<UnrevokeRequest>) -> Result<Response<UnrevokeResponse>, Status> {
+        let result = revocations::unrevoke(&self.authorizer.policy(), request.into_inner()).await;
+        self.count("Unrevoke", &result);
         result
     }
 }
@@ -111,6 +140,7 @@ fn code_label(code: tonic::Code) -> &'static str {
         tonic::Code::InvalidArgument => "invalid_argument",
         tonic::Code::FailedPrecondition => "failed_precondition",
         tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
         _ => "error",
     }
 }

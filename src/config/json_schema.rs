@@ -22,8 +22,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
-    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, RouteConfig, SupabaseBackendConfig, TelemetryConfig,
-    TokenFrom,
+    HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, RevocationConfig, RouteConfig, StateConfig,
+    SupabaseBackendConfig, TelemetryConfig, TokenFrom, WebhookConfig,
 };
 
 /// The schema `portcullis schema` prints: pretty JSON with a trailing newline.
@@ -71,6 +71,13 @@ impl JsonSchema for Config {
                     "type": "array",
                     "items": generator.subschema_for::<RouteConfig>(),
                 },
+                "webhooks": {
+                    "description": "Identity-provider webhooks verified at the edge (Kinde, Standard Webhooks, Svix/Clerk, WorkOS); matched before routes.",
+                    "type": ["array", "null"],
+                    "items": generator.subschema_for::<WebhookConfig>(),
+                },
+                "revocation": described(generator.subschema_for::<Option<RevocationConfig>>(), "Revoked subjects and tokens: fed by webhook events and the Admin API."),
+                "state": described(generator.subschema_for::<Option<StateConfig>>(), "Where first-seen event ids and revocations are kept: `memory` (the default, one replica) or Redis (every replica)."),
             },
         })
     }

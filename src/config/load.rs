@@ -16,11 +16,11 @@ use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
     AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
-    FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig,
-    SupabaseBackendConfig, TelemetryConfig, join_path,
+    FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RevocationConfig,
+    RouteConfig, StateConfig, SupabaseBackendConfig, TelemetryConfig, WebhookConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "listen",
     "admin",
     "cache",
@@ -32,6 +32,9 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "issuers",
     "backends",
     "routes",
+    "webhooks",
+    "revocation",
+    "state",
 ];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
@@ -120,6 +123,9 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
+    let webhooks = section::<Vec<WebhookConfig>>(top.get("webhooks"), "webhooks", problems).unwrap_or_default();
+    let revocation = section::<RevocationConfig>(top.get("revocation"), "revocation", problems).unwrap_or_default();
+    let state = section::<StateConfig>(top.get("state"), "state", problems).unwrap_or_default();
     outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
@@ -133,6 +139,9 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
         issuers,
         backends,
         routes,
+        webhooks,
+        revocation,
+        state,
         declared,
         unresolved,
     })

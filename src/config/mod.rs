@@ -10,6 +10,7 @@
 //! file for editors, `hasura_secret` is a pasted HASURA_GRAPHQL_JWT_SECRET's shape.
 
 mod document;
+mod events;
 mod hasura_secret;
 mod interpolate;
 pub mod json_schema;
@@ -19,6 +20,7 @@ mod schema;
 mod secrets;
 pub mod value_de;
 
+pub use events::*;
 pub use hasura_secret::{HasuraHeaderFields, HasuraSecretFields, OneOrMany};
 pub use load::{load_file, parse_str, read_file, read_str, read_str_with};
 pub use problem::{ConfigError, Problem, Problems, join_path};

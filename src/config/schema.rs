@@ -25,6 +25,12 @@ pub struct Config {
     pub issuers: Vec<(String, IssuerConfig)>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Identity-provider webhooks verified at the edge.
+    pub webhooks: Vec<super::WebhookConfig>,
+    /// Revocations fed by webhook events and the Admin API.
+    pub revocation: super::RevocationConfig,
+    /// Where first-seen event ids and revocations are kept.
+    pub state: super::StateConfig,
     /// Every issuer and backend name written, including those that did not
     /// parse: a route naming a broken issuer is not a second problem.
     pub declared: Declared,

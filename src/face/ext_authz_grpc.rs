@@ -90,7 +90,15 @@ pub fn request_view(check: &CheckRequest, limits: &LimitsConfig) -> HttpRequest 
     let path = first_non_empty(&http.path, request.header(":path"));
     let host = first_non_empty(&http.host, request.header(":authority").or(request.header("host")));
     request.set_line(&method, &path, &host);
-    request
+    request.with_body(envoy_body(http))
+}
+
+/// The exact bytes are in `raw_body` when the filter sets
+/// `with_request_body { pack_as_bytes: true }`; otherwise Envoy sends `body`,
+/// re-encoded as UTF-8 (which breaks a signature over other bytes). Read
+/// `raw_body`, fall back to `body`.
+fn envoy_body(http: &EnvoyHttpRequest) -> Vec<u8> {
+    if http.raw_body.is_empty() { http.body.as_bytes().to_vec() } else { http.raw_body.clone() }
 }
 
 fn copy_headers(request: &mut HttpRequest, http: &EnvoyHttpRequest) {
@@ -175,15 +183,10 @@ fn header(name: &str, value: &str) -> HeaderValueOption {
     }
 }
 
+/// Envoy's enum names every status portcullis answers with (a webhook's 204
+/// and 413 included); anything else would be a bug, answered 403.
 fn status_code(http_status: u16) -> StatusCode {
-    match http_status {
-        401 => StatusCode::Unauthorized,
-        503 => StatusCode::ServiceUnavailable,
-        200 => StatusCode::Ok,
-        400 => StatusCode::BadRequest,
-        431 => StatusCode::RequestHeaderFieldsTooLarge,
-        _ => StatusCode::Forbidden,
-    }
+    StatusCode::try_from(i32::from(http_status)).unwrap_or(StatusCode::Forbidden)
 }
 
 fn rpc_code(http_status: u16) -> Code {

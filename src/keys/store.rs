@@ -91,6 +91,8 @@ pub struct KeyRuntime {
     pub clock: Clock,
     pub jitter: Jitter,
     pub metrics: Arc<Metrics>,
+    /// The revocation set and the shared state: they outlive every policy too.
+    pub shared: Arc<crate::state::Shared>,
 }
 
 impl Default for KeyRuntime {
@@ -101,6 +103,7 @@ impl Default for KeyRuntime {
             clock: Clock::system(),
             jitter: Jitter::random(),
             metrics: Arc::default(),
+            shared: Arc::default(),
         }
     }
 }

@@ -26,10 +26,13 @@ use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
 use crate::metrics;
+use crate::revocation::{self, RevocationPolicy};
 use crate::route::{self, Names, Route, Router};
+use crate::state::{self, StateSettings};
 use crate::tls::ReloadingTls;
 use crate::token::RuleAdditions;
 use crate::token_cache::{CacheBudget, TokenCache};
+use crate::webhook::{self, Webhook};
 
 pub use summary::summary;
 
@@ -66,6 +69,12 @@ pub struct Policy {
     pub telemetry: Option<TelemetryConfig>,
     /// Values whose `${...}` was not read: empty in a policy that may serve.
     pub unresolved: Unresolved,
+    /// Identity-provider webhooks, matched before the routes.
+    pub webhooks: Vec<Webhook>,
+    /// What events revoke, and how long a cutoff is kept.
+    pub revocation: RevocationPolicy,
+    /// Where first-seen ids and revocations are kept (connected once, at start).
+    pub state: StateSettings,
     pub runtime: Runtime,
 }
 
@@ -129,14 +138,23 @@ impl Policy {
             .iter()
             .filter_map(|route| problems.take(&format!("routes[{}]", route.position), Route::compile(route, &names)))
             .collect();
+        let webhooks = problems.take("webhooks", webhook::compile(&config.webhooks, &issuers)).unwrap_or_default();
+        check_webhook_bodies(&webhooks, &config.limits, &mut problems);
+        let webhook_names: Vec<&str> = config.webhooks.iter().map(|webhook| webhook.name.as_str()).collect();
+        let leeway =
+            |name: &str| issuers.iter().find(|issuer| &*issuer.name == name).map(|issuer| issuer.leeway_seconds);
+        let revocation = problems.take("revocation", revocation::compile(&config.revocation, leeway, &webhook_names));
+        // A Redis URL from a secret that was not read (`--no-secrets`) stands in as
+        // memory: such a policy never serves, and its problem is listed as not checked.
+        let state = problems.take("state", state::compile(&config.state)).unwrap_or(StateSettings::Memory);
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
         // A value that was not read was reported once (or is listed as not checked):
         // what it causes here is not a second problem.
         problems.retain(|problem| !config.unresolved.covers(&problem.path));
-        if !problems.is_empty() {
+        let (Some(revocation), true) = (revocation, problems.is_empty()) else {
             return Err(problems.into_vec());
-        }
+        };
         let warnings = warnings(config, &issuers);
         let rule_additions = rule_additions(&routes);
         Ok(Policy {
@@ -145,7 +163,7 @@ impl Policy {
             admin_token: config.admin.token.clone(),
             issuers,
             backends,
-            identity_headers: identity_headers(config, &routes),
+            identity_headers: identity_headers(config, &routes, &webhooks),
             warnings,
             router: Router::new(routes),
             cache: TokenCache::new(
@@ -160,6 +178,9 @@ impl Policy {
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),
             unresolved: config.unresolved.clone(),
+            webhooks,
+            revocation,
+            state,
             runtime: runtime.clone(),
         })
     }
@@ -167,6 +188,11 @@ impl Policy {
     /// Whether every secret was read: only such a policy may serve.
     pub fn has_secrets(&self) -> bool {
         self.unresolved.reading && self.unresolved.values.is_empty()
+    }
+
+    /// Connects the shared state (once per process: the first policy's `state`).
+    pub fn connect_state(&self) {
+        self.runtime.shared.connect(&self.state, &self.runtime.clock, &self.runtime.metrics);
     }
 
     /// Starts the background key refreshers (the first fetch happens at once).
@@ -188,8 +214,11 @@ impl Policy {
 
     /// SERVING once every issuer in use has keys (SPEC section 8), and while
     /// none of them is stale (`refresh.max_stale_seconds`).
+    /// With a shared state, also once its revocation set has been read, and
+    /// while it is current (or `on_stale: allow`).
     pub fn is_ready(&self) -> bool {
         self.issuers_in_use().all(|issuer| issuer.keys.usable().is_ok())
+            && self.runtime.shared.is_ready(self.runtime.clock.now())
     }
 
     pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
@@ -212,7 +241,16 @@ impl Policy {
             })
             .collect();
         let (cache_entries, cache_bytes) = (self.cache.entry_count(), self.cache.weighted_bytes());
-        metrics::State { ready, generation: self.generation, cache_entries, cache_bytes, issuers }
+        let revocations = &self.runtime.shared.revocations;
+        metrics::State {
+            ready,
+            generation: self.generation,
+            cache_entries,
+            cache_bytes,
+            issuers,
+            revocations: revocations.len() as u64,
+            revocation_staleness: revocations.staleness(self.runtime.clock.now()),
+        }
     }
 
     /// Fetches keys, concurrently and each within a bound, for issuers that have
@@ -250,11 +288,14 @@ impl Policy {
 }
 
 /// The identity headers of every route (defaults included where they apply),
-/// and those `defaults` declares even where no route takes them, once each.
-fn identity_headers(config: &Config, routes: &[Route]) -> Vec<String> {
+/// and those `defaults` declares even where no route takes them, once each;
+/// with a `forward` webhook, the `x-portcullis-webhook-*` headers it vouches for.
+fn identity_headers(config: &Config, routes: &[Route], webhooks: &[Webhook]) -> Vec<String> {
     let from_routes = routes.iter().flat_map(|route| route.identity.headers().map(|(name, _)| name.to_string()));
     let from_defaults = config.defaults.headers.iter().flatten().filter_map(|(name, _)| identity::settable(name));
-    let mut names: Vec<String> = from_routes.chain(from_defaults).collect();
+    let forwarding = webhooks.iter().any(|webhook| webhook.mode == crate::config::WebhookMode::Forward);
+    let from_webhooks = webhook::FORWARD_HEADERS.iter().filter(|_| forwarding).map(|name| name.to_string());
+    let mut names: Vec<String> = from_routes.chain(from_defaults).chain(from_webhooks).collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -306,6 +347,23 @@ fn check_observability(config: &Config, problems: &mut Problems) {
         let scheme = url::Url::parse(endpoint).map(|url| url.scheme().to_string());
         if !matches!(scheme.as_deref(), Ok("http" | "https")) {
             problems.push("telemetry.otlp_endpoint", "must be an http:// or https:// URL (OTLP over gRPC)");
+        }
+    }
+}
+
+/// A webhook's body travels in the CheckRequest, whose size limit is twice
+/// `limits.max_header_bytes` plus an envelope (see `intake`): a body up to
+/// `max_header_bytes` always fits beside headers within their own limit.
+fn check_webhook_bodies(webhooks: &[Webhook], limits: &LimitsConfig, problems: &mut Problems) {
+    for (index, webhook) in webhooks.iter().enumerate() {
+        if webhook.max_body_bytes > limits.max_header_bytes {
+            problems.push(
+                format!("webhooks[{index}].max_body_bytes"),
+                format!(
+                    "at most limits.max_header_bytes ({}): the body travels in the CheckRequest, whose size follows that limit",
+                    limits.max_header_bytes
+                ),
+            );
         }
     }
 }
@@ -448,6 +506,32 @@ mod tests {
         // With the secrets read, the same config needs them.
         let err = compile_text(text, "t", &runtime, None).unwrap_err();
         assert_eq!(err.problems.len(), 3, "one problem per unset value, no follow-on: {err}");
+    }
+
+    #[test]
+    fn event_sections_are_checked_by_path_without_quoting_secrets() {
+        let text = "webhooks:\n  - { name: h, match: { path: /h }, kind: svix, secrets: ['whsec_!!s3cret'], max_body_bytes: 200000 }\n  - { name: h, match: { path: h }, kind: kinde }\nrevocation:\n  on_event: [{ webhook: nope, type: user.deleted, revoke_subject: $.data.id, issuer: nope }]\nstate: { redis: 'http://user:s3cret@cache' }\nroutes: []\n";
+        let err = compile_text(text, "t", &runtime(ScriptedFetcher::new([])), None).unwrap_err();
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "webhooks[0].secrets[0]: the part after whsec_ is not base64",
+                "webhooks[1].name: another webhook has this name",
+                "webhooks[1].match.path: must start with '/' and have no query string",
+                "webhooks[1].issuer: required for kind: kinde (the issuer whose JWKS signs the deliveries)",
+                "revocation.on_event[0].webhook: no webhook of that name in `webhooks`",
+                "revocation.on_event[0].issuer: no issuer of that name in `issuers`",
+                "state.redis: must be a redis://host:port/db or rediss:// URL",
+            ]
+        );
+        assert!(!problems.concat().contains("s3cret"));
+        let large = "webhooks:\n  - { name: h, match: { path: /h }, kind: svix, secrets: ['whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD'], max_body_bytes: 200000 }\nroutes: []\n";
+        let err = compile_text(large, "t", &runtime(ScriptedFetcher::new([])), None).unwrap_err();
+        assert_eq!(
+            err.problems[0].to_string(),
+            "webhooks[0].max_body_bytes: at most limits.max_header_bytes (98304): the body travels in the CheckRequest, whose size follows that limit"
+        );
     }
 
     #[tokio::test]

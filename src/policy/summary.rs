@@ -9,6 +9,8 @@ use crate::config::{Action, TokenFrom};
 use crate::issuer::Issuer;
 use crate::keys::{HMAC_ALGORITHMS, KeySource, hmac_algorithms_for, hmac_min_secret_bytes, redact_url};
 use crate::route::Route;
+use crate::state::StateSettings;
+use crate::webhook::Verifier;
 
 pub fn summary(policy: &Policy) -> String {
     let mut out = String::new();
@@ -36,11 +38,56 @@ pub fn summary(policy: &Policy) -> String {
     for route in routes {
         let _ = writeln!(out, "  {}", route_line(policy, route));
     }
+    out.push_str(&events(policy));
     if !policy.identity_headers.is_empty() {
         let names = policy.identity_headers.join(", ");
         let _ = writeln!(out, "identity headers (client copies removed on every route): {names}");
     }
     out.push_str(&not_checked(policy));
+    out
+}
+
+/// Webhooks, event actions and a shared state, when configured (nothing otherwise).
+fn events(policy: &Policy) -> String {
+    let mut out = String::new();
+    if !policy.webhooks.is_empty() {
+        let _ = writeln!(out, "webhooks ({}, matched before routes):", policy.webhooks.len());
+        for webhook in &policy.webhooks {
+            let kind = match &webhook.verifier {
+                Verifier::Kinde(issuer) => format!("kinde (keys of issuer {})", issuer.name),
+                Verifier::StandardWebhooks(_) => "standard_webhooks".to_string(),
+                Verifier::Svix(_) => "svix".to_string(),
+                Verifier::Workos(_) => "workos".to_string(),
+            };
+            let events = webhook.events.as_ref().map_or("every type".to_string(), |events| events.join(", "));
+            let _ = writeln!(
+                out,
+                "  {}: POST {} | {kind} | max age {}s | events: {events} | {:?}",
+                webhook.name, webhook.path, webhook.max_age_seconds, webhook.mode
+            );
+        }
+    }
+    for action in &policy.revocation.on_event {
+        let condition = action.if_true.as_ref().map(|path| format!(" if {}", path.as_str())).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "on {} {}{condition}: revoke subject {} of issuer {}",
+            action.webhook,
+            action.event_type,
+            action.subject.as_str(),
+            action.issuer
+        );
+    }
+    if let StateSettings::Redis(redis) = &policy.state {
+        let _ = writeln!(
+            out,
+            "state: redis {} (prefix {}) | stale after {}s: {:?}",
+            redact_url(&redis.url),
+            redis.key_prefix,
+            redis.max_stale_seconds,
+            redis.on_stale
+        );
+    }
     out
 }
 

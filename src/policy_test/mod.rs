@@ -129,6 +129,7 @@ async fn compile(suite: &Suite, now: u64) -> Result<(Policy, StandIns), String> 
         clock: Clock::fixed(now),
         jitter: Jitter::fixed(1.0),
         metrics: Default::default(),
+        shared: Default::default(),
     };
     let policy = Policy::compile(&config, &runtime, None).map_err(invalid)?;
     stand_ins.publish(&policy, &fetcher);

@@ -6,6 +6,7 @@
 pub mod envoy;
 pub mod idp;
 pub mod tools;
+pub mod valkey;
 
 use std::time::Duration;
 
@@ -208,4 +209,27 @@ pub fn pyjwt_verify(requests: &[serde_json::Value]) -> Vec<serde_json::Value> {
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
         .collect()
+}
+
+/// A Standard Webhooks signature header value (`v1,<base64>`) for a `whsec_` secret.
+pub fn standard_webhook_signature(secret: &str, id: &str, timestamp: u64, body: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let key = STANDARD.decode(secret.trim_start_matches("whsec_")).expect("a whsec_ secret");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(tag.as_ref()))
+}
+
+/// The CheckRequest Envoy sends for a Standard Webhooks delivery (`webhook-*`
+/// headers) of `body` to `path`, signed with `secret` at `timestamp`.
+pub fn standard_webhook(path: &str, secret: &str, id: &str, timestamp: u64, body: &str) -> CheckRequest {
+    let signature = standard_webhook_signature(secret, id, timestamp, body);
+    let timestamp = timestamp.to_string();
+    let headers =
+        [("webhook-id", id), ("webhook-timestamp", timestamp.as_str()), ("webhook-signature", signature.as_str())];
+    let mut check = request("POST", path, &headers);
+    let http = check.attributes.as_mut().and_then(|a| a.request.as_mut()).and_then(|r| r.http.as_mut());
+    http.expect("an HTTP request").raw_body = body.as_bytes().to_vec();
+    check
 }

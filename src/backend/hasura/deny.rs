@@ -35,8 +35,13 @@ fn hasura_error(reason: &DenyReason) -> (&'static str, String) {
         DenyReason::InvalidToken(err) => ("invalid-jwt", format!("Could not verify JWT: {}", jose_error(err))),
         // What Hasura reports while its key set is empty.
         DenyReason::KeysUnavailable(_) => ("invalid-jwt", "Could not verify JWT: JWSError NoUsableKeys".into()),
+        // Hasura's answer to a JWT it rejects.
+        DenyReason::TokenRevoked(_) => ("invalid-jwt", "Could not verify JWT: token revoked".into()),
         // Answered before routing, in the plain shape; kept here for completeness.
-        DenyReason::Overloaded => ("unexpected", reason.description()),
+        DenyReason::Overloaded
+        | DenyReason::RevocationsStale
+        | DenyReason::WebhookAnswered(_)
+        | DenyReason::WebhookRefused(_) => ("unexpected", reason.description()),
         DenyReason::Refused(refusal) => (refusal.code, refusal.message.clone()),
         DenyReason::NoRoute | DenyReason::RouteDenies | DenyReason::RequirementUnmet(_) => {
             ("access-denied", reason.description())

@@ -56,10 +56,17 @@ fn postgrest_error(reason: &DenyReason) -> PostgrestError {
             let (code, message) = token_error(err);
             invalid(code, message)
         }
+        DenyReason::TokenRevoked(_) => invalid("PGRST301", reason.description()),
         // Answered before routing, in the plain shape; kept here for completeness.
-        DenyReason::Overloaded => {
-            PostgrestError { http_status: 503, code: "PGRST003", message: reason.description(), challenge: None }
-        }
+        DenyReason::Overloaded
+        | DenyReason::RevocationsStale
+        | DenyReason::WebhookAnswered(_)
+        | DenyReason::WebhookRefused(_) => PostgrestError {
+            http_status: reason.http_status(),
+            code: "PGRST003",
+            message: reason.description(),
+            challenge: None,
+        },
         DenyReason::KeysUnavailable(_) => PostgrestError {
             http_status: 503,
             code: "PGRST300",
