@@ -373,7 +373,8 @@ async fn health_live_is_yes_during_an_idp_outage_while_readiness_is_no() {
     assert_eq!((code, stdout.as_str()), (0, "alive\n"), "{stderr}");
     let (code, stdout, _) = outcome(vec!["health".into(), "--addr".into(), authz]).await;
     assert_eq!((code, stdout.as_str()), (1, "NOT_SERVING\n"));
-    let (code, _, stderr) = outcome(vec!["health".into(), "--live".into(), "--http".into(), "127.0.0.1:1".into()]).await;
+    let (code, _, stderr) =
+        outcome(vec!["health".into(), "--live".into(), "--http".into(), "127.0.0.1:1".into()]).await;
     assert_eq!(code, 1, "nothing listening: {stderr}");
 }
 
