@@ -25,9 +25,15 @@ USER 65532:65532
 # 50051 ext_authz + grpc.health.v1, 50052 Admin API, 9090 /healthz /readyz /metrics.
 EXPOSE 50051 50052 9090
 ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.yaml
-# SERVING once every issuer a route uses has keys. With listen.tls, pass
-# --ca/--cert/--key (docker run --health-cmd ...) or probe http://:9090/readyz instead.
+# Liveness, as the Kubernetes livenessProbe asks it: GET /healthz on the HTTP port
+# (`portcullis health --live`; distroless has no curl). Deliberately not
+# grpc.health.v1: it reports NOT_SERVING while an IdP's keys are missing, and a
+# container engine that restarts on that (Docker, ECS) would restart every healthy
+# replica during an IdP outage, which cannot bring the keys back and throws away
+# warm caches. Readiness (keys loaded) is for the load balancer: Envoy's gRPC health
+# check, or `portcullis health --service envoy.service.auth.v3.Authorization`.
+# Another listen.http address: --http HOST:PORT.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/usr/local/bin/portcullis", "health", "--addr", "127.0.0.1:50051"]
+  CMD ["/usr/local/bin/portcullis", "health", "--live"]
 ENTRYPOINT ["/usr/local/bin/portcullis"]
 CMD ["serve"]

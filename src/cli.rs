@@ -38,7 +38,7 @@ pub enum Command {
     Token(TokenCommand),
     /// Talk to a running instance's Admin API.
     Admin(AdminArgs),
-    /// Ask a running instance's grpc.health.v1 (exit 0 when SERVING, 1 otherwise): for HEALTHCHECKs.
+    /// Ask a running instance whether it is ready (grpc.health.v1 SERVING) or, with --live, alive (exit 0, else 1).
     Health(HealthArgs),
     /// Print the JSON Schema of the config file (for editor completion and CI checks).
     Schema,
@@ -58,6 +58,14 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
+    /// Liveness instead of readiness: GET /healthz on the HTTP port (--http), 200 when the
+    /// process answers, whatever the IdPs do. What a container HEALTHCHECK should ask: a
+    /// restart cannot bring an IdP's keys back.
+    #[arg(long, conflicts_with_all = ["service", "ca", "cert", "key", "server_name"])]
+    pub live: bool,
+    /// The HTTP port (listen.http) that --live asks.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", requires = "live")]
+    pub http: String,
     /// The authz (or admin) port to ask.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: String,

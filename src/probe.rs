@@ -1,6 +1,8 @@
-//! `portcullis health`: a grpc.health.v1 client, so a container's HEALTHCHECK
-//! (or an operator) can ask a running instance without grpcurl. Exit 0 when the
-//! service is SERVING; 1 when it is not, or cannot be asked.
+//! `portcullis health`: a grpc.health.v1 client, so an operator can ask a
+//! running instance without grpcurl (exit 0 when the service is SERVING; 1 when
+//! it is not, or cannot be asked), and with `--live` the HTTP `/healthz` check a
+//! container HEALTHCHECK needs: distroless images have no curl, and readiness
+//! (keys loaded) is the wrong question for a restart decision.
 
 use std::time::Duration;
 
@@ -12,6 +14,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::cli::{EXIT_INVALID, EXIT_OK, HealthArgs};
 
 pub async fn run(args: HealthArgs) -> u8 {
+    if args.live {
+        return live(&args).await;
+    }
     match ask(&args).await {
         Ok(ServingStatus::Serving) => {
             println!("SERVING");
@@ -23,6 +28,33 @@ pub async fn run(args: HealthArgs) -> u8 {
         }
         Err(why) => {
             eprintln!("health {}: {why}", args.addr);
+            EXIT_INVALID
+        }
+    }
+}
+
+/// Alive = the HTTP port answers `/healthz` with 200, as the Kubernetes liveness probe asks.
+async fn live(args: &HealthArgs) -> u8 {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let url = format!("http://{}/healthz", args.http);
+    let client = match reqwest::Client::builder().no_proxy().timeout(timeout).build() {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("health --live: {err}");
+            return EXIT_INVALID;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("alive");
+            EXIT_OK
+        }
+        Ok(response) => {
+            eprintln!("health --live {}: HTTP {}", args.http, response.status().as_u16());
+            EXIT_INVALID
+        }
+        Err(err) => {
+            eprintln!("health --live {}: cannot connect: {err}", args.http);
             EXIT_INVALID
         }
     }

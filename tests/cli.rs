@@ -352,6 +352,32 @@ async fn serve_answers_checks_and_exits_0_on_sigterm() {
     assert!(!lines.iter().any(|line| line.contains(&token)), "the token must never be logged");
 }
 
+/// The container HEALTHCHECK's question (`health --live`) stays yes while an IdP is
+/// down; readiness (`health`, grpc.health.v1) says no. A restart would not help.
+#[tokio::test]
+async fn health_live_is_yes_during_an_idp_outage_while_readiness_is_no() {
+    let key = SigningKey::generate(Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    issuer.set_up(false);
+    let running = start(&config_for(&issuer, "api")).await;
+    let (http, authz) = (running.http_addr.to_string(), running.authz_addr.to_string());
+    let outcome = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let (code, stdout, stderr) = outcome(vec!["health".into(), "--live".into(), "--http".into(), http]).await;
+    assert_eq!((code, stdout.as_str()), (0, "alive\n"), "{stderr}");
+    let (code, stdout, _) = outcome(vec!["health".into(), "--addr".into(), authz]).await;
+    assert_eq!((code, stdout.as_str()), (1, "NOT_SERVING\n"));
+    let (code, _, stderr) =
+        outcome(vec!["health".into(), "--live".into(), "--http".into(), "127.0.0.1:1".into()]).await;
+    assert_eq!(code, 1, "nothing listening: {stderr}");
+}
+
 #[test]
 fn every_example_config_is_valid_without_warnings() {
     let mut checked = 0;

@@ -48,7 +48,8 @@ fn the_runtime_runs_unprivileged_with_a_healthcheck_and_only_its_ports() {
     let uid = user.split(':').next().unwrap();
     assert!(uid != "root" && uid.parse::<u32>().is_ok_and(|uid| uid != 0), "non-root: {user}");
     let health = stage.iter().find(|line| line.starts_with("HEALTHCHECK ")).expect("a HEALTHCHECK");
-    assert!(health.contains(r#"CMD ["/usr/local/bin/portcullis", "health", "--addr", "127.0.0.1:50051"]"#), "{health}");
+    // Liveness (/healthz), not readiness: an IdP outage must not restart healthy containers.
+    assert!(health.contains(r#"CMD ["/usr/local/bin/portcullis", "health", "--live"]"#), "{health}");
     let exposed: Vec<&str> =
         stage.iter().filter_map(|line| line.strip_prefix("EXPOSE ")).flat_map(str::split_whitespace).collect();
     assert_eq!(exposed, ["50051", "50052", "9090"]);

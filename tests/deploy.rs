@@ -533,6 +533,11 @@ fn manifests_agree_with_each_other() {
     assert!(mounted("/etc/portcullis"), "the config directory, not a subPath (--watch)");
     let config = find(base, "ConfigMap", "portcullis-config")["data"]["portcullis.yaml"].as_str().unwrap();
     assert!(config.contains("${file:/run/secrets/portcullis/") && mounted("/run/secrets/portcullis"));
+    // Secrets: every key of the Secret mounted, none listed, so a backend's key is
+    // required only when the policy reads it (no Hasura, no hasura-admin-secret).
+    let volumes = pod["volumes"].as_array().unwrap();
+    let secrets = volumes.iter().find(|volume| volume["secret"]["secretName"] == "portcullis-secrets").unwrap();
+    assert_eq!(secrets["secret"].get("items"), None, "{secrets}");
     let hpa = find(base, "HorizontalPodAutoscaler", "portcullis");
     assert_eq!(hpa["spec"]["minReplicas"], deployment["spec"]["replicas"]);
 
@@ -580,6 +585,9 @@ fn manifests_agree_with_each_other() {
     let target = &security["spec"]["targetRefs"][0];
     let route = find(gateway, "HTTPRoute", target["name"].as_str().unwrap());
     assert_eq!(route["metadata"]["namespace"], security["metadata"]["namespace"]);
+    // The application namespace the example objects live in is created with them.
+    let app_namespace = security["metadata"]["namespace"].as_str().unwrap();
+    find(gateway, "Namespace", app_namespace);
     let grant = find(gateway, "ReferenceGrant", "portcullis-ext-authz");
     assert_eq!(grant["metadata"]["namespace"], namespace);
     assert_eq!(grant["spec"]["from"][0]["namespace"], security["metadata"]["namespace"]);
@@ -709,6 +717,158 @@ fn validators_reject_typos() {
     assert!(rejected(&values, "statusOnErorr"), "a typo in Istio's meshConfig was accepted:\n{output}");
 }
 
+// ---------------------------------------------------------------------------
+// The Helm chart
+
+const CHART: &str = "deploy/helm/portcullis";
+
+/// The chart's test values (ci/*-values.yaml), repo-relative, sorted.
+fn chart_values_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join(CHART).join("ci"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with("-values.yaml"))
+        .map(|name| format!("{CHART}/ci/{name}"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    files
+}
+
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| tools::go_tool("helm"))
+}
+
+/// `helm template` as `helm install portcullis -n portcullis` would render it.
+fn helm_template(values: Option<&str>) -> (bool, String) {
+    let mut command = Command::new(helm());
+    command.args(["template", "portcullis"]).arg(repo().join(CHART)).args(["--namespace", "portcullis"]);
+    if let Some(values) = values {
+        command.arg("--values").arg(repo().join(values));
+    }
+    run(&mut command)
+}
+
+/// Each ci values file rendered once: (values file, objects, template sources).
+fn chart_rendered() -> &'static Vec<(String, Vec<Value>, BTreeSet<String>)> {
+    static RENDERED: OnceLock<Vec<(String, Vec<Value>, BTreeSet<String>)>> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        chart_values_files()
+            .into_iter()
+            .map(|values| {
+                let (ok, output) = helm_template(Some(&values));
+                assert!(ok, "helm template with {values} failed:\n{output}");
+                let sources = output.lines().filter_map(|line| line.strip_prefix("# Source: ")).map(String::from);
+                (values, yaml_docs(&output), sources.collect())
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn helm_chart_lints_and_renders_valid_manifests() {
+    for values in chart_values_files() {
+        let (ok, output) = run(Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(repo().join(CHART))
+            .arg("--values")
+            .arg(repo().join(&values)));
+        assert!(ok, "helm lint --strict with {values}:\n{output}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut custom_files = Vec::new();
+    let mut custom_documents = 0;
+    let mut sources = BTreeSet::new();
+    for (values, docs, rendered_from) in chart_rendered() {
+        sources.extend(rendered_from.iter().cloned());
+        let name = values.rsplit('/').next().unwrap();
+        let core: Vec<&Value> = docs.iter().filter(|doc| !is_custom(doc)).collect();
+        assert_core_valid(&write(dir.path(), &format!("core-{name}"), &to_yaml_stream(&core)), core.len());
+        let custom: Vec<&Value> = docs.iter().filter(|doc| is_custom(doc)).collect();
+        if !custom.is_empty() {
+            custom_documents += custom.len();
+            custom_files.push(write(dir.path(), &format!("custom-{name}"), &to_yaml_stream(&custom)));
+        }
+    }
+    let manifests: Vec<&Path> = custom_files.iter().map(PathBuf::as_path).collect();
+    assert_custom_valid(&manifests, &[], custom_documents);
+
+    // Every template renders in at least one of the ci values files.
+    for entry in std::fs::read_dir(repo().join(CHART).join("templates")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") {
+            assert!(sources.contains(&format!("portcullis/templates/{name}")), "{name} never rendered: {sources:?}");
+        }
+    }
+
+    // Without a Secret to mount, the chart says what to set instead of rendering a pod that cannot start.
+    let (ok, output) = helm_template(None);
+    assert!(!ok && output.contains("secrets.existingSecret"), "{output}");
+}
+
+/// The chart makes the same choices as the kustomize base where they matter: probes,
+/// hardening, mounts, the Secret's keys optional; TLS switches readiness to /readyz.
+#[test]
+fn helm_chart_agrees_with_the_kustomize_base() {
+    let base = find(&rendered()["deploy/kubernetes/base"], "Deployment", "portcullis");
+    let tls = find(&rendered()["deploy/kubernetes/overlays/tls"], "Deployment", "portcullis");
+    let container = |deployment: &Value| deployment["spec"]["template"]["spec"]["containers"][0].clone();
+    let (base_container, tls_container) = (container(base), container(tls));
+    for (values, docs, _) in chart_rendered() {
+        let deployment = find(docs, "Deployment", "portcullis");
+        let pod = &deployment["spec"]["template"]["spec"];
+        let chart = container(deployment);
+        let tls_on = pod["volumes"].as_array().unwrap().iter().any(|volume| volume["name"] == "tls");
+        let reference = if tls_on { &tls_container } else { &base_container };
+        for key in
+            ["livenessProbe", "startupProbe", "readinessProbe", "securityContext", "ports", "lifecycle", "resources"]
+        {
+            assert_eq!(chart[key], reference[key], "{values}: {key}");
+        }
+        assert_eq!(pod["securityContext"], base["spec"]["template"]["spec"]["securityContext"], "{values}");
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        let secrets = pod["volumes"].as_array().unwrap().iter().find(|volume| volume["name"] == "secrets").unwrap();
+        assert_eq!(secrets["secret"].get("items"), None, "{values}: every key optional but admin-token");
+        let args: Vec<&str> = chart["args"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap()).collect();
+        assert!(args.starts_with(&["serve", "--config", "/etc/portcullis/portcullis.yaml"]), "{args:?}");
+        let watching = args.contains(&"--watch");
+        let checksum = deployment["spec"]["template"]["metadata"]["annotations"].get("checksum/config").is_some();
+        assert_ne!(watching, checksum, "{values}: either --watch reloads, or a config change rolls the pods");
+        let image = chart["image"].as_str().unwrap();
+        assert!(image.starts_with("ghcr.io/portcullis-dev/portcullis:"), "{image}");
+        if docs.iter().any(|doc| doc["kind"] == "HorizontalPodAutoscaler") {
+            assert_eq!(deployment["spec"].get("replicas"), None, "{values}: the HPA owns the count");
+        }
+    }
+    // The chart's appVersion is the crate's version: the default image tag is this release.
+    let chart = yaml(&read(&format!("{CHART}/Chart.yaml")));
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+}
+
+/// The policy each ci values file ships passes `portcullis check-config --strict`.
+#[test]
+fn helm_chart_configs_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = test_certificates(dir.path());
+    for (values, docs, _) in chart_rendered() {
+        let secrets = dir.path().join("secrets");
+        let values_doc = yaml(&read(values));
+        for (key, value) in values_doc["secrets"]["values"].as_object().into_iter().flatten() {
+            write(&secrets, key, value.as_str().unwrap());
+        }
+        let text = find(docs, "ConfigMap", "portcullis-config")["data"]["portcullis.yaml"].as_str().unwrap();
+        let text = text.replace("/run/secrets/portcullis/", &format!("{}/", secrets.display()));
+        let text = text.replace("/etc/portcullis-tls/", &format!("{}/server/", certs.display()));
+        let file = write(dir.path(), "portcullis.yaml", &text);
+        let (ok, output) = run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check-config", "--strict", "--config"])
+            .arg(&file)
+            .env("PORTCULLIS_ADMIN_TOKEN", "a-test-admin-token-of-32-characters"));
+        assert!(ok, "{values}: portcullis check-config:\n{output}");
+    }
+}
+
 /// Every file under deploy/ is validated by one of the tests above.
 #[test]
 fn every_deploy_file_is_validated() {
@@ -731,6 +891,19 @@ fn every_deploy_file_is_validated() {
     .into_iter()
     .map(|rel| repo().join(rel))
     .collect();
+    // The Helm chart: linted, rendered (every template) and validated as a whole by
+    // the helm_chart_* tests.
+    let mut chart_dirs = vec![repo().join(CHART)];
+    while let Some(dir) = chart_dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                chart_dirs.push(path);
+            } else {
+                covered.insert(path);
+            }
+        }
+    }
     let mut kustomizations = BTreeSet::new();
     let mut pending: Vec<PathBuf> = KUSTOMIZATIONS.iter().map(|dir| repo().join(dir)).collect();
     while let Some(dir) = pending.pop() {

@@ -1176,3 +1176,214 @@ fn every_example_envoy_yaml_is_a_valid_bootstrap() {
     }
     assert!(checked >= 6, "only {checked} example bootstraps found");
 }
+
+// ---------------------------------------------------------------------------
+// Every example runs as written: its own envoy.yaml and portcullis.yaml, with
+// only what cannot be the same on a test machine changed (ports to ephemeral
+// ones, the hosted IdPs' URLs to a loopback issuer, `${...}` secrets given).
+// A token goes in; the upstream headers come out.
+
+/// An example folder running: portcullis from its portcullis.yaml, Envoy from
+/// its envoy.yaml, and a recording upstream where its backend would be.
+struct Example {
+    _portcullis: Running,
+    upstream: Upstream,
+    envoy: Envoy,
+}
+
+/// `text` with each `(from, to)` replaced, in order; every `from` must be there,
+/// so an example that changes shape fails here instead of silently running differently.
+#[track_caller]
+fn substitute(file: &str, text: &str, replacements: &[(&str, String)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{file} no longer contains {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// Starts `examples/{dir}`: `idps` maps each hosted IdP URL in its portcullis.yaml
+/// to a loopback issuer, `secrets` gives its `${NAME}` values, and the upstream
+/// takes the place of the backend at 127.0.0.1:`backend_port`.
+async fn run_example(dir: &str, backend_port: u16, idps: &[(&str, String)], secrets: &[(&str, &str)]) -> Example {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(dir);
+    let read = |name: &str| std::fs::read_to_string(folder.join(name)).expect("read the example");
+    let config_file = format!("examples/{dir}/portcullis.yaml");
+    let mut replacements: Vec<(&str, String)> = ["127.0.0.1:50051", "127.0.0.1:9090", "127.0.0.1:50052"]
+        .into_iter()
+        .map(|address| (address, "127.0.0.1:0".to_string()))
+        .collect();
+    replacements.extend(idps.iter().cloned());
+    let placeholders: Vec<String> = secrets.iter().map(|(name, _)| format!("${{{name}}}")).collect();
+    replacements.extend(placeholders.iter().zip(secrets).map(|(from, (_, value))| (from.as_str(), value.to_string())));
+    let config = substitute(&config_file, &read("portcullis.yaml"), &replacements);
+    let policy = portcullis::policy::compile_text(&config, &config_file, &Default::default(), None)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let portcullis =
+        portcullis::server::start(policy, Default::default(), std::future::pending()).await.expect("portcullis starts");
+    wait_until("portcullis ready", || portcullis.readiness.is_ready()).await;
+
+    let upstream = Upstream::start().await;
+    let bootstrap = substitute(
+        &format!("examples/{dir}/envoy.yaml"),
+        &read("envoy.yaml"),
+        &[
+            ("port_value: 10000 }", "port_value: 0 }".into()),
+            ("port_value: 9901 }", "port_value: 0 }".into()),
+            ("port_value: 50051 }", format!("port_value: {} }}", portcullis.authz_addr.port())),
+            (&format!("port_value: {backend_port} }}"), format!("port_value: {} }}", upstream.addr.port())),
+        ],
+    );
+    let envoy = Envoy::start_with(&bootstrap).await;
+    envoy.wait_for_portcullis_health("healthy").await;
+    Example { _portcullis: portcullis, upstream, envoy }
+}
+
+#[tokio::test]
+async fn the_basic_example_runs_as_written() {
+    let auth0_key = SigningKey::generate(Algorithm::RS256, "auth0-1");
+    let kinde_key = SigningKey::generate(Algorithm::RS256, "kinde-1");
+    // Auth0's iss ends in a slash; discovery stays at the root.
+    let auth0 = DevIssuer::start_at(&[&auth0_key], "/").await.unwrap();
+    let kinde = DevIssuer::start(&[&kinde_key]).await.unwrap();
+    let idps = [
+        ("https://acme.eu.auth0.com", auth0.base().to_string()),
+        ("https://acme.kinde.com", kinde.issuer().to_string()),
+    ];
+    let example = run_example("basic", 8080, &idps, &[]).await;
+    let (envoy, upstream) = (&example.envoy, &example.upstream);
+
+    let kinde_token = bearer(&kinde_key.sign(&kinde_claims(&kinde, "kp_5a8e2c1d", "api", 300)));
+    let reply = envoy.get("/admin/users", &[("authorization", &kinde_token), ("x-user-id", "spoof")]).await;
+    assert_passed(&reply);
+    assert_eq!(upstream.last().header("authorization"), Some(kinde_token.as_str()), "the token passes");
+    let auth0_token = bearer(&auth0_key.sign(&auth0.claims("auth0|6651f0c2", "https://api.acme.com", 300)));
+    assert_passed(&envoy.get("/orders", &[("host", "api.acme.com"), ("authorization", &auth0_token)]).await);
+    assert_eq!(upstream.last().path, "/orders");
+
+    // Denies, and the safe settings: nothing reaches the upstream.
+    upstream.clear();
+    assert_eq!(envoy.get("/admin/users", &[]).await.status, 401);
+    assert_eq!(envoy.get("/internal/x", &[("authorization", &kinde_token)]).await.status, 403);
+    let escaped =
+        raw_request("GET", "/admin%2Fusers", &[("Host", "api.acme.com"), ("Authorization", &kinde_token)], "");
+    assert_eq!(envoy.raw(&escaped).await.status, 400, "path_with_escaped_slashes_action: REJECT_REQUEST");
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    assert_passed(&envoy.get("/healthz", &[]).await);
+}
+
+#[tokio::test]
+async fn the_hasura_auth0_example_runs_as_written() {
+    let key = SigningKey::generate(Algorithm::RS256, "auth0-1");
+    let auth0 = DevIssuer::start_at(&[&key], "/").await.unwrap();
+    let idps = [("https://acme.eu.auth0.com", auth0.base().to_string())];
+    let example = run_example("hasura-auth0", 8080, &idps, &[("HASURA_GRAPHQL_ADMIN_SECRET", ADMIN_SECRET)]).await;
+    let sub = "auth0|6651f0c2a8b3e4d5f6a7b8c9";
+    let mut claims = auth0.claims(sub, "https://graphql.acme.com", 300);
+    claims[HASURA_NS] =
+        json!({"x-hasura-default-role": "user", "x-hasura-allowed-roles": ["user"], "x-hasura-user-id": sub});
+    let token = bearer(&key.sign(&claims));
+    let headers = [("authorization", token.as_str()), ("x-hasura-role", "user"), ("x-hasura-admin-secret", "guess")];
+    assert_passed(&example.envoy.send("POST", "/v1/graphql", &headers, Some("{}")).await);
+    let got = example.upstream.last();
+    assert_eq!(got.all("x-hasura-admin-secret"), [ADMIN_SECRET]);
+    assert_eq!((got.header("x-hasura-role"), got.header("x-hasura-user-id")), (Some("user"), Some(sub)));
+    assert_eq!(got.header("authorization"), None, "Hasura gets the session, not the token");
+}
+
+#[tokio::test]
+async fn the_hasura_kinde_example_runs_as_written() {
+    let key = SigningKey::generate(Algorithm::RS256, "kinde-1");
+    let kinde = DevIssuer::start(&[&key]).await.unwrap();
+    let idps = [("https://acme.kinde.com", kinde.issuer().to_string())];
+    let example = run_example("hasura-kinde", 8080, &idps, &[("HASURA_GRAPHQL_ADMIN_SECRET", ADMIN_SECRET)]).await;
+    let mut claims = kinde_claims(&kinde, "kp_5a8e2c1d", "hasura", 300);
+    claims[HASURA_NS] = kinde_workflow_claims("kp_5a8e2c1d");
+    let token = bearer(&key.sign(&claims));
+    assert_passed(&example.envoy.send("POST", "/v1/graphql", &[("authorization", &token)], Some("{}")).await);
+    let got = example.upstream.last();
+    assert_eq!(
+        (got.header("x-hasura-admin-secret"), got.header("x-hasura-role"), got.header("x-hasura-user-id")),
+        (Some(ADMIN_SECRET), Some("user"), Some("kp_5a8e2c1d"))
+    );
+    // Token-less: the example's unauthorized_role.
+    assert_passed(&example.envoy.send("POST", "/v1/graphql", &[], Some("{}")).await);
+    assert_eq!(example.upstream.last().header("x-hasura-role"), Some("anonymous"));
+}
+
+#[tokio::test]
+async fn the_hasura_claims_map_example_runs_as_written() {
+    let kinde_key = SigningKey::generate(Algorithm::RS256, "kinde-1");
+    let workos_key = SigningKey::generate(Algorithm::RS256, "workos-1");
+    let kinde = DevIssuer::start(&[&kinde_key]).await.unwrap();
+    let workos = DevIssuer::start(&[&workos_key]).await.unwrap();
+    let idps = [
+        ("https://acme.kinde.com", kinde.issuer().to_string()),
+        ("https://api.workos.com/sso/jwks/client_01EXAMPLE", workos.jwks_uri()),
+        ("https://api.workos.com", workos.issuer().to_string()),
+    ];
+    let example = run_example("hasura-claims-map", 8080, &idps, &[("HASURA_GRAPHQL_ADMIN_SECRET", ADMIN_SECRET)]).await;
+    let (envoy, upstream) = (&example.envoy, &example.upstream);
+    let kinde_token = bearer(&kinde_key.sign(&kinde_claims(&kinde, "kp_0c9d8e7f", "hasura", 300)));
+    let kinde_host = ("host", "kinde.graphql.acme.com");
+    assert_passed(&envoy.send("POST", "/v1/graphql", &[kinde_host, ("authorization", &kinde_token)], Some("{}")).await);
+    let got = upstream.last();
+    assert_eq!((got.header("x-hasura-role"), got.header("x-hasura-user-id")), (Some("user"), Some("kp_0c9d8e7f")));
+    assert_eq!(got.header("x-hasura-org-code"), Some("org_7d3e1f2a9b4"));
+
+    let workos_token = bearer(&workos_key.sign(&workos_claims(workos.issuer(), "user_01J9Z3Q8K2", 300)));
+    let workos_host = ("host", "workos.graphql.acme.com");
+    assert_passed(
+        &envoy.send("POST", "/v1/graphql", &[workos_host, ("authorization", &workos_token)], Some("{}")).await,
+    );
+    let got = upstream.last();
+    assert_eq!(
+        (got.header("x-hasura-role"), got.header("x-hasura-user-id")),
+        (Some("member"), Some("user_01J9Z3Q8K2"))
+    );
+    assert_eq!(got.header("x-hasura-admin-secret"), Some(ADMIN_SECRET));
+}
+
+#[tokio::test]
+async fn the_supabase_kinde_example_runs_as_written() {
+    let key = SigningKey::generate(Algorithm::RS256, "kinde-1");
+    let kinde = DevIssuer::start(&[&key]).await.unwrap();
+    let idps = [("https://acme.kinde.com", kinde.issuer().to_string())];
+    let secrets = [("SUPABASE_JWT_SECRET", SUPABASE_SECRET), ("SUPABASE_PUBLISHABLE_KEY", APIKEY)];
+    let example = run_example("supabase-kinde", 8000, &idps, &secrets).await;
+    let token = bearer(&key.sign(&kinde_claims(&kinde, "kp_5a8e2c1d", "supabase", 300)));
+    assert_passed(
+        &example.envoy.get("/rest/v1/notes?select=*", &[("authorization", &token), ("apikey", "guess")]).await,
+    );
+    let got = example.upstream.last();
+    assert_eq!(got.all("apikey"), [APIKEY]);
+    let minted = got.header("authorization").and_then(|value| value.strip_prefix("Bearer ")).expect("a minted token");
+    let claims =
+        jsonwebtoken::decode::<Value>(minted, &jsonwebtoken::DecodingKey::from_secret(SUPABASE_SECRET.as_bytes()), &{
+            let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+            validation.set_audience(&["authenticated"]);
+            validation
+        })
+        .expect("the minted token verifies with the project's secret")
+        .claims;
+    assert_eq!((claims["sub"].as_str(), claims["role"].as_str()), (Some("kp_5a8e2c1d"), Some("authenticated")));
+}
+
+#[tokio::test]
+async fn the_supabase_workos_example_runs_as_written() {
+    let key = SigningKey::generate(Algorithm::RS256, "workos-1");
+    let workos = DevIssuer::start(&[&key]).await.unwrap();
+    let idps = [
+        ("https://api.workos.com/sso/jwks/client_01EXAMPLE", workos.jwks_uri()),
+        ("https://api.workos.com", workos.issuer().to_string()),
+    ];
+    let example = run_example("supabase-workos", 8000, &idps, &[("SUPABASE_PUBLISHABLE_KEY", APIKEY)]).await;
+    let iss = format!("{}/user_management/client_01EXAMPLE", workos.issuer());
+    let mut claims = workos_claims(&iss, "user_01J9Z3Q8K2", 300);
+    claims["role"] = json!("authenticated");
+    let token = bearer(&key.sign(&claims));
+    assert_passed(&example.envoy.get("/rest/v1/notes", &[("authorization", &token)]).await);
+    let got = example.upstream.last();
+    assert_eq!((got.header("authorization"), got.header("apikey")), (Some(token.as_str()), Some(APIKEY)));
+}

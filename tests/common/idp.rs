@@ -44,6 +44,8 @@ const HUGE_BYTES: usize = 1024 * 1024 + 1;
 
 struct IssuerState {
     issuer: String,
+    /// Where discovery and the JWKS are served (the issuer without its path).
+    base: String,
     jwks: RwLock<Value>,
     cache_control: RwLock<Option<String>>,
     up: AtomicBool,
@@ -66,9 +68,15 @@ pub struct DevIssuer {
 impl DevIssuer {
     /// Serves discovery and a JWKS with `keys` on 127.0.0.1 (random port).
     pub async fn start(keys: &[&SigningKey]) -> std::io::Result<Self> {
+        Self::start_at(keys, "").await
+    }
+
+    /// Like [`DevIssuer::start`], with `iss` = `http://127.0.0.1:PORT{path}`, as
+    /// Auth0's trailing slash (`path` "/"); discovery stays at the root.
+    pub async fn start_at(keys: &[&SigningKey], path: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (state, app) = app(format!("http://{addr}"), keys);
+        let (state, app) = app(format!("http://{addr}"), path, keys);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -80,7 +88,7 @@ impl DevIssuer {
     pub async fn start_untrusted_tls(keys: &[&SigningKey]) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (state, app) = app(format!("https://{addr}"), keys);
+        let (state, app) = app(format!("https://{addr}"), "", keys);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(untrusted_server_config()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(TlsListener { tcp: listener, acceptor }, app).await;
@@ -93,8 +101,13 @@ impl DevIssuer {
         &self.state.issuer
     }
 
+    /// `http://127.0.0.1:PORT`: where discovery and the JWKS are served.
+    pub fn base(&self) -> &str {
+        &self.state.base
+    }
+
     pub fn jwks_uri(&self) -> String {
-        format!("{}/.well-known/jwks.json", self.state.issuer)
+        format!("{}/.well-known/jwks.json", self.state.base)
     }
 
     /// Replaces the published keys (rotation).
@@ -154,9 +167,10 @@ impl Drop for DevIssuer {
     }
 }
 
-fn app(issuer: String, keys: &[&SigningKey]) -> (Arc<IssuerState>, Router) {
+fn app(base: String, path: &str, keys: &[&SigningKey]) -> (Arc<IssuerState>, Router) {
     let state = Arc::new(IssuerState {
-        issuer,
+        issuer: format!("{base}{path}"),
+        base,
         jwks: RwLock::new(jwks(keys)),
         cache_control: RwLock::new(None),
         up: AtomicBool::new(true),
@@ -169,6 +183,8 @@ fn app(issuer: String, keys: &[&SigningKey]) -> (Arc<IssuerState>, Router) {
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(serve_jwks))
+        // Kinde's JWKS path, for configs that name it.
+        .route("/.well-known/jwks", get(serve_jwks))
         .with_state(Arc::clone(&state));
     (state, app)
 }
@@ -237,7 +253,7 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
-    axum::Json(json!({"issuer": state.issuer, "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer)}))
+    axum::Json(json!({"issuer": state.issuer, "jwks_uri": format!("{}/.well-known/jwks.json", state.base)}))
         .into_response()
 }
 
