@@ -131,11 +131,12 @@ fn deploy_configs(out: &Path) -> Vec<PathBuf> {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
+            // A Helm chart's templates are YAML only once rendered (tests/deploy.rs renders them).
+            if path.is_dir() && !(path.ends_with("templates") && dir.join("Chart.yaml").exists()) {
                 dirs.push(path);
                 continue;
             }
-            if path.extension().and_then(|ext| ext.to_str()) != Some("yaml") {
+            if path.is_dir() || path.extension().and_then(|ext| ext.to_str()) != Some("yaml") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
