@@ -67,6 +67,8 @@ struct Fixture {
     /// Cache on, the route has `require:` (three requirements and one CEL expression).
     ruled: Authorizer,
     uncached: Authorizer,
+    /// Cache on, 10 000 revoked subjects and 10 000 revoked jtis of other users.
+    revoking: Authorizer,
     /// Cache on, a span per Check (exported when a tracing subscriber is in scope).
     traced: Authorizer,
     /// Where `traced` exports to: a port nothing listens on.
@@ -102,6 +104,24 @@ async fn authorizer(issuer: &DevIssuer, cache_tokens: u64, route: &str) -> Autho
         issuer.keys.refresh().await.expect("JWKS fetch from the dev issuer");
     }
     Authorizer::new(policy)
+}
+
+/// `authorizer` with a revocation set of 20 000 entries, none of them for the benchmarked token.
+fn revoking(authorizer: Authorizer) -> Authorizer {
+    use portcullis::revocation::Change;
+    let revocations = &authorizer.policy().runtime.shared.revocations;
+    for n in 0..10_000 {
+        let (issuer, expires) = ("idp".to_string(), u64::MAX);
+        revocations.apply(&Change::RevokeSubject {
+            issuer: issuer.clone(),
+            subject: format!("other-user-{n}"),
+            cutoff: u64::MAX / 2,
+            expires,
+        });
+        revocations.apply(&Change::RevokeToken { issuer, jti: format!("jti-{n}"), expires });
+    }
+    assert_eq!(revocations.len(), 20_000);
+    authorizer
 }
 
 /// `authorizer` with a span per Check.
@@ -145,6 +165,7 @@ async fn fixture() -> Fixture {
         cached: authorizer(&issuer, 100_000, "").await,
         ruled: authorizer(&issuer, 100_000, RULES).await,
         uncached: authorizer(&issuer, 0, "").await,
+        revoking: revoking(authorizer(&issuer, 100_000, "").await),
         traced: traced(authorizer(&issuer, 100_000, "").await),
         dead_collector: dead_collector(),
         rs256: rs.sign(&claims),
@@ -230,6 +251,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
     runtime.block_on(async {
         for (authorizer, request, allow) in [
             (&fixture.cached, &valid_rs, true),
+            (&fixture.revoking, &valid_rs, true),
             (&fixture.ruled, &valid_rs, true),
             (&fixture.uncached, &valid_rs, true),
             (&fixture.uncached, &valid_es, true),
@@ -262,8 +284,9 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
         });
     });
 
-    let scenarios: [(&'static str, &Authorizer, &HttpRequest); 6] = [
+    let scenarios: [(&'static str, &Authorizer, &HttpRequest); 7] = [
         ("rs256_cache_hit", &fixture.cached, &valid_rs),
+        ("rs256_cache_hit_20k_revocations", &fixture.revoking, &valid_rs),
         ("rules_cache_hit", &fixture.ruled, &valid_rs),
         ("rs256_cache_off", &fixture.uncached, &valid_rs),
         ("es256_cache_off", &fixture.uncached, &valid_es),
