@@ -541,6 +541,12 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let token = field("TOKEN_VALID=").to_string();
     let samples = std::path::PathBuf::from(field("requests       : ").split_whitespace().next().unwrap());
     assert!(samples.starts_with(tmp.path()), "{samples:?} under TMPDIR");
+    // One directory per instance (by its ext_authz port): a second dev never overwrites these.
+    let port = authz.rsplit_once(':').unwrap().1;
+    assert!(samples.ends_with(format!("portcullis-dev-{port}")), "{samples:?}");
+    assert!(field("HTTP           : ").contains("/metrics"), "{banner:?}");
+    assert!(field("Admin API      : ").starts_with("127.0.0.1:"), "{banner:?}");
+    assert!(field("optional tools : ").contains("grpcurl"), "{banner:?}");
     assert_frames_match_json(&samples);
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
     let grpcurl = common::tools::go_tool("grpcurl");

@@ -120,6 +120,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
     // One write, errors ignored: a closed stdout (`portcullis dev | head`) must not stop the service.
     let addrs = (running.authz_addr.to_string(), running.http_addr.to_string());
     let text = banner(&issuer, &key, &addrs.0, &addrs.1, envoy.as_ref().map(|envoy| envoy.addr));
+    let text = text.replacen("\n  dev issuer", &instance_lines(running.admin_addr, envoy.as_ref()), 1);
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
     drop(stdout);
@@ -130,6 +131,25 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
             EXIT_RUNTIME
         }
     }
+}
+
+/// The banner lines about this instance's other doors: the Admin API and the
+/// generated Envoy bootstrap (then the issuer line the caller's text continues with).
+fn instance_lines(admin: SocketAddr, envoy: Option<&envoy::DevEnvoy>) -> String {
+    let mut out = format!("\n  Admin API      : {admin}   (portcullis admin status --addr {admin}; no token in dev)");
+    if let Some(envoy) = envoy {
+        out.push_str(&format!("\n  Envoy config   : {}   (a starting point for your own)", envoy.config.display()));
+    }
+    out.push_str("\n  dev issuer");
+    out
+}
+
+/// Where this instance writes its sample requests: one directory per ext_authz
+/// port, so a second `dev` (on other ports) never overwrites the first's files,
+/// and a restart on the same ports finds the printed commands still valid.
+pub fn samples_dir(authz: &str) -> std::path::PathBuf {
+    let port = authz.rsplit_once(':').map_or("0", |(_, port)| port);
+    std::env::temp_dir().join(format!("portcullis-dev-{port}"))
 }
 
 /// The whole path through a real Envoy, or how to get one.
@@ -198,12 +218,12 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: 
     let valid = key.sign(&dev_claims(issuer, DEV_AUDIENCE, 3600));
     let expired = key.sign(&dev_claims(issuer, DEV_AUDIENCE, -3600));
     let other_aud = key.sign(&dev_claims(issuer, "someone-else", 3600));
-    let dir = std::env::temp_dir().join("portcullis-dev");
+    let dir = samples_dir(authz);
     let mut out = String::new();
     let _ = writeln!(out, "\nportcullis dev is running");
     let _ =
         writeln!(out, "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)");
-    let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz");
+    let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz  http://{http}/metrics");
     let _ = writeln!(out, "  dev issuer     : {}   (JWKS {})", issuer.issuer(), issuer.jwks_uri());
     for line in [
         format!("  routes         : /public/* allow, /internal/* deny, /api/* needs a token (aud {DEV_AUDIENCE}),"),
@@ -216,6 +236,11 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, authz: &str, http: &str, envoy: 
         out,
         "  requests       : {} (CheckRequest JSON, as Envoy sends it; NAME.bin: the same as a gRPC frame, for h2load -d)",
         dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "  optional tools : the grpcurl and ghz commands below need them installed (go install \
+         github.com/fullstorydev/grpcurl/cmd/grpcurl@latest, github.com/bojand/ghz/cmd/ghz@latest)"
     );
     let samples = [
         ("valid", "a valid token: allowed", Some(&valid), "/api/items?limit=10", None),
