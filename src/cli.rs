@@ -193,6 +193,36 @@ pub struct DevArgs {
     /// Loopback port of that Envoy (0: any free port).
     #[arg(long, default_value_t = 10000)]
     pub envoy_port: u16,
+    /// Also save the demo's policy (portcullis.yaml) and Envoy bootstrap (envoy.yaml)
+    /// in DIR, as a starting point for your own.
+    #[arg(long, value_name = "DIR")]
+    pub write_config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<DevCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Mint a token the running `portcullis dev` accepts, with your claims (to try `require:` rules).
+    Token(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevTokenArgs {
+    /// The ext_authz address of the running `portcullis dev` (finds its key in its
+    /// instance directory).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub authz: String,
+    /// A claim as `name=value`; the value is JSON when it parses (`n=3`,
+    /// `roles=["admin"]`), a string otherwise. Repeatable; overrides the defaults.
+    #[arg(long = "claim", value_name = "K=V")]
+    pub claims: Vec<String>,
+    /// A scope for the `scope` claim (space-separated there). Repeatable.
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds (negative: already expired).
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+    pub ttl: i64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -511,6 +511,8 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["dev", "--authz", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--envoy-port", "0"])
+        .arg("--write-config")
+        .arg(tmp.path().join("saved"))
         .env("TMPDIR", tmp.path())
         .env("PATH", path_without_envoy())
         .stdout(Stdio::piped())
@@ -547,6 +549,35 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     assert!(field("HTTP           : ").contains("/metrics"), "{banner:?}");
     assert!(field("Admin API      : ").starts_with("127.0.0.1:"), "{banner:?}");
     assert!(field("optional tools : ").contains("grpcurl"), "{banner:?}");
+
+    // `dev token` mints what this instance accepts, with the claims asked for.
+    let tmpdir = tmp.path().to_path_buf();
+    let authz_for_token = authz.clone();
+    let minted = tokio::task::spawn_blocking(move || {
+        let output = Command::new(BIN)
+            .args(["dev", "token", "--authz", &authz_for_token, "--claim", "org=acme", "--scope", "orders:read"])
+            .env("TMPDIR", &tmpdir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    })
+    .await
+    .unwrap();
+    let payload = minted.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((&claims["org"], &claims["scope"]), (&serde_json::json!("acme"), &serde_json::json!("orders:read")));
+    let mut dev_client = client_at(&authz).await;
+    assert_allowed(&check_token(&mut dev_client, "/api/items", &minted).await);
+    // --write-config: the demo's policy and Envoy bootstrap, saved as a starting point.
+    let saved = tmp.path().join("saved");
+    assert!(saved.join("envoy.yaml").exists() && saved.join("portcullis.yaml").exists());
+    let policy = saved.join("portcullis.yaml");
+    let (code, _, stderr) = run(&["check-config", "--strict", "--config", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
     assert_frames_match_json(&samples);
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
     let grpcurl = common::tools::go_tool("grpcurl");

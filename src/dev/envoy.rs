@@ -92,7 +92,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> axum::Json<serde_
 
 /// A minimal, complete Envoy bootstrap: every request checked by portcullis
 /// (failing closed), then proxied to the echo upstream.
-fn bootstrap(listen: SocketAddr, authz: SocketAddr, upstream: SocketAddr) -> String {
+pub fn bootstrap(listen: SocketAddr, authz: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         r#"static_resources:
   listeners:

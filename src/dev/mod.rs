@@ -5,6 +5,7 @@
 pub mod envoy;
 pub mod frames;
 pub mod issuer;
+pub mod token;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use crate::cli::{DevArgs, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{DevArgs, DevCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::server::{self, ServeOptions};
 pub use issuer::{DevIssuer, SigningKey};
 
@@ -79,6 +80,9 @@ routes:
 
 /// Runs until `shutdown` resolves (the binary passes SIGTERM/SIGINT).
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> u8 {
+    if let Some(DevCommand::Token(token_args)) = args.command {
+        return token::run(token_args);
+    }
     let key = SigningKey::generate(Algorithm::RS256, "dev-rs256-1");
     let issuer = match DevIssuer::start(&[&key]).await {
         Ok(issuer) => issuer,
@@ -107,6 +111,17 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Where `portcullis dev token` finds this instance's key.
+    let instance = token::Instance {
+        issuer: issuer.issuer().to_string(),
+        audience: DEV_AUDIENCE.to_string(),
+        kid: key.kid.clone(),
+        private_key_pem: key.private_pem.clone().unwrap_or_default(),
+    };
+    let key_file = token::save(&samples_dir(&running.authz_addr.to_string()), &instance);
+    if let Err(err) = &key_file {
+        eprintln!("cannot save the key for `portcullis dev token`: {err}");
+    }
     let envoy = match envoy::find(args.envoy.as_deref()) {
         Some(binary) => match envoy::start(&binary, running.authz_addr, args.envoy_port).await {
             Ok(envoy) => Some(envoy),
@@ -121,6 +136,24 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
     let addrs = (running.authz_addr.to_string(), running.http_addr.to_string());
     let text = banner(&issuer, &key, &addrs.0, &addrs.1, envoy.as_ref().map(|envoy| envoy.addr));
     let text = text.replacen("\n  dev issuer", &instance_lines(running.admin_addr, envoy.as_ref()), 1);
+    let mut text = text.replacen("\nPress Ctrl-C", &token_hint(running.authz_addr), 1);
+    if let Some(dir) = &args.write_config {
+        let envoy_listen = envoy.as_ref().map_or(([127, 0, 0, 1], args.envoy_port).into(), |envoy| envoy.addr);
+        // The demo's own echo upstream is gone with it: the saved bootstrap points at 127.0.0.1:8080.
+        let files = [
+            ("portcullis.yaml", dev_config(&issuer, &args)),
+            ("envoy.yaml", envoy::bootstrap(envoy_listen, running.authz_addr, ([127, 0, 0, 1], 8080).into())),
+        ];
+        let saved = std::fs::create_dir_all(dir)
+            .and_then(|()| files.iter().try_for_each(|(name, text)| std::fs::write(dir.join(name), text)));
+        match saved {
+            Ok(()) => text.push_str(&format!(
+                "\nSaved portcullis.yaml and envoy.yaml in {} (--write-config): a starting point;\nreplace the dev issuer with yours and check it with portcullis check-config.\n",
+                dir.display()
+            )),
+            Err(err) => text.push_str(&format!("\n(cannot write --write-config {}: {err})\n", dir.display())),
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
     drop(stdout);
@@ -142,6 +175,16 @@ fn instance_lines(admin: SocketAddr, envoy: Option<&envoy::DevEnvoy>) -> String 
     }
     out.push_str("\n  dev issuer");
     out
+}
+
+/// How to mint tokens with custom claims for this instance.
+fn token_hint(authz: SocketAddr) -> String {
+    let flag = if authz.port() == 50051 { String::new() } else { format!(" --authz {authz}") };
+    format!(
+        "\n# Your own claims, to try require: rules (prints a token this instance accepts):\n\
+         TOKEN=$(portcullis dev token{flag} --claim permissions='[\"orders:delete\"]' --scope orders:read --ttl 600)\n\
+         \nPress Ctrl-C"
+    )
 }
 
 /// Where this instance writes its sample requests: one directory per ext_authz
@@ -321,6 +364,8 @@ mod tests {
             admin: "127.0.0.1:0".parse().unwrap(),
             envoy: None,
             envoy_port: 0,
+            write_config: None,
+            command: None,
         };
         let policy = crate::policy::parse_str(&dev_config(&issuer, &args), "dev config").unwrap();
         assert_eq!(policy.warnings, []);
