@@ -528,7 +528,8 @@ class DevServer:
     def __init__(self, binary: Path, args: argparse.Namespace, work: Path) -> None:
         self.work = work
         self.addr = args.authz_addr
-        self.samples = work / "portcullis-dev"
+        # One sample directory per dev instance, named by its ext_authz port.
+        self.samples = work / f"portcullis-dev-{args.authz_addr.rsplit(':', 1)[1]}"
         self.banner = work / "server.out"
         self.log = work / "server.log"
         self.command = [str(binary), "dev", "--authz", args.authz_addr, "--http", args.http_addr]

@@ -1,5 +1,8 @@
-//! The command line (SPEC section 1) and its exit codes: 0 ok, 1 invalid
-//! config or input, 2 runtime failure.
+//! The command line and its exit codes: 0 ok, 1 invalid config or input (a
+//! denied token for `token verify`), 2 runtime failure (the IdP or a running
+//! instance could not be reached), 64 usage error (an unknown flag, a missing
+//! argument). Usage errors have their own code so a script that reads 2 as "the
+//! IdP is down" (`admin refresh`) never mistakes a typo for an outage.
 
 use std::path::PathBuf;
 
@@ -10,6 +13,8 @@ use crate::telemetry::LogFormat;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_INVALID: u8 = 1;
 pub const EXIT_RUNTIME: u8 = 2;
+/// sysexits.h `EX_USAGE`.
+pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,7 +106,13 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Admin API address (listen.admin).
-    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR", default_value = "127.0.0.1:50052", global = true)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_ADDR",
+        hide_env_values = true,
+        default_value = "127.0.0.1:50052",
+        global = true
+    )]
     pub addr: String,
     /// admin.token of that instance.
     #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true, global = true)]
@@ -113,7 +124,11 @@ pub struct AdminArgs {
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Policy generation, readiness, token cache and per-issuer key state.
-    Status,
+    Status {
+        /// `text` for people, `json` for scripts (the GetStatus response's fields).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Fetch keys now (one issuer, or all), bypassing rate limits.
     Refresh {
         /// Issuer name from the config; omit for all.
@@ -157,7 +172,7 @@ pub enum AdminCommand {
 impl AdminCommand {
     pub fn name(&self) -> &'static str {
         match self {
-            AdminCommand::Status => "status",
+            AdminCommand::Status { .. } => "status",
             AdminCommand::Refresh { .. } => "refresh",
             AdminCommand::Reload => "reload",
             AdminCommand::RevokeSubject { .. } => "revoke-subject",
@@ -166,6 +181,13 @@ impl AdminCommand {
             AdminCommand::Unrevoke { .. } => "unrevoke",
         }
     }
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -184,7 +206,7 @@ pub struct CheckConfigArgs {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Config file.
-    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "portcullis.yaml")]
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", hide_env_values = true, default_value = "portcullis.yaml")]
     pub config: PathBuf,
 }
 
@@ -209,6 +231,36 @@ pub struct DevArgs {
     /// Loopback port of that Envoy (0: any free port).
     #[arg(long, default_value_t = 10000)]
     pub envoy_port: u16,
+    /// Also save the demo's policy (portcullis.yaml) and Envoy bootstrap (envoy.yaml)
+    /// in DIR, as a starting point for your own.
+    #[arg(long, value_name = "DIR")]
+    pub write_config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<DevCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Mint a token the running `portcullis dev` accepts, with your claims (to try `require:` rules).
+    Token(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevTokenArgs {
+    /// The ext_authz address of the running `portcullis dev` (finds its key in its
+    /// instance directory).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub authz: String,
+    /// A claim as `name=value`; the value is JSON when it parses (`n=3`,
+    /// `roles=["admin"]`), a string otherwise. Repeatable; overrides the defaults.
+    #[arg(long = "claim", value_name = "K=V")]
+    pub claims: Vec<String>,
+    /// A scope for the `scope` claim (space-separated there). Repeatable.
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds (negative: already expired).
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+    pub ttl: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +289,12 @@ pub struct VerifyArgs {
     /// goes without them, naming each secret it needs.
     #[arg(long)]
     pub no_secrets: bool,
-    /// The JWT (placed where the matched route's issuer reads tokens).
-    pub token: String,
+    /// The JWT (placed where the matched route's issuer reads tokens). An argument
+    /// lands in the shell history: prefer --token-file.
+    #[arg(required_unless_present = "token_file", conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the JWT from this file, or from standard input with `-`
+    /// (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }

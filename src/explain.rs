@@ -15,6 +15,13 @@ use crate::rules::{Facts, Outcome, Requirement};
 use crate::token::digest;
 
 pub async fn run(args: VerifyArgs) -> u8 {
+    let token = match read_token(&args) {
+        Ok(token) => token,
+        Err(why) => {
+            eprintln!("{why}");
+            return EXIT_INVALID;
+        }
+    };
     let loaded = match args.no_secrets {
         true => policy::load_file_without_secrets(&args.config.config, &Secrets::Placeholders),
         false => policy::load_file(&args.config.config),
@@ -39,11 +46,15 @@ pub async fn run(args: VerifyArgs) -> u8 {
     for problem in policy.fetch_missing_keys(None).await {
         eprintln!("{problem}");
     }
-    let request = request_with_token(&policy, &args, &extra);
+    let request = request_with_token(&policy, &args, &token, &extra);
     let authorizer = Authorizer::new(policy);
     let decision = authorizer.decide(&request).await;
     print!("{}", describe(&decision));
-    print!("{}", rules(&authorizer.policy(), &request).await);
+    let shown: Vec<&str> = match &decision {
+        Decision::Allow(allowed) => allowed.set_headers.iter().map(|(name, _)| name.as_str()).collect(),
+        Decision::Deny(_) => Vec::new(),
+    };
+    print!("{}", rules(&authorizer.policy(), &request, &shown).await);
     match decision {
         Decision::Allow(_) => EXIT_OK,
         Decision::Deny(denied) if matches!(denied.reason, DenyReason::KeysUnavailable(_)) => EXIT_RUNTIME,
@@ -51,8 +62,30 @@ pub async fn run(args: VerifyArgs) -> u8 {
     }
 }
 
+/// The token from the argument, or from `--token-file` (`-`: standard input), so
+/// it need not appear in the shell history or the process list.
+fn read_token(args: &VerifyArgs) -> Result<String, String> {
+    let text = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|err| format!("--token-file -: cannot read standard input: {err}"))?;
+            text
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|err| format!("--token-file {}: cannot read it: {err}", path.display()))?,
+        (None, None) => return Err("no token: give it as an argument or with --token-file".into()),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("the token is empty".into());
+    }
+    Ok(token.to_string())
+}
+
 /// Puts the token where the matched route's first issuer looks for it.
-fn request_with_token(policy: &Policy, args: &VerifyArgs, extra: &[(String, String)]) -> HttpRequest {
+fn request_with_token(policy: &Policy, args: &VerifyArgs, token: &str, extra: &[(String, String)]) -> HttpRequest {
     let headers = |token: Option<(String, String)>| {
         let mut all: Vec<(String, String)> = extra.to_vec();
         all.extend(token);
@@ -73,20 +106,19 @@ fn request_with_token(policy: &Policy, args: &VerifyArgs, extra: &[(String, Stri
         .map(|&id| policy.issuers[id].token_from.clone())
         .unwrap_or_default();
     let placed = match source {
-        TokenFrom::Header { header, prefix: Some(prefix) } => (header, format!("{prefix}{}", args.token)),
-        TokenFrom::Header { header, prefix: None } if header == "authorization" => {
-            (header, format!("Bearer {}", args.token))
-        }
-        TokenFrom::Header { header, prefix: None } => (header, args.token.clone()),
-        TokenFrom::Cookie { cookie } => ("cookie".into(), format!("{cookie}={}", args.token)),
+        TokenFrom::Header { header, prefix: Some(prefix) } => (header, format!("{prefix}{token}")),
+        TokenFrom::Header { header, prefix: None } if header == "authorization" => (header, format!("Bearer {token}")),
+        TokenFrom::Header { header, prefix: None } => (header, token.to_string()),
+        TokenFrom::Cookie { cookie } => ("cookie".into(), format!("{cookie}={token}")),
     };
     let all = headers(Some(placed));
     HttpRequest::new(&args.method, &args.path, &args.host, all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Each of the matched route's requirements, held or not and why, and the
-/// identity headers the token would give the upstream.
-async fn rules(policy: &Policy, request: &HttpRequest) -> String {
+/// identity headers the token would give the upstream that `shown` (the
+/// headers the decision already listed) does not: no line twice.
+async fn rules(policy: &Policy, request: &HttpRequest, shown: &[&str]) -> String {
     let mut out = String::new();
     let Some(route) = policy.router.route(request) else { return out };
     let has_headers = route.identity.headers().next().is_some();
@@ -107,24 +139,21 @@ async fn rules(policy: &Policy, request: &HttpRequest) -> String {
             let _ = writeln!(out, "  {}", explain_outcome(&outcome, requirements.when_source()));
         }
     }
-    if has_headers {
-        let _ = writeln!(out, "identity headers:");
-        for (name, claim) in route.identity.headers() {
-            let value = route
-                .identity
-                .mutations(Some(&vouched.token.claims))
-                .set_headers
-                .into_iter()
-                .find(|(set, _)| set == name);
-            match value {
-                Some((_, value)) => {
-                    let _ = writeln!(out, "  {name}: {value}");
-                }
-                None => {
-                    let _ =
-                        writeln!(out, "  {name}: (no usable claim {}; the client's copy is removed)", claim.as_str());
-                }
-            }
+    let set = route.identity.mutations(Some(&vouched.token.claims)).set_headers;
+    let lines: Vec<String> = route
+        .identity
+        .headers()
+        .filter(|(name, _)| !shown.contains(name))
+        .map(|(name, claim)| match set.iter().find(|(set, _)| set == name) {
+            Some((_, value)) => format!("  {name}: {value}"),
+            None => format!("  {name}: (no usable claim {}; the client's copy is removed)", claim.as_str()),
+        })
+        .collect();
+    if !lines.is_empty() {
+        let heading = if shown.is_empty() { "identity headers (if allowed):" } else { "identity headers not set:" };
+        let _ = writeln!(out, "{heading}");
+        for line in lines {
+            let _ = writeln!(out, "{line}");
         }
     }
     out
@@ -164,16 +193,24 @@ pub fn describe(decision: &Decision) -> String {
                     caller.subject.as_deref().unwrap_or("-")
                 ));
             }
-            out.push_str("upstream headers set:\n");
+            // A heading only over lines: an allow that changes nothing says so once.
+            if !allowed.set_headers.is_empty() {
+                out.push_str("upstream headers set:\n");
+            }
             for (name, value) in &allowed.set_headers {
                 match allowed.unresolved.iter().find(|(unread, _)| unread == name) {
                     Some((_, secret)) => out.push_str(&format!("  {name}: (needs {secret}, not read)\n")),
                     None => out.push_str(&format!("  {name}: {}\n", redact(name, value))),
                 }
             }
-            out.push_str("upstream headers removed:\n");
+            if !allowed.remove_headers.is_empty() {
+                out.push_str("upstream headers removed:\n");
+            }
             for name in &allowed.remove_headers {
                 out.push_str(&format!("  {name}\n"));
+            }
+            if allowed.set_headers.is_empty() && allowed.remove_headers.is_empty() {
+                out.push_str("upstream headers: unchanged\n");
             }
         }
         Decision::Deny(denied) => {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, TokenCommand};
+use portcullis::cli::{Cli, Command, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, TokenCommand};
 use portcullis::config::Secrets;
 use portcullis::keys::redact_url;
 use portcullis::reload::Reloader;
@@ -11,7 +11,14 @@ use portcullis::telemetry::{LogFormat, TraceSettings};
 use portcullis::{admin, dev, explain, policy, policy_test, probe, server, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; everything else clap refuses is a usage error.
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -43,12 +50,20 @@ async fn run(command: Command, format: LogFormat) -> u8 {
 }
 
 /// Loads the policy first: its `telemetry` section decides what the
-/// subscriber exports (config problems are printed, not logged).
+/// subscriber exports. Config problems are printed as a report for a person,
+/// or, with `--log-format json`, logged as one JSON line like everything else,
+/// so a collector never sees a line it cannot parse.
 async fn serve(path: &std::path::Path, watch: bool, format: LogFormat) -> u8 {
     let policy = match policy::load_file(path) {
         Ok(policy) => policy,
         Err(err) => {
-            eprint!("{err}");
+            match format {
+                LogFormat::Json => {
+                    telemetry::init(format, None);
+                    tracing::error!(problems = err.problems.len(), "not starting: {}", err.one_line());
+                }
+                LogFormat::Text => eprint!("{err}"),
+            }
             return EXIT_INVALID;
         }
     };
@@ -149,9 +164,9 @@ fn reload_on_hangup(reloader: Arc<Reloader>) {
         let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match reloader.reload().await {
-                    Ok(done) => tracing::info!(generation = done.generation, "reloaded on SIGHUP"),
-                    Err(err) => tracing::error!("SIGHUP reload failed, old policy kept: {err}"),
+                // A refusal is logged by reload() itself, as on every path.
+                if let Ok(done) = reloader.reload().await {
+                    tracing::info!(generation = done.generation, "reloaded on SIGHUP");
                 }
             }
         });

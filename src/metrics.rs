@@ -334,8 +334,10 @@ impl Metrics {
         self.unknown_kid.get_or_create(&IssuerOutcome { issuer: Arc::clone(issuer), outcome }).inc();
     }
 
-    pub fn record_reload(&self, ok: bool) {
-        self.reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    /// `result`: `ok`, `error` (the new config was refused), or `no_config_file`
+    /// (nothing to re-read: the instance was started without a file).
+    pub fn record_reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn record_admin_call(&self, method: &'static str, result: &'static str) {

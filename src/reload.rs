@@ -20,6 +20,25 @@ pub enum ReloadError {
     Invalid(config::ConfigError),
 }
 
+impl ReloadError {
+    /// The `result` label of `portcullis_policy_reloads_total`. A reload with no file
+    /// to read is not a refused config (`error`, which alerts page on): nothing was tried.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReloadError::NoConfigFile => "no_config_file",
+            ReloadError::Invalid(_) => "error",
+        }
+    }
+
+    /// One line for the log, whatever asked for the reload.
+    pub fn one_line(&self) -> String {
+        match self {
+            ReloadError::NoConfigFile => self.to_string(),
+            ReloadError::Invalid(err) => err.one_line(),
+        }
+    }
+}
+
 /// The outcome of a successful reload.
 #[derive(Debug, Clone)]
 pub struct Reloaded {
@@ -59,10 +78,19 @@ impl Reloader {
         Arc::clone(&self.admin_token)
     }
 
-    /// Re-reads, compiles and swaps in the config (counted in `portcullis_policy_reloads_total`).
+    /// Re-reads, compiles and swaps in the config (counted in
+    /// `portcullis_policy_reloads_total`). A refusal is logged here, as one WARN
+    /// line, so the admin API, SIGHUP and `--watch` report it alike.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let result = self.try_reload().await;
-        self.authorizer.metrics().record_reload(result.is_ok());
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(err) => {
+                tracing::warn!("reload refused, old policy kept: {}", err.one_line());
+                err.metric_label()
+            }
+        };
+        self.authorizer.metrics().record_reload(label);
         result
     }
 
@@ -158,9 +186,9 @@ impl Reloader {
                 // Editors write in steps; wait until the file stops changing.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 seen = fingerprint(&path);
-                match this.reload().await {
-                    Ok(done) => tracing::info!(generation = done.generation, "reloaded after a file change"),
-                    Err(err) => tracing::error!("reload after a file change failed, old policy kept: {err}"),
+                // A refusal is logged by reload() itself.
+                if let Ok(done) = this.reload().await {
+                    tracing::info!(generation = done.generation, "reloaded after a file change");
                 }
             }
         });

@@ -134,7 +134,33 @@ fn log_layer(format: LogFormat) -> BoxedLayer {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => layer.json().flatten_event(true).with_filter(filter).boxed(),
-        LogFormat::Text => layer.with_filter(filter).boxed(),
+        LogFormat::Text => layer.fmt_fields(text_fields()).with_filter(filter).boxed(),
+    }
+}
+
+/// Text-format fields as `name=value`, every text value quoted and escaped
+/// (`reason="the token has expired" token="378e79c023c7"`) however it was
+/// recorded, numbers and booleans bare: one rule a reader (or `grep`) can rely on.
+fn text_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'writer> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{text}"),
+            name => write!(writer, "{name}={}", quoted(&text)),
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` as a field value: already quoted (a recorded `&str`) or a bare number
+/// or boolean as it is, anything else (a `%Display` value) quoted and escaped.
+fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    let already = text.len() >= 2 && text.starts_with('"') && text.ends_with('"');
+    let scalar = text == "true" || text == "false" || text.parse::<f64>().is_ok();
+    match already || scalar {
+        true => std::borrow::Cow::Borrowed(text),
+        false => std::borrow::Cow::Owned(format!("{text:?}")),
     }
 }
 
@@ -253,6 +279,15 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_values_are_quoted_numbers_and_booleans_bare() {
+        assert_eq!(quoted("the token has expired"), "\"the token has expired\"");
+        assert_eq!(quoted("\"378e79c023c7\""), "\"378e79c023c7\"");
+        assert_eq!(quoted("127.0.0.1:50051"), "\"127.0.0.1:50051\"");
+        assert_eq!(quoted("a \"b\""), "\"a \\\"b\\\"\"");
+        assert_eq!((quoted("42"), quoted("0.5"), quoted("true")), ("42".into(), "0.5".into(), "true".into()));
+    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())

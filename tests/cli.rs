@@ -161,6 +161,39 @@ fn check_config_summarises_a_valid_config_and_interpolates_files() {
     assert!(!stdout.contains("0123456789abcdef"), "secrets are never printed");
 }
 
+#[test]
+fn check_config_summary_shows_rules_headers_mode_and_the_decision_log() {
+    let file = write_config(
+        r#"issuers:
+  kinde: { issuer: https://acme.kinde.com, audiences: [api] }
+decision_log: { to: stdout, sample: 0.1 }
+routes:
+  - match: { prefix: /api/orders/, methods: [DELETE] }
+    require:
+      permissions: [orders:delete]
+      when: 'claims.org_code == "acme"'
+    headers: { x-user-id: sub }
+  - match: { prefix: /admin/ }
+    require: { roles: [admin], roles_claim: "$.roles[*].key" }
+    mode: dry_run
+"#,
+    );
+    let (code, stdout, stderr) = run(&["check-config", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "decision log: to stdout (allows sampled at 0.1, every deny)\n",
+        "backends: none\n",
+        "  routes[0]: prefix /api/orders/, methods DELETE => authenticate (kinde)\n",
+        "    require: permissions orders:delete; when `claims.org_code == \"acme\"`\n",
+        "    headers: x-user-id <- sub\n",
+        "  routes[1]: prefix /admin/ => authenticate (kinde) [mode: dry_run, not enforced]\n",
+        "    require: roles admin; roles read at $.roles[*].key\n",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("any issuer"), "the only issuer is named: {stdout}");
+}
+
 /// `check-config` on `text` (with `extra` arguments): exit code, stdout, stderr.
 fn check_config(text: &str, extra: &[&str]) -> (i32, String, String) {
     let file = write_config(text);
@@ -281,6 +314,31 @@ fn missing_or_unparseable_files_are_exit_1() {
     let (code, _, stderr) = run(&["serve", "--config", file.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("not valid YAML"), "{stderr}");
+    // With --log-format json, even a config that stops the start is one JSON line.
+    let (code, _, stderr) = run(&["--log-format", "json", "serve", "--config", file.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON log line");
+    assert_eq!(event["level"], "ERROR");
+    assert!(event["message"].as_str().unwrap().contains("not valid YAML"), "{event}");
+}
+
+#[test]
+fn usage_errors_have_their_own_exit_code_and_help_shows_no_empty_env_values() {
+    for args in
+        [&["check-config", "--bogus"][..], &["bogus"], &["token", "verify"], &["admin", "status", "--output", "xml"]]
+    {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+    }
+    let (code, stdout, _) = run(&["admin", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("[env: PORTCULLIS_ADMIN_ADDR]") && !stdout.contains("=]"), "{stdout}");
+    let (code, stdout, _) = run(&["token", "verify", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--token-file") && !stdout.contains("=]"), "{stdout}");
+    assert_eq!(run(&["--version"]).0, 0);
 }
 
 #[tokio::test]
@@ -300,9 +358,54 @@ async fn token_verify_explains_the_decision_offline() {
     let (code, stdout, stderr) = verify(good).await.unwrap();
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("decision: ALLOW") && stdout.contains("subject:  alice"), "{stdout}");
+    assert!(!stdout.contains(":\n\n") && !stdout.ends_with(":\n"), "no empty heading: {stdout}");
     let (code, stdout, _) = verify(expired).await.unwrap();
     assert_eq!(code, 1);
     assert!(stdout.contains("decision: DENY (HTTP 401)") && stdout.contains("the token has expired"), "{stdout}");
+
+    // The token from standard input (`--token-file -`) or a file: not in the shell history.
+    let good = key.sign(&issuer.claims("bob", "api", 60));
+    let mut child = Command::new(BIN)
+        .args(["token", "verify", "--config", file.path().to_str().unwrap(), "--token-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{good}\n").as_bytes()).unwrap();
+    // Waited for off the runtime: the loopback issuer it asks runs on it.
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("subject:  bob"), "{stdout}");
+    let token_file = write_config(&good);
+    let args = [file.path(), token_file.path()].map(|path| path.to_str().unwrap().to_string());
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["token", "verify", "--config", &args[0], "--token-file", &args[1]]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("subject:  bob"), "{stdout}");
+}
+
+/// Identity headers a token gets are listed once, under the decision's headers.
+#[tokio::test]
+async fn token_verify_lists_each_header_once() {
+    let key = SigningKey::generate(Algorithm::ES256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let config = format!(
+        "issuers:\n  a: {{ issuer: \"{}\", jwks_uri: \"{}\", audiences: [api] }}\nroutes:\n  - match: {{ prefix: / }}\n    headers: {{ x-user-id: sub, x-email: email }}\n",
+        issuer.issuer(),
+        issuer.jwks_uri()
+    );
+    let file = write_config(&config);
+    let token = key.sign(&issuer.claims("alice", "api", 60));
+    let path = file.path().to_str().unwrap().to_string();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["token", "verify", "--config", &path, &token])).await.unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(stdout.matches("x-user-id: alice").count(), 1, "{stdout}");
+    // The claim the token lacks is said once, under its own heading.
+    assert!(stdout.contains("identity headers not set:\n  x-email: (no usable claim email"), "{stdout}");
 }
 
 #[tokio::test]
@@ -420,6 +523,8 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
             "--envoy-port",
             "0",
         ])
+        .arg("--write-config")
+        .arg(tmp.path().join("saved"))
         .env("TMPDIR", tmp.path())
         .env("PATH", path_without_envoy())
         .stdout(Stdio::piped())
@@ -450,6 +555,41 @@ async fn dev_prints_working_samples_and_stops_on_sigterm() {
     let token = field("TOKEN_VALID=").to_string();
     let samples = std::path::PathBuf::from(field("requests       : ").split_whitespace().next().unwrap());
     assert!(samples.starts_with(tmp.path()), "{samples:?} under TMPDIR");
+    // One directory per instance (by its ext_authz port): a second dev never overwrites these.
+    let port = authz.rsplit_once(':').unwrap().1;
+    assert!(samples.ends_with(format!("portcullis-dev-{port}")), "{samples:?}");
+    assert!(field("HTTP           : ").contains("/metrics"), "{banner:?}");
+    assert!(field("Admin API      : ").starts_with("127.0.0.1:"), "{banner:?}");
+    assert!(field("optional tools : ").contains("grpcurl"), "{banner:?}");
+
+    // `dev token` mints what this instance accepts, with the claims asked for.
+    let tmpdir = tmp.path().to_path_buf();
+    let authz_for_token = authz.clone();
+    let minted = tokio::task::spawn_blocking(move || {
+        let output = Command::new(BIN)
+            .args(["dev", "token", "--authz", &authz_for_token, "--claim", "org=acme", "--scope", "orders:read"])
+            .env("TMPDIR", &tmpdir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    })
+    .await
+    .unwrap();
+    let payload = minted.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((&claims["org"], &claims["scope"]), (&serde_json::json!("acme"), &serde_json::json!("orders:read")));
+    let mut dev_client = client_at(&authz).await;
+    assert_allowed(&check_token(&mut dev_client, "/api/items", &minted).await);
+    // --write-config: the demo's policy and Envoy bootstrap, saved as a starting point.
+    let saved = tmp.path().join("saved");
+    assert!(saved.join("envoy.yaml").exists() && saved.join("portcullis.yaml").exists());
+    let policy = saved.join("portcullis.yaml");
+    let (code, _, stderr) = run(&["check-config", "--strict", "--config", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
     assert_frames_match_json(&samples);
     // The printed commands are ready to paste: run them as printed (ghz with fewer calls).
     let grpcurl = common::tools::go_tool("grpcurl");
@@ -709,6 +849,15 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A failed assertion must not leave the server running (it would hold the
+    /// test's output pipe open); after `stop` this finds it gone.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn served_config(issuer: &DevIssuer, token: &str, routes: &str) -> String {
     format!(
         "listen: {{ authz: 127.0.0.1:0, admin: 127.0.0.1:0, http: 127.0.0.1:0 }}\nadmin: {{ token: {token} }}\nissuers:\n  a: {{ issuer: \"{}\", jwks_uri: \"{}\" }}\nroutes:\n{routes}",
@@ -737,6 +886,12 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
         let (code, stdout, _) = served.admin_cli(&["status"], Some(TOKEN));
         assert_eq!(code, 0);
         assert!(stdout.contains("issuer a (") && stdout.contains("keys: k1"), "{stdout}");
+        let (code, stdout, _) = served.admin_cli(&["status", "--output", "json"], Some(TOKEN));
+        assert_eq!(code, 0);
+        let status: serde_json::Value = serde_json::from_str(&stdout).expect("admin status --output json");
+        assert_eq!((&status["policy_generation"], &status["ready"]), (&serde_json::json!(1), &serde_json::json!(true)));
+        assert_eq!(status["issuers"][0]["key_ids"], serde_json::json!(["k1"]), "{status}");
+        assert!(status["issuers"][0]["last_refresh"].as_str().is_some_and(|at| at.ends_with('Z')), "{status}");
         let (code, _, stderr) = served.admin_cli(&["status"], None);
         assert_eq!(code, 1, "unauthenticated is an input error");
         assert!(stderr.contains("missing authorization"), "{stderr}");
@@ -785,6 +940,15 @@ async fn sighup_reloads_and_the_admin_cli_needs_no_grpcurl() {
         let (code, _, stderr) = served.admin_cli(&["reload"], Some(TOKEN));
         assert_eq!(code, 1);
         assert!(stderr.contains("routes[0].match.prefix: must start with '/'"), "{stderr}");
+        // Logged once, on one line, at WARN (as --watch and SIGHUP log it).
+        let refused = "reload refused, old policy kept: invalid config";
+        assert_eq!(served.logged("WARN", refused), 1);
+        assert_eq!(
+            served.logged("WARN", "routes[0].match.prefix: must start with '/'"),
+            1,
+            "the problems, on that line"
+        );
+        assert_eq!(served.logged("ERROR", "reload"), 0);
         served
     })
     .await
@@ -835,6 +999,23 @@ async fn watch_reloads_when_the_file_changes() {
     .await
     .unwrap();
     let mut client = client_at(&served.authz).await;
+    assert_allowed(&check(&mut client, request("GET", "/anything", &[])).await);
+    // A broken save: the same single WARN line as the admin API's reload, old policy kept.
+    std::fs::write(file.path(), "issuers: {}\nroutes:\n  - match: { prefix: nope }\n").unwrap();
+    let served = tokio::task::spawn_blocking(move || {
+        let refused = "reload refused, old policy kept: invalid config";
+        for _ in 0..150 {
+            if served.logged("WARN", refused) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(served.logged("WARN", refused), 1);
+        assert_eq!(served.logged("ERROR", "reload"), 0);
+        served
+    })
+    .await
+    .unwrap();
     assert_allowed(&check(&mut client, request("GET", "/anything", &[])).await);
     assert_eq!(tokio::task::spawn_blocking(move || served.stop()).await.unwrap(), Some(0));
 }

@@ -750,9 +750,12 @@ fn helm_template(values: Option<&str>) -> (bool, String) {
     run(&mut command)
 }
 
-/// Each ci values file rendered once: (values file, objects, template sources).
-fn chart_rendered() -> &'static Vec<(String, Vec<Value>, BTreeSet<String>)> {
-    static RENDERED: OnceLock<Vec<(String, Vec<Value>, BTreeSet<String>)>> = OnceLock::new();
+/// One ci values file rendered: (values file, objects, template sources).
+type ChartRendering = (String, Vec<Value>, BTreeSet<String>);
+
+/// Each ci values file rendered once.
+fn chart_rendered() -> &'static Vec<ChartRendering> {
+    static RENDERED: OnceLock<Vec<ChartRendering>> = OnceLock::new();
     RENDERED.get_or_init(|| {
         chart_values_files()
             .into_iter()

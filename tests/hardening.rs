@@ -406,7 +406,8 @@ fn read_authz_addr(log: &mut impl std::io::BufRead) -> String {
         line.clear();
         assert!(log.read_line(&mut line).unwrap() > 0, "server exited before listening");
         if let Some(rest) = line.split("authz=").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
+            // Text values are quoted in the text log (`authz="127.0.0.1:50051"`).
+            return rest.split_whitespace().next().unwrap().trim_matches('"').to_string();
         }
     }
 }

@@ -300,3 +300,16 @@ async fn static_keys_report_no_key_age_and_labels_come_only_from_the_config() {
         families["portcullis_checks_total"].iter().map(|(labels, _)| labels["route"].as_str()).collect();
     assert!(routes.iter().all(|route| ["api", "-"].contains(route)), "request paths never become labels: {routes:?}");
 }
+
+/// A reload with nothing to re-read (an instance started without a file) is not a
+/// refused config: `result="no_config_file"`, never the `error` that alerts page on.
+#[tokio::test]
+async fn a_reload_without_a_config_file_is_not_counted_as_an_error() {
+    let key = SigningKey::generate(jsonwebtoken::Algorithm::RS256, "k1");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let running = start(&config_for(&issuer, "api")).await;
+    let refused = running.reloader.reload().await.unwrap_err();
+    assert!(matches!(refused, portcullis::reload::ReloadError::NoConfigFile), "{refused}");
+    assert_eq!(metric(&running, "portcullis_policy_reloads_total", "{result=\"no_config_file\"}"), 1.0);
+    assert_eq!(metric(&running, "portcullis_policy_reloads_total", "{result=\"error\"}"), 0.0);
+}

@@ -358,7 +358,8 @@ async fn token_verify_explains_each_requirement_and_identity_header() {
         "  permissions: has orders:delete",
         "  permissions: missing orders:admin",
         "  when `claims.org_code == \"acme\"`: true",
-        "identity headers:",
+        // A deny: what the token would give the upstream once allowed, said once.
+        "identity headers (if allowed):",
         "  x-user-id: kp_123",
         "  x-tenant: (no usable claim tenant; the client's copy is removed)",
     ] {

@@ -169,6 +169,8 @@ async fn dev_config_file(out: &Path) -> PathBuf {
         http_authz: "127.0.0.1:9191".parse().unwrap(),
         envoy: None,
         envoy_port: 10000,
+        write_config: None,
+        command: None,
     };
     write(out, "dev.yaml", &dev_config(&issuer, &args))
 }

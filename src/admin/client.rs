@@ -7,11 +7,11 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
-use crate::cli::{AdminArgs, AdminCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{AdminArgs, AdminCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, OutputFormat};
 use crate::proto::admin::v1::admin_client::AdminClient;
 use crate::proto::admin::v1::{
-    GetStatusRequest, IssuerStatus, ListRevocationsRequest, RefreshKeysRequest, ReloadPolicyRequest, Revocation,
-    RevokeSubjectRequest, RevokeTokenRequest, UnrevokeRequest,
+    GetStatusRequest, GetStatusResponse, IssuerStatus, ListRevocationsRequest, RefreshKeysRequest, ReloadPolicyRequest,
+    Revocation, RevokeSubjectRequest, RevokeTokenRequest, UnrevokeRequest,
 };
 
 pub async fn run(args: AdminArgs) -> u8 {
@@ -56,17 +56,12 @@ async fn call(args: &AdminArgs) -> Result<String, tonic::Status> {
         Ok(request)
     });
     match &args.command {
-        AdminCommand::Status => {
+        AdminCommand::Status { output } => {
             let status = client.get_status(GetStatusRequest {}).await?.into_inner();
-            let mut out = format!("policy generation {}  ready {}\n", status.policy_generation, status.ready);
-            if let Some(cache) = status.token_cache {
-                out.push_str(&format!(
-                    "token cache: {} entries (capacity {}), {} hits, {} misses\n",
-                    cache.entries, cache.capacity, cache.hits, cache.misses
-                ));
-            }
-            out.push_str(&issuers(&status.issuers));
-            Ok(out)
+            Ok(match output {
+                OutputFormat::Text => status_text(&status),
+                OutputFormat::Json => format!("{}\n", status_json(&status)),
+            })
         }
         AdminCommand::Refresh { issuer } => {
             let request = RefreshKeysRequest { issuer: issuer.clone().unwrap_or_default() };
@@ -151,6 +146,57 @@ fn revocation_line(entry: &Revocation) -> String {
     } else {
         format!("{} jti {} expires {}", entry.issuer, entry.jti, at(&entry.expires))
     }
+}
+
+fn status_text(status: &GetStatusResponse) -> String {
+    let mut out = format!("policy generation {}  ready {}\n", status.policy_generation, status.ready);
+    if let Some(cache) = &status.token_cache {
+        out.push_str(&format!(
+            "token cache: {} entries (capacity {}), {} hits, {} misses\n",
+            cache.entries, cache.capacity, cache.hits, cache.misses
+        ));
+    }
+    out.push_str(&issuers(&status.issuers));
+    out
+}
+
+/// GetStatus as one JSON object with the proto's field names (proto3 JSON
+/// mapping: timestamps as RFC 3339, 64-bit counters as numbers here, since
+/// they stay far below 2^53), for scripts and monitoring probes.
+fn status_json(status: &GetStatusResponse) -> serde_json::Value {
+    let issuers: Vec<serde_json::Value> = status
+        .issuers
+        .iter()
+        .map(|issuer| {
+            let last_refresh = issuer
+                .last_refresh
+                .as_ref()
+                .and_then(|at| chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32))
+                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            serde_json::json!({
+                "name": issuer.name,
+                "issuer": issuer.issuer,
+                "key_ids": issuer.key_ids,
+                "has_keys": issuer.has_keys,
+                "stale": issuer.stale,
+                "last_refresh": last_refresh,
+                "last_error": issuer.last_error,
+                "jwks_uri": issuer.jwks_uri,
+                "fetches": issuer.fetches,
+                "skipped_keys": issuer.skipped_keys.iter().map(|skipped| serde_json::json!({
+                    "kid": skipped.kid, "index": skipped.index, "reason": skipped.reason
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "policy_generation": status.policy_generation,
+        "ready": status.ready,
+        "token_cache": status.token_cache.as_ref().map(|cache| serde_json::json!({
+            "entries": cache.entries, "capacity": cache.capacity, "hits": cache.hits, "misses": cache.misses
+        })),
+        "issuers": issuers,
+    })
 }
 
 fn issuers(list: &[IssuerStatus]) -> String {

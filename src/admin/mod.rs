@@ -125,10 +125,8 @@ impl AdminService {
                 Ok(Response::new(ReloadPolicyResponse { policy_generation: done.generation, warnings: done.warnings }))
             }
             Err(ReloadError::NoConfigFile) => Err(Status::failed_precondition(ReloadError::NoConfigFile.to_string())),
-            Err(ReloadError::Invalid(err)) => {
-                tracing::warn!("reload rejected, old policy kept: {err}");
-                Err(Status::invalid_argument(err.to_string()))
-            }
+            // Logged by the reloader (one line); the caller gets every problem.
+            Err(ReloadError::Invalid(err)) => Err(Status::invalid_argument(err.to_string())),
         }
     }
 }

@@ -80,6 +80,21 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The same report on one line (`invalid config F: 2 problems: a: x; b: y`), for
+    /// a log line that log collectors keep together.
+    pub fn one_line(&self) -> String {
+        let count = self.problems.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        let problems: Vec<String> = self
+            .problems
+            .iter()
+            .map(|problem| problem.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        format!("invalid config {}: {count} {noun}: {}", self.source_name, problems.join("; "))
+    }
+}
+
 /// `parent.key`, `parent[i]`, or whichever is not empty.
 pub fn join_path(parent: &str, key: &str) -> String {
     match (parent.is_empty(), key.is_empty()) {

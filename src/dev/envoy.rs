@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 /// A running Envoy (killed when dropped) and the echo upstream behind it.
 pub struct DevEnvoy {
     pub addr: SocketAddr,
+    /// The generated bootstrap (shown in the banner: a starting point for your own).
+    pub config: PathBuf,
     child: Child,
     dir: PathBuf,
     echo: tokio::task::JoinHandle<()>,
@@ -61,7 +63,7 @@ pub async fn start(binary: &Path, authz: SocketAddr, port: u16) -> Result<DevEnv
         .stderr(log)
         .spawn()
         .map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
-    let envoy = DevEnvoy { addr, child, dir, echo };
+    let envoy = DevEnvoy { addr, config, child, dir, echo };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(envoy);
@@ -90,7 +92,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> axum::Json<serde_
 
 /// A minimal, complete Envoy bootstrap: every request checked by portcullis
 /// (failing closed), then proxied to the echo upstream.
-fn bootstrap(listen: SocketAddr, authz: SocketAddr, upstream: SocketAddr) -> String {
+pub fn bootstrap(listen: SocketAddr, authz: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         r#"static_resources:
   listeners:

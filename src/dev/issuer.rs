@@ -29,6 +29,8 @@ pub struct SigningKey {
     pub jwk: Jwk,
     /// SPKI PEM of the public key (`None` for HMAC keys).
     pub public_pem: Option<String>,
+    /// PKCS#8 PEM of a generated RSA key, so `portcullis dev token` can sign with it.
+    pub private_pem: Option<String>,
 }
 
 impl SigningKey {
@@ -36,6 +38,7 @@ impl SigningKey {
     pub fn generate(alg: Algorithm, kid: &str) -> Self {
         use aws_lc_rs::encoding::PublicKeyX509Der;
         use aws_lc_rs::signature::KeyPair;
+        let mut private_pem = None;
         let (encoding, spki): (EncodingKey, PublicKeyX509Der<'static>) = match alg {
             Algorithm::RS256
             | Algorithm::RS384
@@ -45,7 +48,9 @@ impl SigningKey {
             | Algorithm::PS512 => {
                 let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
                 let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
-                let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes()).expect("RSA PEM");
+                let private = pem("PRIVATE KEY", der.as_ref());
+                let encoding = EncodingKey::from_rsa_pem(private.as_bytes()).expect("RSA PEM");
+                private_pem = Some(private);
                 (encoding, pair.public_key().as_der().expect("RSA SPKI"))
             }
             Algorithm::ES256 | Algorithm::ES384 => {
@@ -67,7 +72,14 @@ impl SigningKey {
         };
         let mut key = Self::with_encoding(alg, kid, encoding);
         key.public_pem = Some(pem("PUBLIC KEY", spki.as_ref()));
+        key.private_pem = private_pem;
         key
+    }
+
+    /// An RS*/PS* key from its PKCS#8 PEM (what [`SigningKey::generate`] kept).
+    pub fn rsa_from_pem(alg: Algorithm, kid: &str, private_pem: &str) -> Result<Self, String> {
+        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|err| err.to_string())?;
+        Ok(Self::with_encoding(alg, kid, encoding))
     }
 
     /// An HS* key from a shared secret (its JWK is an `oct` key; never publish it).
@@ -78,7 +90,7 @@ impl SigningKey {
     fn with_encoding(alg: Algorithm, kid: &str, encoding: EncodingKey) -> Self {
         let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
         jwk.common.key_id = Some(kid.to_string());
-        SigningKey { kid: kid.to_string(), alg, encoding, jwk, public_pem: None }
+        SigningKey { kid: kid.to_string(), alg, encoding, jwk, public_pem: None, private_pem: None }
     }
 
     /// Signs `claims` with `alg` and `kid` in the header.

@@ -5,6 +5,7 @@
 pub mod envoy;
 pub mod frames;
 pub mod issuer;
+pub mod token;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use crate::cli::{DevArgs, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{DevArgs, DevCommand, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::server::{self, ServeOptions};
 pub use issuer::{DevIssuer, SigningKey};
 
@@ -81,6 +82,9 @@ routes:
 
 /// Runs until `shutdown` resolves (the binary passes SIGTERM/SIGINT).
 pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> u8 {
+    if let Some(DevCommand::Token(token_args)) = args.command {
+        return token::run(token_args);
+    }
     let key = SigningKey::generate(Algorithm::RS256, "dev-rs256-1");
     let issuer = match DevIssuer::start(&[&key]).await {
         Ok(issuer) => issuer,
@@ -109,6 +113,17 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Where `portcullis dev token` finds this instance's key.
+    let instance = token::Instance {
+        issuer: issuer.issuer().to_string(),
+        audience: DEV_AUDIENCE.to_string(),
+        kid: key.kid.clone(),
+        private_key_pem: key.private_pem.clone().unwrap_or_default(),
+    };
+    let key_file = token::save(&samples_dir(&running.authz_addr.to_string()), &instance);
+    if let Err(err) = &key_file {
+        eprintln!("cannot save the key for `portcullis dev token`: {err}");
+    }
     let envoy = match envoy::find(args.envoy.as_deref()) {
         Some(binary) => match envoy::start(&binary, running.authz_addr, args.envoy_port).await {
             Ok(envoy) => Some(envoy),
@@ -126,6 +141,25 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
         http_authz: running.http_authz_addr.map(|addr| addr.to_string()).unwrap_or_default(),
     };
     let text = banner(&issuer, &key, &addrs, envoy.as_ref().map(|envoy| envoy.addr));
+    let text = text.replacen("\n  dev issuer", &instance_lines(running.admin_addr, envoy.as_ref()), 1);
+    let mut text = text.replacen("\nPress Ctrl-C", &token_hint(running.authz_addr), 1);
+    if let Some(dir) = &args.write_config {
+        let envoy_listen = envoy.as_ref().map_or(([127, 0, 0, 1], args.envoy_port).into(), |envoy| envoy.addr);
+        // The demo's own echo upstream is gone with it: the saved bootstrap points at 127.0.0.1:8080.
+        let files = [
+            ("portcullis.yaml", dev_config(&issuer, &args)),
+            ("envoy.yaml", envoy::bootstrap(envoy_listen, running.authz_addr, ([127, 0, 0, 1], 8080).into())),
+        ];
+        let saved = std::fs::create_dir_all(dir)
+            .and_then(|()| files.iter().try_for_each(|(name, text)| std::fs::write(dir.join(name), text)));
+        match saved {
+            Ok(()) => text.push_str(&format!(
+                "\nSaved portcullis.yaml and envoy.yaml in {} (--write-config): a starting point;\nreplace the dev issuer with yours and check it with portcullis check-config.\n",
+                dir.display()
+            )),
+            Err(err) => text.push_str(&format!("\n(cannot write --write-config {}: {err})\n", dir.display())),
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
     drop(stdout);
@@ -136,6 +170,35 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()> + Send + 'sta
             EXIT_RUNTIME
         }
     }
+}
+
+/// The banner lines about this instance's other doors: the Admin API and the
+/// generated Envoy bootstrap (then the issuer line the caller's text continues with).
+fn instance_lines(admin: SocketAddr, envoy: Option<&envoy::DevEnvoy>) -> String {
+    let mut out = format!("\n  Admin API      : {admin}   (portcullis admin status --addr {admin}; no token in dev)");
+    if let Some(envoy) = envoy {
+        out.push_str(&format!("\n  Envoy config   : {}   (a starting point for your own)", envoy.config.display()));
+    }
+    out.push_str("\n  dev issuer");
+    out
+}
+
+/// How to mint tokens with custom claims for this instance.
+fn token_hint(authz: SocketAddr) -> String {
+    let flag = if authz.port() == 50051 { String::new() } else { format!(" --authz {authz}") };
+    format!(
+        "\n# Your own claims, to try require: rules (prints a token this instance accepts):\n\
+         TOKEN=$(portcullis dev token{flag} --claim permissions='[\"orders:delete\"]' --scope orders:read --ttl 600)\n\
+         \nPress Ctrl-C"
+    )
+}
+
+/// Where this instance writes its sample requests: one directory per ext_authz
+/// port, so a second `dev` (on other ports) never overwrites the first's files,
+/// and a restart on the same ports finds the printed commands still valid.
+pub fn samples_dir(authz: &str) -> std::path::PathBuf {
+    let port = authz.rsplit_once(':').map_or("0", |(_, port)| port);
+    std::env::temp_dir().join(format!("portcullis-dev-{port}"))
 }
 
 /// The whole path through a real Envoy, or how to get one.
@@ -212,12 +275,12 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, addrs: &Addrs, envoy: Option<Soc
     let valid = key.sign(&dev_claims(issuer, DEV_AUDIENCE, 3600));
     let expired = key.sign(&dev_claims(issuer, DEV_AUDIENCE, -3600));
     let other_aud = key.sign(&dev_claims(issuer, "someone-else", 3600));
-    let dir = std::env::temp_dir().join("portcullis-dev");
+    let dir = samples_dir(authz);
     let mut out = String::new();
     let _ = writeln!(out, "\nportcullis dev is running");
     let _ =
         writeln!(out, "  ext_authz gRPC : {authz}   (envoy.service.auth.v3.Authorization, grpc.health.v1, reflection)");
-    let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz");
+    let _ = writeln!(out, "  HTTP           : http://{http}/healthz  http://{http}/readyz  http://{http}/metrics");
     let _ = writeln!(
         out,
         "  HTTP authz     : http://{http_authz}/envoy/...  (Envoy http_service)   http://{http_authz}/forward-auth  (Traefik, Caddy)   http://{http_authz}/forward-auth/nginx  (nginx auth_request)"
@@ -234,6 +297,11 @@ fn banner(issuer: &DevIssuer, key: &SigningKey, addrs: &Addrs, envoy: Option<Soc
         out,
         "  requests       : {} (CheckRequest JSON, as Envoy sends it; NAME.bin: the same as a gRPC frame, for h2load -d)",
         dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "  optional tools : the grpcurl and ghz commands below need them installed (go install \
+         github.com/fullstorydev/grpcurl/cmd/grpcurl@latest, github.com/bojand/ghz/cmd/ghz@latest)"
     );
     let samples = [
         ("valid", "a valid token: allowed", Some(&valid), "/api/items?limit=10", None),
@@ -324,6 +392,8 @@ mod tests {
             http_authz: "127.0.0.1:0".parse().unwrap(),
             envoy: None,
             envoy_port: 0,
+            write_config: None,
+            command: None,
         };
         let policy = crate::policy::parse_str(&dev_config(&issuer, &args), "dev config").unwrap();
         assert_eq!(policy.warnings, []);

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::Policy;
-use crate::config::{Action, TokenFrom};
+use crate::config::{Action, DeniesLogged, TokenFrom};
 use crate::issuer::Issuer;
 use crate::keys::{HMAC_ALGORITHMS, KeySource, hmac_algorithms_for, hmac_min_secret_bytes, redact_url};
 use crate::route::Route;
@@ -27,16 +27,25 @@ pub fn summary(policy: &Policy) -> String {
         }
     }
     let _ = writeln!(out, "token cache: {} entries", policy.cache.capacity());
+    let _ = writeln!(out, "decision log: {}", decision_log_line(policy));
     let _ = writeln!(out, "issuers ({}):", policy.issuers.len());
     for issuer in &policy.issuers {
         let _ = writeln!(out, "  {}", issuer_line(issuer));
     }
     let names: Vec<&str> = policy.backends.keys().map(String::as_str).collect();
-    let _ = writeln!(out, "backends ({}): {}", names.len(), names.join(", "));
+    match names.is_empty() {
+        true => out.push_str("backends: none\n"),
+        false => {
+            let _ = writeln!(out, "backends ({}): {}", names.len(), names.join(", "));
+        }
+    }
     let routes = policy.router.routes();
     let _ = writeln!(out, "routes ({}, first match wins; no match = 403):", routes.len());
     for route in routes {
         let _ = writeln!(out, "  {}", route_line(policy, route));
+        for detail in route_details(route) {
+            let _ = writeln!(out, "    {detail}");
+        }
     }
     out.push_str(&events(policy));
     if !policy.identity_headers.is_empty() {
@@ -147,12 +156,39 @@ fn route_line(policy: &Policy, route: &Route) -> String {
     let action = match route.action {
         Action::Allow => "allow".to_string(),
         Action::Deny => "deny".to_string(),
-        Action::Authenticate if route.issuers.len() == policy.issuers.len() => "authenticate (any issuer)".to_string(),
+        // "any issuer" only where there is a choice: the only issuer is named.
+        Action::Authenticate if route.issuers.len() == policy.issuers.len() && policy.issuers.len() > 1 => {
+            "authenticate (any issuer)".to_string()
+        }
         Action::Authenticate => {
             let names: Vec<&str> = route.issuers.iter().map(|&id| &*policy.issuers[id].name).collect();
             format!("authenticate ({})", names.join(", "))
         }
     };
     let backend = route.backend.as_ref().map(|b| format!(" -> backend {}", b.name)).unwrap_or_default();
-    format!("{}: {} => {action}{backend}", route.name, route.describe_match())
+    let mode = if route.dry_run { " [mode: dry_run, not enforced]" } else { "" };
+    format!("{}: {} => {action}{backend}{mode}", route.name, route.describe_match())
+}
+
+/// What a route asks of a token and hands the upstream, one line each.
+fn route_details(route: &Route) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(requirements) = &route.requirements {
+        lines.push(format!("require: {}", requirements.summary().join("; ")));
+    }
+    let headers: Vec<String> =
+        route.identity.headers().map(|(name, claim)| format!("{name} <- {}", claim.as_str())).collect();
+    if !headers.is_empty() {
+        lines.push(format!("headers: {}", headers.join(", ")));
+    }
+    lines
+}
+
+fn decision_log_line(policy: &Policy) -> String {
+    let Some(log) = &policy.decision_log else { return "off".to_string() };
+    let denies = match log.denies {
+        DeniesLogged::All => "every deny",
+        DeniesLogged::Sampled => "denies sampled too",
+    };
+    format!("to {} (allows sampled at {}, {denies})", log.to, log.sample)
 }

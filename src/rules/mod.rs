@@ -205,6 +205,23 @@ impl Requirements {
         }
     }
 
+    /// Every requirement in words, in checking order, for `check-config`'s summary:
+    /// `permissions orders:delete`, `claims $.org_code in ["acme"]`, `when `...``.
+    pub fn summary(&self) -> Vec<String> {
+        let items = self.items.iter().map(Item::label);
+        let claims = self.claims.iter().map(|(path, accepted)| {
+            let values: Vec<String> = accepted.iter().map(Value::to_string).collect();
+            format!("claims {} in [{}]", path.as_str(), values.join(", "))
+        });
+        let any_of = (!self.any_of.is_empty())
+            .then(|| format!("any_of ({})", self.any_of.iter().map(Item::label).collect::<Vec<_>>().join(" | ")));
+        let roles_at = self.items.iter().chain(&self.any_of).any(|item| matches!(item, Item::Role(_)));
+        let roles_claim = (roles_at && self.roles_claim.as_str() != "roles")
+            .then(|| format!("roles read at {}", self.roles_claim.as_str()));
+        let when = self.when_source().map(|source| format!("when `{source}`"));
+        items.chain(claims).chain(any_of).chain(roles_claim).chain(when).collect()
+    }
+
     /// The CEL source, for `token verify`.
     pub fn when_source(&self) -> Option<&str> {
         self.when.as_ref().map(Rule::source)
