@@ -21,7 +21,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
+    AdminConfig, AuthHookConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
     HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, RouteConfig, SupabaseBackendConfig, TelemetryConfig,
     TokenFrom,
 };
@@ -70,6 +70,11 @@ impl JsonSchema for Config {
                     "description": "The rules, first match wins; a request no route matches is refused (403).",
                     "type": "array",
                     "items": generator.subschema_for::<RouteConfig>(),
+                },
+                "auth_hooks": {
+                    "description": "Hasura auth webhooks (HASURA_GRAPHQL_AUTH_HOOK) on listen.http_authz, GET or POST mode.",
+                    "type": ["array", "null"],
+                    "items": generator.subschema_for::<AuthHookConfig>(),
                 },
             },
         })

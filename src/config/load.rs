@@ -15,12 +15,12 @@ use super::interpolate::interpolate;
 use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
-    FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RouteConfig,
-    SupabaseBackendConfig, TelemetryConfig, join_path,
+    AdminConfig, AuthHookConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared,
+    DefaultsConfig, FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems,
+    RouteConfig, SupabaseBackendConfig, TelemetryConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "listen",
     "admin",
     "cache",
@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "issuers",
     "backends",
     "routes",
+    "auth_hooks",
 ];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
@@ -120,6 +121,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
     let issuers = parse_issuers(top.get("issuers"), problems);
     let backends = parse_backends(top.get("backends"), problems);
     let routes = parse_routes(top.get("routes"), problems);
+    let auth_hooks = parse_auth_hooks(top.get("auth_hooks"), problems);
     outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
@@ -133,6 +135,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
         issuers,
         backends,
         routes,
+        auth_hooks,
         declared,
         unresolved,
     })
@@ -196,6 +199,23 @@ fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<St
         }
     }
     backends
+}
+
+/// `auth_hooks`: absent is none; each hook is read on its own.
+fn parse_auth_hooks(value: Option<&Value>, problems: &mut Problems) -> Vec<AuthHookConfig> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            problems.push("auth_hooks", "expected a list of hooks ({ path, backend, issuers })");
+            return Vec::new();
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, raw)| parse_at::<AuthHookConfig>(raw, &format!("auth_hooks[{index}]"), problems))
+        .collect()
 }
 
 fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Vec<RouteConfig> {
