@@ -314,3 +314,26 @@ fn hook_config_errors_name_their_path() {
         assert!(err.contains(path), "{path} in {err}");
     }
 }
+
+/// The shipped example, with its Kinde JWKS pointed at a loopback issuer and ephemeral ports.
+#[tokio::test]
+async fn the_shipped_example_answers_hasura() {
+    let key = SigningKey::generate(Algorithm::RS256, "k");
+    let issuer = DevIssuer::start(&[&key]).await.unwrap();
+    let clock = clock_now();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hasura-webhook/portcullis.yaml"))
+        .unwrap()
+        .replace("https://acme.kinde.com/.well-known/jwks.json", &issuer.jwks_uri())
+        .replace("${HASURA_GRAPHQL_ADMIN_SECRET}", "example-admin-secret");
+    let (_, rest) = text.split_once("issuers:\n").expect("an issuers section");
+    let config = format!("{LISTEN}issuers:\n{rest}");
+    let running = start_with_clock(&config, clock.clone()).await;
+    wait_until("server ready", || running.readiness.is_ready()).await;
+    let token = bearer(&key.sign(&claims_at(&issuer, &clock, 120, standard_claims())));
+    for mode in MODES {
+        let answer = call(&running, mode, &[("authorization", &token)]).await;
+        assert_eq!(answer.session()["X-Hasura-User-Id"], "user-1");
+        assert_eq!(answer.cache_control.as_deref(), Some("max-age=120"));
+        assert_eq!(call(&running, mode, &[]).await.session(), session(&[("X-Hasura-Role", "anonymous")]));
+    }
+}
