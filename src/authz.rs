@@ -69,13 +69,38 @@ impl Authorizer {
     /// face read the request within its limits) unless it was not `admitted`
     /// (over `limits.concurrent_checks`), and observed under the face's name.
     pub async fn decide_for(&self, face: Face, admitted: Admitted, policy: &Policy, request: &HttpRequest) -> Decision {
+        self.decide_observed(face, admitted, policy, None, request).await
+    }
+
+    /// [`Authorizer::decide_for`] on a `route` the face chose itself (a Hasura
+    /// auth hook is its own route), without routing: the rest of the pipeline
+    /// is the same.
+    pub async fn decide_on_route(
+        &self,
+        face: Face,
+        admitted: Admitted,
+        policy: &Policy,
+        route: &Route,
+        request: &HttpRequest,
+    ) -> Decision {
+        self.decide_observed(face, admitted, policy, Some(route), request).await
+    }
+
+    async fn decide_observed(
+        &self,
+        face: Face,
+        admitted: Admitted,
+        policy: &Policy,
+        route: Option<&Route>,
+        request: &HttpRequest,
+    ) -> Decision {
         let started = Instant::now();
         let mut audit = Audit::default();
         let span = self.observer.check_span(request);
         let decision = match (&span, admitted) {
             (_, Admitted(false)) => deny(DenyReason::Overloaded, request, None),
-            (Some(span), _) => decide(policy, request, &mut audit).instrument(span.clone()).await,
-            (None, _) => decide(policy, request, &mut audit).await,
+            (Some(span), _) => decide(policy, route, request, &mut audit).instrument(span.clone()).await,
+            (None, _) => decide(policy, route, request, &mut audit).await,
         };
         let seen = Seen { face, policy, request, decision: &decision, audit: &audit, elapsed: started.elapsed() };
         self.observer.observe(seen, span.as_ref());
@@ -84,18 +109,21 @@ impl Authorizer {
 
     /// Decides `request`, unobserved (`token verify`, tests).
     pub async fn decide(&self, request: &HttpRequest) -> Decision {
-        decide(&self.policy(), request, &mut Audit::default()).await
+        decide(&self.policy(), None, request, &mut Audit::default()).await
     }
 }
 
-async fn decide(policy: &Policy, request: &HttpRequest, audit: &mut Audit) -> Decision {
+/// Decides `request` on `fixed` when a face chose the route, else on the route it matches.
+async fn decide(policy: &Policy, fixed: Option<&Route>, request: &HttpRequest, audit: &mut Audit) -> Decision {
     if let Some(problem) = request.problem() {
-        return deny(DenyReason::InvalidRequest(problem), request, None);
+        return deny(DenyReason::InvalidRequest(problem), request, fixed);
     }
-    if let Some(webhook) = policy.webhooks.iter().find(|webhook| webhook.matches(request)) {
+    if fixed.is_none()
+        && let Some(webhook) = policy.webhooks.iter().find(|webhook| webhook.matches(request))
+    {
         return webhook_delivery(policy, webhook, request).await;
     }
-    let Some(route) = policy.router.route(request) else {
+    let Some(route) = fixed.or_else(|| policy.router.route(request)) else {
         return deny(DenyReason::NoRoute, request, None);
     };
     if request.has_path_parameters() && !route.allow_path_parameters {
@@ -185,6 +213,7 @@ async fn authenticate(policy: &Policy, route: &Route, request: &HttpRequest, aud
         subject: vouched.token.claim_str("sub").map(str::to_string),
     };
     let mut decision = allowed(policy, route, Some(caller), mutations, dry_run);
+    decision.expires_at = Some(vouched.token.exp);
     decision.claims = route.identity.metadata(&vouched.token.claims);
     Decision::Allow(decision)
 }
@@ -288,6 +317,7 @@ fn allowed(
         claims: Vec::new(),
         dry_run,
         unresolved: mutations.unresolved,
+        expires_at: None,
     }
 }
 

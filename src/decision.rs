@@ -38,6 +38,8 @@ pub struct Allowed {
     /// Set headers whose value is a secret that was not read (a policy compiled
     /// without secrets; never one that serves): header name, where it comes from.
     pub unresolved: Vec<(String, Placeholder)>,
+    /// The verified token's `exp` (seconds since the epoch), when the route authenticated one.
+    pub expires_at: Option<u64>,
 }
 
 impl Decision {

@@ -21,7 +21,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
+    AdminConfig, AuthHookConfig, BackendConfig, CacheConfig, Config, DecisionLogConfig, DefaultsConfig, FacesConfig,
     HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, RevocationConfig, RouteConfig, StateConfig,
     SupabaseBackendConfig, TelemetryConfig, TokenFrom, WebhookConfig,
 };
@@ -78,6 +78,11 @@ impl JsonSchema for Config {
                 },
                 "revocation": described(generator.subschema_for::<Option<RevocationConfig>>(), "Revoked subjects and tokens: fed by webhook events and the Admin API."),
                 "state": described(generator.subschema_for::<Option<StateConfig>>(), "Where first-seen event ids and revocations are kept: `memory` (the default, one replica) or Redis (every replica)."),
+                "auth_hooks": {
+                    "description": "Hasura auth webhooks (HASURA_GRAPHQL_AUTH_HOOK) on listen.http_authz, GET or POST mode.",
+                    "type": ["array", "null"],
+                    "items": generator.subschema_for::<AuthHookConfig>(),
+                },
             },
         })
     }

@@ -15,12 +15,12 @@ use super::interpolate::interpolate;
 use super::secrets::Secrets;
 use super::value_de::from_value_reporting_all;
 use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared, DefaultsConfig,
-    FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems, RevocationConfig,
-    RouteConfig, StateConfig, SupabaseBackendConfig, TelemetryConfig, WebhookConfig, join_path,
+    AdminConfig, AuthHookConfig, BackendConfig, CacheConfig, Config, ConfigError, DecisionLogConfig, Declared,
+    DefaultsConfig, FacesConfig, HasuraBackendConfig, IssuerConfig, LimitsConfig, Listen, Problem, Problems,
+    RevocationConfig, RouteConfig, StateConfig, SupabaseBackendConfig, TelemetryConfig, WebhookConfig, join_path,
 };
 
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "listen",
     "admin",
     "cache",
@@ -35,6 +35,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "webhooks",
     "revocation",
     "state",
+    "auth_hooks",
 ];
 const BACKEND_TYPES: [&str; 2] = ["hasura", "supabase"];
 
@@ -126,6 +127,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
     let webhooks = section::<Vec<WebhookConfig>>(top.get("webhooks"), "webhooks", problems).unwrap_or_default();
     let revocation = section::<RevocationConfig>(top.get("revocation"), "revocation", problems).unwrap_or_default();
     let state = section::<StateConfig>(top.get("state"), "state", problems).unwrap_or_default();
+    let auth_hooks = parse_auth_hooks(top.get("auth_hooks"), problems);
     outer.extend_under("", std::mem::take(problems).into_vec().into_iter().filter(|p| !unresolved.covers(&p.path)));
     Some(Config {
         listen,
@@ -142,6 +144,7 @@ fn parse_document(text: &str, secrets: &Secrets, found: &mut Problems) -> Option
         webhooks,
         revocation,
         state,
+        auth_hooks,
         declared,
         unresolved,
     })
@@ -205,6 +208,23 @@ fn parse_backends(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<St
         }
     }
     backends
+}
+
+/// `auth_hooks`: absent is none; each hook is read on its own.
+fn parse_auth_hooks(value: Option<&Value>, problems: &mut Problems) -> Vec<AuthHookConfig> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            problems.push("auth_hooks", "expected a list of hooks ({ path, backend, issuers })");
+            return Vec::new();
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, raw)| parse_at::<AuthHookConfig>(raw, &format!("auth_hooks[{index}]"), problems))
+        .collect()
 }
 
 fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Vec<RouteConfig> {

@@ -31,6 +31,8 @@ pub struct Config {
     pub revocation: super::RevocationConfig,
     /// Where first-seen event ids and revocations are kept.
     pub state: super::StateConfig,
+    /// Hasura auth webhooks served on `listen.http_authz`.
+    pub auth_hooks: Vec<AuthHookConfig>,
     /// Every issuer and backend name written, including those that did not
     /// parse: a route naming a broken issuer is not a second problem.
     pub declared: Declared,
@@ -68,6 +70,19 @@ impl Default for Listen {
     fn default() -> Self {
         Listen { authz: default_authz(), admin: default_admin(), http: default_http(), http_authz: None, tls: None }
     }
+}
+
+/// One Hasura auth webhook (`HASURA_GRAPHQL_AUTH_HOOK`), served on `listen.http_authz`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthHookConfig {
+    /// Where Hasura calls the hook: `/hasura/` followed by plain path segments (e.g. `/hasura/webhook`).
+    pub path: String,
+    /// Name of a `backends` entry of `type: hasura`: its claims settings and
+    /// `unauthorized_role` derive the session (its admin secret is never sent).
+    pub backend: String,
+    /// Issuers whose tokens the hook accepts; absent means every issuer.
+    pub issuers: Option<Vec<String>>,
 }
 
 /// Settings of the faces served on `listen.http_authz`.

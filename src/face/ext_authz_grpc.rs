@@ -271,6 +271,7 @@ mod tests {
             claims: vec![("org".into(), serde_json::json!({"code": "acme", "ids": [1, true]}))],
             dry_run: None,
             unresolved: Vec::new(),
+            expires_at: None,
         };
         let response = check_response(&Decision::Allow(allowed));
         assert_eq!(response.status.unwrap().code, 0);

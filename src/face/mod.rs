@@ -7,7 +7,8 @@
 //! One file per face, named after what calls it:
 //! - [`ext_authz_grpc`]: Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`), on `listen.authz`;
 //! - [`ext_authz_http`]: Envoy's HTTP ext_authz (`http_service`), on `listen.http_authz`;
-//! - [`forward_auth`]: nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`, on `listen.http_authz`.
+//! - [`forward_auth`]: nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`, on `listen.http_authz`;
+//! - [`hasura_webhook`]: Hasura's auth webhook (`auth_hooks:`), on `listen.http_authz`.
 //!
 //! The HTTP faces share one listener ([`crate::http_authz`]); each mounts its
 //! own routes in [`http_routes`].
@@ -31,6 +32,7 @@ use crate::decision::Decision;
 pub mod ext_authz_grpc;
 pub mod ext_authz_http;
 pub mod forward_auth;
+pub mod hasura_webhook;
 
 /// The face a request came through: the `face` label of the checks metrics,
 /// the decision log's `face` field and the trace span's `portcullis.face`.
@@ -65,11 +67,14 @@ impl Face {
 /// Fixed paths first; Envoy's HTTP ext_authz answers under its `path_prefix`
 /// (read per request, so a reload changes it) as the fallback.
 pub fn http_routes(authorizer: Arc<Authorizer>) -> Router {
-    Router::new().merge(forward_auth::routes(Arc::clone(&authorizer))).merge(ext_authz_http::routes(authorizer))
+    Router::new()
+        .merge(forward_auth::routes(Arc::clone(&authorizer)))
+        .merge(hasura_webhook::routes(Arc::clone(&authorizer)))
+        .merge(ext_authz_http::routes(authorizer))
 }
 
 /// First path segments the fixed-path faces use (a `path_prefix` may not start with one).
-pub const RESERVED_SEGMENTS: [&str; 3] = [forward_auth::SEGMENT, "hasura", "introspect"];
+pub const RESERVED_SEGMENTS: [&str; 3] = [forward_auth::SEGMENT, hasura_webhook::SEGMENT, "introspect"];
 
 /// The faces' settings, compiled from `faces:`; they apply on reload.
 #[derive(Debug, Clone)]

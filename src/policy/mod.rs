@@ -22,6 +22,7 @@ use crate::config::{
     TelemetryConfig, Unresolved,
 };
 use crate::face::FaceSettings;
+use crate::face::hasura_webhook::{self, AuthHook};
 use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
@@ -61,6 +62,8 @@ pub struct Policy {
     pub limits: LimitsConfig,
     /// The HTTP faces' settings (`faces:`).
     pub faces: FaceSettings,
+    /// Hasura auth webhooks (`auth_hooks:`), each with its own route.
+    pub auth_hooks: Vec<AuthHook>,
     /// TLS for the authz and admin listeners, loaded (listeners use the first policy's).
     pub tls: Option<Arc<ReloadingTls>>,
     /// Where decisions are logged (opened at start; `sample` and `denies` apply live).
@@ -147,6 +150,7 @@ impl Policy {
         // A Redis URL from a secret that was not read (`--no-secrets`) stands in as
         // memory: such a policy never serves, and its problem is listed as not checked.
         let state = problems.take("state", state::compile(&config.state)).unwrap_or(StateSettings::Memory);
+        let auth_hooks = problems.take("", hasura_webhook::compile(&config.auth_hooks, &names)).unwrap_or_default();
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
         // A value that was not read was reported once (or is listed as not checked):
@@ -174,6 +178,7 @@ impl Policy {
             ),
             limits: config.limits.clone(),
             faces,
+            auth_hooks,
             tls,
             decision_log: config.decision_log.clone(),
             telemetry: config.telemetry.clone(),
@@ -204,11 +209,10 @@ impl Policy {
 
     /// Issuers that some authenticating route relies on.
     pub fn issuers_in_use(&self) -> impl Iterator<Item = &Arc<Issuer>> {
-        self.issuers.iter().filter(|issuer| {
-            self.router
-                .routes()
-                .iter()
-                .any(|route| route.action == Action::Authenticate && route.issuers.contains(&issuer.id))
+        let hooks = self.auth_hooks.iter().map(|hook| &hook.route);
+        let routes: Vec<&Route> = self.router.routes().iter().chain(hooks).collect();
+        self.issuers.iter().filter(move |issuer| {
+            routes.iter().any(|route| route.action == Action::Authenticate && route.issuers.contains(&issuer.id))
         })
     }
 

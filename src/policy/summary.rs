@@ -48,6 +48,13 @@ pub fn summary(policy: &Policy) -> String {
         }
     }
     out.push_str(&events(policy));
+    if !policy.auth_hooks.is_empty() {
+        let _ = writeln!(out, "auth hooks ({}, Hasura's auth webhook on listen.http_authz):", policy.auth_hooks.len());
+        for hook in &policy.auth_hooks {
+            let line = route_line(policy, &hook.route);
+            let _ = writeln!(out, "  {} {}", hook.path, line.split_once(" => ").map_or("", |(_, rest)| rest));
+        }
+    }
     if !policy.identity_headers.is_empty() {
         let names = policy.identity_headers.join(", ");
         let _ = writeln!(out, "identity headers (client copies removed on every route): {names}");

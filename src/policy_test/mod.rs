@@ -18,9 +18,11 @@ use std::path::Path;
 
 use tokio::sync::watch;
 
+use crate::admission::Admitted;
 use crate::authz::Authorizer;
 use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::config::{self, Secrets};
+use crate::face::Face;
 use crate::keys::{Jitter, KeyRuntime};
 use crate::policy::Policy;
 use crate::token::Clock;
@@ -100,7 +102,18 @@ async fn run_file(path: &Path) -> Result<Vec<CaseResult>, String> {
     let mut results = Vec::new();
     for case in &suite.cases {
         let differences = match case::request(case, &policy, &stand_ins, now) {
-            Ok(request) => case::differences(&case.expect, &authorizer.decide(&request).await),
+            Ok(request) => match &case.request.hook {
+                None => case::differences(&case.expect, &authorizer.decide(&request).await),
+                Some(path) => match policy.auth_hooks.iter().find(|hook| &hook.path == path) {
+                    Some(hook) => {
+                        let decision = authorizer
+                            .decide_on_route(Face::HasuraWebhook, Admitted(true), &policy, &hook.route, &request)
+                            .await;
+                        case::differences(&case.expect, &decision)
+                    }
+                    None => vec![format!("request.hook: no auth_hooks entry has the path {path}")],
+                },
+            },
             Err(problem) => vec![problem],
         };
         results.push(CaseResult { name: case.name.clone(), differences });

@@ -46,11 +46,20 @@ pub struct RequestSpec {
     /// Request headers as the client sends them.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The path of an `auth_hooks` entry: the request is decided by that Hasura
+    /// auth hook (its own route) instead of the routes.
+    pub hook: Option<String>,
 }
 
 impl Default for RequestSpec {
     fn default() -> Self {
-        RequestSpec { method: default_method(), path: default_path(), host: default_host(), headers: BTreeMap::new() }
+        RequestSpec {
+            method: default_method(),
+            path: default_path(),
+            host: default_host(),
+            headers: BTreeMap::new(),
+            hook: None,
+        }
     }
 }
 
