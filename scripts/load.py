@@ -409,6 +409,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--no-install", action="store_true", default=env("NO_INSTALL", "0") == "1", help="never install (NO_INSTALL=1)")
     add("--bin", default=env("PORTCULLIS_BIN", ""), help="use this binary instead of building (PORTCULLIS_BIN)")
     add("--floor-bin", default=env("FLOOR_BIN", ""), help="use this floor binary instead of building (FLOOR_BIN)")
+    add("--baseline-bin", default=env("BASELINE_BIN", ""), help="also measure this (older) binary: A/B rows")
     add("--revision", default=env("PORTCULLIS_REVISION", ""), help="label of --bin (PORTCULLIS_REVISION)")
     args = parser.parse_args(argv)
     if not is_loopback(args.authz_addr):
@@ -970,6 +971,23 @@ def round_ratios(rounds: Sequence[dict[str, float]]) -> dict[str, list[float]]:
     return out
 
 
+def ab_ratio(after: Sequence[float], before: Sequence[float]) -> float | None:
+    """Median over rounds of after/before throughput, each pair from the same round."""
+    return median([a / b for a, b in zip(after, before) if b])
+
+
+def ab_line(results: dict[str, Compared]) -> str:
+    """The before/after sentence of an A/B run."""
+    parts = []
+    for kind, label in (("cached", "cache on"), ("off", "cache off")):
+        after, before = results[f"ab-{kind}-after"], results[f"ab-{kind}-before"]
+        value = ab_ratio(after.rps, before.rps)
+        cpu_after, cpu_before = median(after.cpu_us), median(before.cpu_us)
+        cpu = f", CPU/Check {cpu_after:.1f} vs {cpu_before:.1f} µs" if cpu_after and cpu_before else ""
+        parts.append(f"{label} **{value:.2f}×** throughput{cpu}" if value else f"{label} -")
+    return "A/B (this binary over --baseline-bin, same rounds, median of per-round ratios): " + "; ".join(parts) + "."
+
+
 def render_compare(results: Sequence[Compared]) -> str:
     """The comparison table: throughput ratios, fixed-rate latency quantiles, CPU and RSS."""
     lines = [COMPARE_HEADER]
@@ -1084,7 +1102,19 @@ def compare_ports(base: int) -> dict[str, dict[str, str]]:
         "floor": {"authz": at(0)},
         "bench": {"authz": at(10), "http": at(11), "admin": at(12)},
         "nocache": {"authz": at(20), "http": at(21), "admin": at(22)},
+        "base": {"authz": at(30), "http": at(31), "admin": at(32)},
+        "base-nocache": {"authz": at(40), "http": at(41), "admin": at(42)},
     }
+
+
+# With --baseline-bin, the same /api/ Check on `serve` of both binaries, cache on and off, in the same rounds:
+# the before/after ratio of a change.
+AB_TARGETS = (
+    Target("ab-cached-after", "bench", "valid", "A/B after: this binary, `serve`, cache on (hit)"),
+    Target("ab-cached-before", "base", "valid", "A/B before: --baseline-bin, `serve`, cache on (hit)"),
+    Target("ab-off-after", "nocache", "valid", "A/B after: this binary, `serve`, cache off"),
+    Target("ab-off-before", "base-nocache", "valid", "A/B before: --baseline-bin, `serve`, cache off"),
+)
 
 
 def compare(
@@ -1103,10 +1133,15 @@ def compare(
     floor.start()
     floor.wait_ready(lambda: "floor listening" in floor.out.read_text(errors="replace"))
     servers["floor"] = floor
-    for name, cache_tokens in (("bench", 100_000), ("nocache", 0)):
+    benches = [("bench", binary, 100_000), ("nocache", binary, 0)]
+    if args.baseline_bin:
+        benches += [("base", Path(args.baseline_bin), 100_000), ("base-nocache", Path(args.baseline_bin), 0)]
+    targets = COMPARE_TARGETS + (AB_TARGETS if args.baseline_bin else ())
+    for name, program, cache_tokens in benches:
         config = work / f"{name}.yaml"
         config.write_text(bench_config(ports[name], issuer, cache_tokens))
-        server = ChildServer(name, [str(binary), "serve", "--config", str(config)], work, {**os.environ, "RUST_LOG": args.rust_log})
+        command = [str(program), "serve", "--config", str(config)]
+        server = ChildServer(name, command, work, {**os.environ, "RUST_LOG": args.rust_log})
         stack.callback(server.stop)
         server.start()
         server.wait_ready(lambda: http_ok(f"http://{ports[name]['http']}/readyz"))
@@ -1118,18 +1153,18 @@ def compare(
     frames["cel"] = work / "cel.bin"
     frames["cel"].write_bytes(grpc_frame(check_request("GET", "/cel/items", "api.local", bearer)))
     expected = {"no-token": GRPC_UNAUTHENTICATED}
-    for target in COMPARE_TARGETS:
+    for target in targets:
         got = frame_decision(tools.curl, addr[target.server], frames[target.frame])
         if got != expected.get(target.frame, 0):
             raise LoadError(f"{target.name}: decided {got}, expected {expected.get(target.frame, 0)}")
     log("comparison decisions as expected (floor, cached, cache-off, deny, hasura, supabase, cel)")
     idle = {name: server.rss_kib() for name, server in servers.items()}  # type: ignore[attr-defined]
 
-    results = {t.name: Compared(t) for t in COMPARE_TARGETS}
+    results = {t.name: Compared(t) for t in targets}
     clk = os.sysconf("SC_CLK_TCK")
     for index in range(args.rounds):
         measured: dict[str, float] = {}
-        for target in COMPARE_TARGETS:
+        for target in targets:
             server = servers[target.server]
             seconds = args.compare_duration
             command = [
@@ -1158,7 +1193,7 @@ def compare(
     service = CHECK_CALL.rsplit(".", 1)[0]
     run_tool([tools.grpcurl, "-plaintext", "-protoset-out", protoset, args.authz_addr, "describe", service])
     if args.rate:
-        for target in COMPARE_TARGETS:
+        for target in COMPARE_TARGETS:  # latency of the A/B pairs is not what they are for
             message = work / f"{target.name}.msg"
             message.write_bytes(grpc_unframe(frames[target.frame].read_bytes()))
             log(f"ghz {target.name}: {args.compare_duration}s at {args.rate} rps")
@@ -1169,10 +1204,12 @@ def compare(
             command.append(addr[target.server])
             run_tool(command)
             results[target.name].latencies = parse_ghz_details(output.read_text())
-    for target in COMPARE_TARGETS:
+    for target in targets:
         results[target.name].rss_kib = servers[target.server].rss_kib()  # type: ignore[attr-defined]
 
     churn = churn_run(args, tools, work, addr, servers, clk, protoset)
+    if args.baseline_bin:
+        churn = f"{ab_line(results)}\n\n{churn}"
     idle_line = ", ".join(f"{name} {kib / 1024:.1f} MiB" for name, kib in idle.items() if kib)
     return render_compare(list(results.values())), f"{churn}\n\nIdle RSS after start-up (before any load): {idle_line}."
 

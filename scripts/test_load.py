@@ -361,6 +361,10 @@ class CompareTest(unittest.TestCase):
         self.assertEqual(load.median([1.0, 2.0]), 1.5)
         self.assertIsNone(load.median([]))
 
+    def test_ab_ratio_pairs_rounds(self) -> None:
+        self.assertEqual(load.ab_ratio([110.0, 90.0, 100.0], [100.0, 100.0, 100.0]), 1.0)
+        self.assertIsNone(load.ab_ratio([], []))
+
     def test_banner_rss_and_ghz_details(self) -> None:
         banner = "  dev issuer     : http://127.0.0.1:4321   (JWKS http://127.0.0.1:4321/jwks)\nTOKEN_VALID=a.b.c\n"
         self.assertEqual(load.parse_banner(banner), ("http://127.0.0.1:4321", "a.b.c"))
