@@ -295,7 +295,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, fixture: &Fixture, samples: &Sa
                         let start = Instant::now();
                         for _ in 0..iters {
                             black_box(
-                                ext_authz_grpc::check(&authorizer, black_box(&wire), Admitted(true))
+                                ext_authz_grpc::check(authorizer, black_box(&wire), Admitted(true))
                                     .await
                                     .encode_to_vec(),
                             );
