@@ -25,21 +25,27 @@ apt. Standard library only, so it runs on any Python 3.11 without a virtualenv.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS_FILE = ROOT / "tests" / "tools.txt"
@@ -389,12 +395,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--rate", type=int, default=env("RATE", "1000"), help="fixed-rate ghz runs at this rps; 0 skips (RATE)")
     add("--authz-addr", default=env("AUTHZ_ADDR", "127.0.0.1:50151"), help="gRPC listen address (AUTHZ_ADDR)")
     add("--http-addr", default=env("HTTP_ADDR", "127.0.0.1:9191"), help="HTTP listen address (HTTP_ADDR)")
+    add("--admin-addr", default=env("ADMIN_ADDR", "127.0.0.1:50152"), help="dev admin address (ADMIN_ADDR)")
+    add("--http-authz-addr", default=env("HTTP_AUTHZ_ADDR", "127.0.0.1:9192"), help="dev HTTP authz address")
+    add("--rounds", type=int, default=env("ROUNDS", "3"), help="interleaved rounds of the comparison (ROUNDS)")
+    add("--compare-duration", type=int, default=env("COMPARE_DURATION", "5"), help="seconds per target per round")
+    add("--compare-port", type=int, default=env("COMPARE_PORT", "50160"), help="first loopback port of the floor/bench servers")
+    add("--churn-tokens", type=int, default=env("CHURN_TOKENS", str(CHURN_TOKENS)), help="distinct tokens of the churn run; 0 skips")
+    add("--skip-health-table", action="store_true", help="only the comparison against the floor")
     add("--rust-log", default=env("RUST_LOG", "info"), help="server log filter (RUST_LOG)")
     # DOC= (set but empty) skips the write, as ${DOC-...} did.
     doc_help = "doc to splice into, relative to the repository; empty skips (DOC)"
     add("--doc", default=os.environ.get("DOC", "docs/performance.md"), help=doc_help)
     add("--no-install", action="store_true", default=env("NO_INSTALL", "0") == "1", help="never install (NO_INSTALL=1)")
     add("--bin", default=env("PORTCULLIS_BIN", ""), help="use this binary instead of building (PORTCULLIS_BIN)")
+    add("--floor-bin", default=env("FLOOR_BIN", ""), help="use this floor binary instead of building (FLOOR_BIN)")
+    add("--baseline-bin", default=env("BASELINE_BIN", ""), help="also measure this (older) binary: A/B rows")
     add("--revision", default=env("PORTCULLIS_REVISION", ""), help="label of --bin (PORTCULLIS_REVISION)")
     args = parser.parse_args(argv)
     if not is_loopback(args.authz_addr):
@@ -533,6 +548,7 @@ class DevServer:
         self.banner = work / "server.out"
         self.log = work / "server.log"
         self.command = [str(binary), "dev", "--authz", args.authz_addr, "--http", args.http_addr]
+        self.command += ["--admin", args.admin_addr, "--http-authz", args.http_authz_addr]
         self.env = {**os.environ, "TMPDIR": str(work), "RUST_LOG": args.rust_log}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -563,6 +579,13 @@ class DevServer:
     def alive(self) -> bool:
         """Whether the server is still running (a crash under load must fail the run)."""
         return self.running.poll() is None
+
+    def rss_kib(self) -> int | None:
+        """Resident set size now."""
+        try:
+            return parse_rss_kib(Path(f"/proc/{self.running.pid}/status").read_text())
+        except FileNotFoundError:
+            return None
 
     def cpu_ticks(self) -> int:
         """The server's user+system CPU so far, in clock ticks."""
@@ -768,6 +791,471 @@ def run_info(args: argparse.Namespace, tools: Tools, revision: str, samples: Pat
     )
 
 
+# ---------------------------------------------------------------- the comparison: portcullis against the floor
+#
+# The floor (examples/floor.rs) is a bare tonic ext_authz server that decodes every CheckRequest and
+# answers OK. Each target below is measured with h2load closed-loop, in rounds: every round runs every
+# target once, in the same order, so a slow minute of the shared machine hits all of them alike; a
+# target's throughput ratio is the median over rounds of (its Checks/s / the floor's in that round).
+
+BENCH_AUDIENCE = "portcullis-load"
+BENCH_ISSUER = "https://bench-hs256.load.invalid/"
+# A demo secret for the churn issuer only (the tokens it signs exist for this run, on loopback).
+BENCH_SECRET = "load-tool-hs256-secret-not-a-real-one-0123456789"
+CHURN_TOKENS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One closed-loop scenario: which server (by role), what frame, and what it shows."""
+
+    name: str
+    server: str
+    frame: str
+    label: str
+
+
+COMPARE_TARGETS = (
+    Target("floor", "floor", "valid", "floor: bare tonic server, decodes the CheckRequest, answers OK"),
+    Target("cached", "dev", "valid", "portcullis, RS256 token, cache on (hit)"),
+    Target("cache-off", "nocache", "valid", "portcullis, RS256 token, cache off (verify per Check)"),
+    Target("deny", "dev", "no-token", "portcullis, no token (deny 401)"),
+    Target("hasura", "dev", "hasura", "portcullis, Hasura route (admin secret + x-hasura-*), cache on"),
+    Target("supabase", "dev", "supabase", "portcullis, Supabase route (reminted token), cache on"),
+    Target("cel", "bench", "cel", "portcullis, route with a CEL `when:` rule, cache on"),
+)
+
+COMPARE_INTRO = """### Against the floor
+
+The floor is `examples/floor.rs`: a bare tonic ext_authz server that decodes each CheckRequest and answers OK,
+with portcullis' HTTP/2 settings. h2load closed-loop on every target, {rounds} interleaved rounds of {duration} s
+(each round runs every target once, in the table's order); "× floor" is the target's Checks/s over the floor's in the
+same round, median over the rounds. p50/p99/p99.9: ghz at a fixed {rate} rps (`-c 64`, one connection), every call.
+Server CPU µs/Check: the server process's CPU time over a closed-loop run divided by the Checks it served (median of
+the rounds). RSS: the server process after its runs (the floor, cached, deny, Hasura and Supabase rows are the floor
+and `portcullis dev`; cache-off and CEL are two `portcullis serve` next to it)."""
+
+COMPARE_HEADER = (
+    "| target | Checks/s (median) | × floor (median) | × floor per round | p50 ms | p99 ms | p99.9 ms "
+    "| server CPU µs/Check | RSS MiB |\n|---|---:|---:|---|---:|---:|---:|---:|---:|"
+)
+
+
+def proto_varint(value: int) -> bytes:
+    """A protobuf base-128 varint (non-negative values only)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def proto_bytes(field: int, value: bytes) -> bytes:
+    """A length-delimited field (wire type 2): strings, maps entries and sub-messages."""
+    return proto_varint(field << 3 | 2) + proto_varint(len(value)) + value
+
+
+def check_request(method: str, path: str, host: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """A CheckRequest as Envoy sends it: attributes(1).request(4).http(2) with method, headers, path, host.
+
+    The fields of envoy.service.auth.v3.AttributeContext.HttpRequest: method 2, headers 3 (map entries:
+    key 1, value 2), path 4, host 5, scheme 6, protocol 10. Pseudo-headers first, as Envoy puts them.
+    """
+    pairs = [(":authority", host), (":method", method), (":path", path), *headers]
+    http = proto_bytes(2, method.encode())
+    for name, value in pairs:
+        http += proto_bytes(3, proto_bytes(1, name.encode()) + proto_bytes(2, value.encode()))
+    http += proto_bytes(4, path.encode()) + proto_bytes(5, host.encode())
+    http += proto_bytes(6, b"http") + proto_bytes(10, b"HTTP/1.1")
+    return proto_bytes(1, proto_bytes(4, proto_bytes(2, http)))
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as in a JWT."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(claims: dict[str, object], secret: str) -> str:
+    """A compact HS256 JWT (the churn issuer's tokens: stdlib can sign them, and each one is distinct)."""
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(signature)}"
+
+
+def churn_requests(count: int, now: int) -> list[dict[str, object]]:
+    """`count` CheckRequests (proto3 JSON for ghz), each with its own token: every Check misses the cache."""
+    requests = []
+    for i in range(count):
+        claims = {"iss": BENCH_ISSUER, "sub": f"user-{i}", "aud": BENCH_AUDIENCE, "iat": now, "exp": now + 3600}
+        headers = {":authority": "api.local", ":method": "GET", ":path": "/churn/items"}
+        headers["authorization"] = f"Bearer {hs256_token(claims, BENCH_SECRET)}"
+        http = {"method": "GET", "path": "/churn/items", "host": "api.local", "scheme": "http", "headers": headers}
+        requests.append({"attributes": {"request": {"http": http}}})
+    return requests
+
+
+def parse_banner(text: str) -> tuple[str, str]:
+    """(issuer URL, valid RS256 token) from `portcullis dev`'s banner."""
+    issuer = re.search(r"^\s*dev issuer\s*:\s*(\S+)", text, re.M)
+    token = re.search(r"^TOKEN_VALID=(\S+)$", text, re.M)
+    if not issuer or not token:
+        raise LoadError("the dev banner names no issuer or no TOKEN_VALID")
+    return issuer.group(1), token.group(1)
+
+
+def bench_config(listen: dict[str, str], dev_issuer: str, cache_tokens: int) -> str:
+    """The config of a second portcullis next to `dev`: the dev issuer (RS256), a CEL route, the churn issuer."""
+    return f"""listen: {{ authz: {listen['authz']}, http: {listen['http']}, admin: {listen['admin']} }}
+cache: {{ tokens: {cache_tokens} }}
+issuers:
+  dev: {{ issuer: "{dev_issuer}", audiences: [portcullis-dev] }}
+  churn: {{ issuer: "{BENCH_ISSUER}", secret: "{BENCH_SECRET}", audiences: [{BENCH_AUDIENCE}] }}
+routes:
+  - name: api
+    match: {{ prefix: /api/ }}
+    issuers: [dev]
+  - name: cel
+    match: {{ prefix: /cel/ }}
+    issuers: [dev]
+    require:
+      when: 'claims.sub == "user-123" && request.host.startsWith("api.")'
+  - name: churn
+    match: {{ prefix: /churn/ }}
+    issuers: [churn]
+"""
+
+
+def parse_rss_kib(status: str) -> int | None:
+    """VmRSS of /proc/PID/status in KiB."""
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.M)
+    return int(match.group(1)) if match else None
+
+
+def parse_ghz_details(text: str) -> list[float]:
+    """Per-call latencies in ms from ghz `-O json` (its `details`), sorted: p99.9 needs every call."""
+    report = json.loads(text)
+    return sorted(d["latency"] / 1e6 for d in report.get("details") or [])
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median (mean of the middle two for an even count)."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclasses.dataclass
+class Compared:
+    """What the rounds and the fixed-rate run gave one target."""
+
+    target: Target
+    rps: list[float] = dataclasses.field(default_factory=list)
+    ratios: list[float] = dataclasses.field(default_factory=list)
+    cpu_us: list[float] = dataclasses.field(default_factory=list)
+    errors: int = 0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    rss_kib: int | None = None
+
+
+def round_ratios(rounds: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """Each target's rps over the floor's rps of the same round; rounds without a floor give no ratio."""
+    out: dict[str, list[float]] = {}
+    for measured in rounds:
+        floor = measured.get("floor")
+        for name, rps in measured.items():
+            if floor:
+                out.setdefault(name, []).append(rps / floor)
+    return out
+
+
+def ab_ratio(after: Sequence[float], before: Sequence[float]) -> float | None:
+    """Median over rounds of after/before throughput, each pair from the same round."""
+    return median([a / b for a, b in zip(after, before) if b])
+
+
+def ab_line(results: dict[str, Compared]) -> str:
+    """The before/after sentence of an A/B run."""
+    parts = []
+    for kind, label in (("cached", "cache on"), ("off", "cache off")):
+        after, before = results[f"ab-{kind}-after"], results[f"ab-{kind}-before"]
+        value = ab_ratio(after.rps, before.rps)
+        cpu_after, cpu_before = median(after.cpu_us), median(before.cpu_us)
+        cpu = f", CPU/Check {cpu_after:.1f} vs {cpu_before:.1f} µs" if cpu_after and cpu_before else ""
+        parts.append(f"{label} **{value:.2f}×** throughput{cpu}" if value else f"{label} -")
+    return "A/B (this binary over --baseline-bin, same rounds, median of per-round ratios): " + "; ".join(parts) + "."
+
+
+def render_compare(results: Sequence[Compared]) -> str:
+    """The comparison table: throughput ratios, fixed-rate latency quantiles, CPU and RSS."""
+    lines = [COMPARE_HEADER]
+    for r in results:
+        per_round = " ".join(f"{x:.2f}" for x in r.ratios) or "-"
+        rps, ratio_median, cpu = median(r.rps), median(r.ratios), median(r.cpu_us)
+        lat = r.latencies
+        cells = [
+            f"{r.target.label}" + (f" ({r.errors} errors)" if r.errors else ""),
+            "-" if rps is None else f"{rps:.0f}",
+            "-" if ratio_median is None else f"**{ratio_median:.2f}**",
+            per_round,
+            milliseconds(percentile(lat, 50) if lat else None),
+            milliseconds(percentile(lat, 99) if lat else None),
+            milliseconds(percentile(lat, 99.9) if lat else None),
+            "-" if cpu is None else f"{cpu:.1f}",
+            "-" if r.rss_kib is None else f"{r.rss_kib / 1024:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class ChildServer:
+    """A server process for the comparison (the floor, or `portcullis serve` with a bench config).
+
+    Construct, register `stop`, then `start`, as with DevServer.
+    """
+
+    def __init__(self, name: str, command: Sequence[str], work: Path, env_vars: dict[str, str]) -> None:
+        self.name = name
+        self.command = list(command)
+        self.out = work / f"{name}.out"
+        self.env = env_vars
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Starts it with stdout and stderr in one file of the work dir."""
+        log(f"starting {self.name}: {' '.join(self.command)}")
+        with open(self.out, "wb") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Polls `ready` until it holds; the server exiting first is an error with its output."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process is None or self.process.poll() is not None:
+                raise LoadError(f"{self.name} exited:\n{self.out.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                raise LoadError(f"{self.name} was not ready in time")
+            time.sleep(0.1)
+
+    def cpu_ticks(self) -> int:
+        """User+system CPU so far, in clock ticks."""
+        assert self.process is not None
+        try:
+            return parse_proc_cpu_ticks(Path(f"/proc/{self.process.pid}/stat").read_text())
+        except FileNotFoundError as err:
+            raise LoadError(f"{self.name} died during the run") from err
+
+    def rss_kib(self) -> int | None:
+        """Resident set size now."""
+        assert self.process is not None
+        try:
+            return parse_rss_kib(Path(f"/proc/{self.process.pid}/status").read_text())
+        except FileNotFoundError:
+            return None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def http_ok(url: str) -> bool:
+    """Whether GET url answers 200 (readiness of a bench portcullis: its keys are loaded)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def port_open(addr: str) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def build_floor() -> Path:
+    """`cargo build --release --example floor`: the floor, with the same release profile as the server."""
+    log("building the floor (examples/floor.rs)")
+    build = ["cargo", "build", "--release", "--locked", "--example", "floor"]
+    if subprocess.run(build, cwd=ROOT, check=False).returncode != 0:
+        raise LoadError("cargo build --release --example floor failed")
+    return cargo_target_dir() / "release" / "examples" / "floor"
+
+
+def compare_ports(base: int) -> dict[str, dict[str, str]]:
+    """Loopback addresses of the comparison's servers, from one base port."""
+    at = lambda offset: f"127.0.0.1:{base + offset}"  # noqa: E731
+    return {
+        "floor": {"authz": at(0)},
+        "bench": {"authz": at(10), "http": at(11), "admin": at(12)},
+        "nocache": {"authz": at(20), "http": at(21), "admin": at(22)},
+        "base": {"authz": at(30), "http": at(31), "admin": at(32)},
+        "base-nocache": {"authz": at(40), "http": at(41), "admin": at(42)},
+    }
+
+
+# With --baseline-bin, the same /api/ Check on `serve` of both binaries, cache on and off, in the same rounds:
+# the before/after ratio of a change.
+AB_TARGETS = (
+    Target("ab-cached-after", "bench", "valid", "A/B after: this binary, `serve`, cache on (hit)"),
+    Target("ab-cached-before", "base", "valid", "A/B before: --baseline-bin, `serve`, cache on (hit)"),
+    Target("ab-off-after", "nocache", "valid", "A/B after: this binary, `serve`, cache off"),
+    Target("ab-off-before", "base-nocache", "valid", "A/B before: --baseline-bin, `serve`, cache off"),
+)
+
+
+def compare(
+    args: argparse.Namespace, tools: Tools, binary: Path, floor_bin: Path, dev: DevServer, stack: contextlib.ExitStack
+) -> tuple[str, str]:
+    """Starts the floor and two bench servers next to `dev`, runs the rounds, the fixed-rate and churn runs.
+
+    Returns (comparison table, churn line).
+    """
+    work = dev.work
+    issuer, token = parse_banner(dev.banner.read_text(errors="replace"))
+    ports = compare_ports(args.compare_port)
+    servers: dict[str, object] = {"dev": dev}
+    floor = ChildServer("floor", [str(floor_bin), ports["floor"]["authz"]], work, dict(os.environ))
+    stack.callback(floor.stop)
+    floor.start()
+    floor.wait_ready(lambda: "floor listening" in floor.out.read_text(errors="replace"))
+    servers["floor"] = floor
+    benches = [("bench", binary, 100_000), ("nocache", binary, 0)]
+    if args.baseline_bin:
+        benches += [("base", Path(args.baseline_bin), 100_000), ("base-nocache", Path(args.baseline_bin), 0)]
+    targets = COMPARE_TARGETS + (AB_TARGETS if args.baseline_bin else ())
+    for name, program, cache_tokens in benches:
+        config = work / f"{name}.yaml"
+        config.write_text(bench_config(ports[name], issuer, cache_tokens))
+        command = [str(program), "serve", "--config", str(config)]
+        server = ChildServer(name, command, work, {**os.environ, "RUST_LOG": args.rust_log})
+        stack.callback(server.stop)
+        server.start()
+        server.wait_ready(lambda: http_ok(f"http://{ports[name]['http']}/readyz"))
+        servers[name] = server
+    addr = {"dev": args.authz_addr, **{name: p["authz"] for name, p in ports.items()}}
+
+    frames = {name: dev.samples / f"{name}.bin" for name in ("valid", "no-token", "hasura", "supabase")}
+    bearer = [("authorization", f"Bearer {token}")]
+    frames["cel"] = work / "cel.bin"
+    frames["cel"].write_bytes(grpc_frame(check_request("GET", "/cel/items", "api.local", bearer)))
+    expected = {"no-token": GRPC_UNAUTHENTICATED}
+    for target in targets:
+        got = frame_decision(tools.curl, addr[target.server], frames[target.frame])
+        if got != expected.get(target.frame, 0):
+            raise LoadError(f"{target.name}: decided {got}, expected {expected.get(target.frame, 0)}")
+    log("comparison decisions as expected (floor, cached, cache-off, deny, hasura, supabase, cel)")
+    idle = {name: server.rss_kib() for name, server in servers.items()}  # type: ignore[attr-defined]
+
+    results = {t.name: Compared(t) for t in targets}
+    clk = os.sysconf("SC_CLK_TCK")
+    for index in range(args.rounds):
+        measured: dict[str, float] = {}
+        for target in targets:
+            server = servers[target.server]
+            seconds = args.compare_duration
+            command = [
+                str(tools.h2load), "-D", str(seconds), "-t", "1", "-c", str(args.h2_clients), "-m", str(args.h2_streams),
+                "-d", str(frames[target.frame]), "-H", "content-type: application/grpc", "-H", "te: trailers",
+                f"http://{addr[target.server]}{CHECK_PATH}",
+            ]
+            if index == 0:
+                run_tool([*command[:2], str(args.warmup), *command[3:]])
+            log(f"round {index + 1}/{args.rounds}: h2load {target.name} {seconds}s")
+            log_file = work / f"cmp-{target.name}-{index}.log"
+            before = server.cpu_ticks()  # type: ignore[attr-defined]
+            stdout = run_tool([*command, "--log-file", str(log_file)])
+            ticks = server.cpu_ticks() - before  # type: ignore[attr-defined]
+            m = parse_h2load(stdout, log_file.read_text(), seconds)
+            log_file.unlink()
+            measured[target.name] = m.rps
+            results[target.name].rps.append(m.rps)
+            results[target.name].errors += m.errors
+            results[target.name].cpu_us.append(cpu_us_per_request(ticks, clk, m.count))
+        for name, ratios in round_ratios([measured]).items():
+            results[name].ratios.extend(ratios)
+
+    # The floor and `serve` have no reflection: ghz reads the service from a protoset of dev's.
+    protoset = work / "authz.protoset"
+    service = CHECK_CALL.rsplit(".", 1)[0]
+    run_tool([tools.grpcurl, "-plaintext", "-protoset-out", protoset, args.authz_addr, "describe", service])
+    if args.rate:
+        for target in COMPARE_TARGETS:  # latency of the A/B pairs is not what they are for
+            message = work / f"{target.name}.msg"
+            message.write_bytes(grpc_unframe(frames[target.frame].read_bytes()))
+            log(f"ghz {target.name}: {args.compare_duration}s at {args.rate} rps")
+            output = work / f"fixed-{target.name}.json"
+            command = [str(tools.ghz), "--insecure", "--protoset", str(protoset), "--call", CHECK_CALL, "-B", str(message)]
+            command += ["-c", str(args.ghz_concurrency), "--connections", "1", "--rps", str(args.rate), "-t", "200ms"]
+            command += ["-z", f"{args.compare_duration}s", "--duration-stop", "wait", "-O", "json", "-o", str(output)]
+            command.append(addr[target.server])
+            run_tool(command)
+            results[target.name].latencies = parse_ghz_details(output.read_text())
+    for target in targets:
+        results[target.name].rss_kib = servers[target.server].rss_kib()  # type: ignore[attr-defined]
+
+    churn = churn_run(args, tools, work, addr, servers, clk, protoset)
+    if args.baseline_bin:
+        churn = f"{ab_line(results)}\n\n{churn}"
+    idle_line = ", ".join(f"{name} {kib / 1024:.1f} MiB" for name, kib in idle.items() if kib)
+    return render_compare(list(results.values())), f"{churn}\n\nIdle RSS after start-up (before any load): {idle_line}."
+
+
+def churn_run(
+    args: argparse.Namespace,
+    tools: Tools,
+    work: Path,
+    addr: dict[str, str],
+    servers: dict[str, object],
+    clk: int,
+    protoset: Path,
+) -> str:
+    """ghz closed-loop over CHURN_TOKENS distinct HS256 tokens against the bench server, then the floor, same data."""
+    if not args.churn_tokens:
+        return "Cache churn: skipped (--churn-tokens 0)."
+    data = work / "churn.json"
+    data.write_text(json.dumps(churn_requests(args.churn_tokens, int(time.time()))))
+    rps: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for name in ("floor", "bench"):
+        server = servers[name]
+        output = work / f"churn-{name}.json"
+        command = [str(tools.ghz), "--insecure", "--protoset", str(protoset), "--call", CHECK_CALL, "-D", str(data)]
+        command += list(tools.ghz_extra)
+        command += ["-c", str(args.ghz_concurrency), "--connections", str(args.ghz_connections), "-t", "200ms"]
+        command += ["-z", f"{args.compare_duration}s", "--duration-stop", "wait", "-O", "json", "-o", str(output), addr[name]]
+        log(f"ghz churn on {name}: {args.churn_tokens} distinct tokens, {args.compare_duration}s")
+        before = server.cpu_ticks()  # type: ignore[attr-defined]
+        run_tool(command)
+        ticks = server.cpu_ticks() - before  # type: ignore[attr-defined]
+        m = parse_ghz(output.read_text())
+        if m.errors:
+            raise LoadError(f"churn on {name}: {m.errors} calls not OK")
+        rps[name], cpu[name] = m.rps, cpu_us_per_request(ticks, clk, m.count)
+    rss = servers["bench"].rss_kib()  # type: ignore[attr-defined]
+    rss_text = "-" if rss is None else f"{rss / 1024:.1f} MiB"
+    return (
+        f"Cache churn (ghz `-c {args.ghz_concurrency}`, {args.churn_tokens} distinct HS256 tokens round-robin, "
+        f"a miss that verifies and inserts until a token comes round again): {rps['bench']:.0f} Checks/s, "
+        f"**{rps['bench'] / rps['floor']:.2f}× the floor** ({rps['floor']:.0f}/s with the same requests); "
+        f"server CPU {cpu['bench']:.1f} µs/Check (floor {cpu['floor']:.1f}); RSS after it {rss_text}."
+    )
+
+
 def prepare_tools(args: argparse.Namespace) -> Tools:
     """Pinned Go clients into the tests' tools dir; h2load and curl from apt."""
     pins = parse_pins(PINS_FILE.read_text())
@@ -798,6 +1286,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         log(f"using the prebuilt binary {binary}")
     else:
         revision, binary = git_revision(), build_release()
+    floor_bin = Path(args.floor_bin) if args.floor_bin else build_floor()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise LoadError(f"no binary at {binary}")
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="portcullis-load.")))
@@ -806,8 +1295,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     server.start()
     server.wait_ready()
     functional_checks(tools, args.authz_addr, server.samples)
-    rows = measure(args, tools, server)
-    section = render_section(run_info(args, tools, revision, server.samples), render_table(rows))
+    comparison, notes = compare(args, tools, binary, floor_bin, server, stack)
+    rows = [] if args.skip_health_table else measure(args, tools, server)
+    table = COMPARE_INTRO.format(rounds=args.rounds, duration=args.compare_duration, rate=args.rate)
+    table += f"\n\n{comparison}\n\n{notes}"
+    if rows:
+        table += f"\n\n### Against the gRPC health Check of the same server\n\n{render_table(rows)}"
+    section = render_section(run_info(args, tools, revision, server.samples), table)
     print(f"\n{section}", flush=True)
     if args.doc:
         write_doc(ROOT / args.doc, section)  # relative to the repository, as load.sh had it

@@ -318,5 +318,75 @@ class SettingsTest(unittest.TestCase):
         self.assertEqual(h2[h2.index("-d") + 1], "v.bin")
 
 
+class CompareTest(unittest.TestCase):
+    """The comparison against the floor: request encoding, churn tokens, ratios per round, the table."""
+
+    def test_the_encoded_request_reads_back_as_the_dev_frame_does(self) -> None:
+        # The dev server's no-token frame (written by prost) and ours hold the same fields and headers.
+        def fields(message: bytes) -> tuple[dict[int, bytes], set[tuple[bytes, bytes]]]:
+            (_, _, attributes), = load.proto_fields(message)
+            request = dict((f, v) for f, _, v in load.proto_fields(attributes))[4]
+            http = dict((f, v) for f, _, v in load.proto_fields(request))[2]
+            scalars, headers = {}, set()
+            for field, _, value in load.proto_fields(http):
+                if field == 3:
+                    entry = dict((f, v) for f, _, v in load.proto_fields(value))
+                    headers.add((entry[1], entry[2]))
+                else:
+                    scalars[field] = value
+            return scalars, headers
+
+        dev = load.grpc_unframe((FIXTURES / "no-token.bin").read_bytes())
+        ours = load.check_request("GET", "/api/items", "api.local", [])
+        self.assertEqual(fields(ours), fields(dev))
+
+    def test_varint_encoding_round_trips(self) -> None:
+        for value in [0, 1, 127, 128, 300, 2**35]:
+            self.assertEqual(load.read_varint(load.proto_varint(value), 0), (value, len(load.proto_varint(value))))
+
+    def test_churn_tokens_are_distinct_valid_hs256(self) -> None:
+        requests = load.churn_requests(3, 1_700_000_000)
+        tokens = [r["attributes"]["request"]["http"]["headers"]["authorization"].removeprefix("Bearer ") for r in requests]
+        self.assertEqual(len(set(tokens)), 3)
+        header, payload, signature = tokens[1].split(".")
+        expected = load.hmac.new(load.BENCH_SECRET.encode(), f"{header}.{payload}".encode(), load.hashlib.sha256)
+        self.assertEqual(signature, load.b64url(expected.digest()))
+        claims = json.loads(load.base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        self.assertEqual((claims["sub"], claims["aud"], claims["exp"]), ("user-1", load.BENCH_AUDIENCE, 1_700_003_600))
+
+    def test_ratios_are_per_round_and_the_median_is_taken(self) -> None:
+        rounds = [{"floor": 100.0, "cached": 110.0}, {"floor": 50.0, "cached": 40.0}, {"cached": 1.0}]
+        self.assertEqual(load.round_ratios(rounds), {"floor": [1.0, 1.0], "cached": [1.1, 0.8]})
+        self.assertEqual(load.median([3.0, 1.0, 2.0]), 2.0)
+        self.assertEqual(load.median([1.0, 2.0]), 1.5)
+        self.assertIsNone(load.median([]))
+
+    def test_ab_ratio_pairs_rounds(self) -> None:
+        self.assertEqual(load.ab_ratio([110.0, 90.0, 100.0], [100.0, 100.0, 100.0]), 1.0)
+        self.assertIsNone(load.ab_ratio([], []))
+
+    def test_banner_rss_and_ghz_details(self) -> None:
+        banner = "  dev issuer     : http://127.0.0.1:4321   (JWKS http://127.0.0.1:4321/jwks)\nTOKEN_VALID=a.b.c\n"
+        self.assertEqual(load.parse_banner(banner), ("http://127.0.0.1:4321", "a.b.c"))
+        with self.assertRaises(load.LoadError):
+            load.parse_banner("nothing here")
+        self.assertEqual(load.parse_rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), 12345)
+        details = json.dumps({"details": [{"latency": 2_000_000}, {"latency": 1_000_000}]})
+        self.assertEqual(load.parse_ghz_details(details), [1.0, 2.0])
+
+    def test_the_table_has_a_row_per_target(self) -> None:
+        results = [load.Compared(t, rps=[100.0], ratios=[1.0], cpu_us=[10.0], rss_kib=2048) for t in load.COMPARE_TARGETS]
+        table = load.render_compare(results)
+        self.assertEqual(len(table.splitlines()), 2 + len(load.COMPARE_TARGETS))
+        self.assertIn("| **1.00** | 1.00 |", table)
+
+    def test_the_bench_config_names_both_issuers_and_the_rule(self) -> None:
+        listen = {"authz": "127.0.0.1:1", "http": "127.0.0.1:2", "admin": "127.0.0.1:3"}
+        text = load.bench_config(listen, "http://127.0.0.1:4321", 0)
+        self.assertIn("cache: { tokens: 0 }", text)
+        self.assertIn('issuer: "http://127.0.0.1:4321"', text)
+        self.assertIn("when:", text)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -3,9 +3,10 @@
 //! wire format: each face (`face/`) reads its wire request into the view and
 //! renders the decision back. Every path ends in a decision, never an error.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Gate};
@@ -31,7 +32,8 @@ use crate::webhook::{self, DeliveryError, Receipt, Webhook};
 
 /// Decides requests against the current policy, which can be swapped live.
 pub struct Authorizer {
-    policy: RwLock<Arc<Policy>>,
+    /// Read lock-free by every Check (no shared reader count to bounce between cores).
+    policy: ArcSwap<Policy>,
     /// Metrics, decision log, deny lines and trace spans; they outlive reloads.
     pub observer: Observer,
     /// Checks in progress against `limits.concurrent_checks` (the gRPC layer counts, reloads set the limit).
@@ -47,7 +49,7 @@ impl Authorizer {
 
     pub fn with_observer(policy: Policy, observer: Observer) -> Self {
         let gate = Arc::new(Gate::new(policy.limits.concurrent_checks, observer.metrics.checks_in_flight.clone()));
-        Authorizer { policy: RwLock::new(Arc::new(policy)), observer, gate }
+        Authorizer { policy: ArcSwap::from_pointee(policy), observer, gate }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -56,13 +58,13 @@ impl Authorizer {
 
     /// The policy in force; a Check holds its own `Arc`, so a swap never affects it midway.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().expect("policy lock poisoned").clone()
+        self.policy.load_full()
     }
 
     /// Installs a new policy; returns the old one.
     pub fn swap(&self, policy: Policy) -> Arc<Policy> {
         self.gate.set_limit(policy.limits.concurrent_checks);
-        std::mem::replace(&mut *self.policy.write().expect("policy lock poisoned"), Arc::new(policy))
+        self.policy.swap(Arc::new(policy))
     }
 
     /// One request a `face` read, end to end: decided against `policy` (the

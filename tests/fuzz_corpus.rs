@@ -380,7 +380,12 @@ mod seeds {
     pub fn configs() -> Seeds {
         let mut seeds: Seeds = Vec::new();
         let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let mut dirs: Vec<_> = std::fs::read_dir(&examples).unwrap().map(|entry| entry.unwrap().path()).collect();
+        // The config examples are the directories (examples/floor.rs is a cargo example).
+        let mut dirs: Vec<_> = std::fs::read_dir(&examples)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_dir())
+            .collect();
         dirs.sort();
         for dir in dirs {
             let text = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();

@@ -36,9 +36,13 @@ fn run_bare(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// Every portcullis config shipped under examples/ and deploy/ (repo-relative).
 fn shipped_configs() -> Vec<String> {
+    // Each directory of examples/ is a config example; its files (examples/floor.rs, the
+    // load tool's floor server) are cargo examples, not configs.
     let mut configs: Vec<String> = std::fs::read_dir(repo().join("examples"))
         .unwrap()
-        .map(|entry| format!("examples/{}/portcullis.yaml", entry.unwrap().file_name().to_string_lossy()))
+        .map(Result::unwrap)
+        .filter(|entry| entry.file_type().unwrap().is_dir())
+        .map(|entry| format!("examples/{}/portcullis.yaml", entry.file_name().to_string_lossy()))
         .collect();
     configs.extend([
         "deploy/kubernetes/base/portcullis.yaml".into(),
