@@ -8,7 +8,7 @@
 //! request view's own 431 answers, and counts, the usual oversized request);
 //! HTTP/2 streams per connection and pending resets are bounded; decisions go
 //! through the same admission gate. Each face's routes come from
-//! [`crate::face::http_routes`]; every request carries its connection's [`Peer`].
+//! the router the faces build (`http_routes` in src/face/mod.rs); every request carries its connection's [`Peer`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -16,7 +16,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::decision::{Audit, Decision};
-use crate::face::Face;
+use crate::policy::faces::Face;
 use crate::request::HttpRequest;
 
 /// The target of every span meant for export (the OpenTelemetry layer keeps only these).

@@ -39,7 +39,7 @@ use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
 
 /// The first path segment of this face's routes.
-pub const SEGMENT: &str = "forward-auth";
+pub const SEGMENT: &str = crate::policy::faces::FORWARD_AUTH_SEGMENT;
 
 /// The response header carrying a deny's body on the nginx path (nginx drops the body).
 pub const DENY_BODY: &str = "portcullis-deny-body";

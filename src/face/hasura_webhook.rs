@@ -28,14 +28,12 @@ use serde_json::{Map, Value};
 use super::{Face, view_of};
 use crate::admission::Admitted;
 use crate::authz::Authorizer;
-use crate::config::{Action, AuthHookConfig, BackendConfig, ErrorStatus, MatchConfig, Problem, RouteConfig, RouteMode};
 use crate::decision::{Allowed, Decision};
 use crate::policy::Policy;
 use crate::request::{HttpRequest, RequestProblem};
-use crate::route::{Names, Route};
 
 /// The first path segment of every hook.
-pub const SEGMENT: &str = "hasura";
+pub const SEGMENT: &str = crate::policy::faces::HASURA_SEGMENT;
 
 /// The largest POST body read: the headers are all that is needed, but the
 /// GraphQL request travels with them.
@@ -47,74 +45,6 @@ const HOP_HEADERS: [&str; 4] = ["upgrade", "connection", "content-length", "tran
 
 /// The admin secret the `hasura` backend sets for Envoy routes; never part of a webhook session.
 const ADMIN_SECRET: &str = "x-hasura-admin-secret";
-
-/// One compiled `auth_hooks` entry.
-pub struct AuthHook {
-    pub path: String,
-    pub route: Route,
-}
-
-/// Compiles `auth_hooks`; problems are relative to `auth_hooks[i]`.
-pub fn compile(configs: &[AuthHookConfig], names: &Names<'_>) -> Result<Vec<AuthHook>, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut hooks = Vec::new();
-    for (index, config) in configs.iter().enumerate() {
-        let at = format!("auth_hooks[{index}]");
-        let mut found = Vec::new();
-        if let Err(message) = check_path(&config.path) {
-            found.push(Problem::new("path", message));
-        }
-        if configs[..index].iter().any(|earlier| earlier.path == config.path) {
-            found.push(Problem::new("path", "another hook already answers on this path"));
-        }
-        match names.backend_configs.get(&config.backend) {
-            Some(BackendConfig::Hasura(_)) => {}
-            Some(_) => found.push(Problem::new("backend", "must name a backend of type hasura")),
-            None => found.push(Problem::new("backend", "no backend of that name is declared under backends")),
-        }
-        let route = Route::compile(&route_config(index, config), names).map_err(|more| found.extend(more));
-        match route {
-            Ok(route) if found.is_empty() => hooks.push(AuthHook { path: config.path.clone(), route }),
-            _ => problems.extend(found.into_iter().map(|problem| problem.under(&at))),
-        }
-    }
-    if problems.is_empty() { Ok(hooks) } else { Err(problems) }
-}
-
-/// The route a hook decides on: authenticate with its issuers and backend.
-fn route_config(index: usize, config: &AuthHookConfig) -> RouteConfig {
-    RouteConfig {
-        position: index,
-        name: Some(format!("auth_hooks[{index}]")),
-        matcher: MatchConfig::default(),
-        issuers: config.issuers.clone(),
-        backend: Some(config.backend.clone()),
-        action: Action::Authenticate,
-        error_status: Some(ErrorStatus::Http),
-        allow_path_parameters: false,
-        require: None,
-        mode: RouteMode::Enforce,
-        headers: None,
-        metadata_claims: None,
-        forward_token: None,
-    }
-}
-
-/// `/hasura/` followed by plain segments (letters, digits, `-._~`), no trailing `/`.
-fn check_path(path: &str) -> Result<(), String> {
-    let rest = path.strip_prefix("/hasura/").ok_or("must start with /hasura/ (e.g. /hasura/webhook)")?;
-    let plain = |segment: &str| {
-        !segment.is_empty()
-            && segment != "."
-            && segment != ".."
-            && segment.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
-    };
-    if rest.split('/').all(plain) {
-        Ok(())
-    } else {
-        Err("must be /hasura/ followed by plain path segments (letters, digits, `-._~`), no trailing `/`".into())
-    }
-}
 
 pub fn routes(authorizer: Arc<Authorizer>) -> Router {
     Router::new().route("/hasura/{*rest}", any(answer)).with_state(authorizer)
@@ -243,16 +173,6 @@ fn title_case(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hook_paths_live_under_hasura() {
-        for good in ["/hasura/webhook", "/hasura/a/b-c"] {
-            assert_eq!(check_path(good), Ok(()), "{good}");
-        }
-        for bad in ["/webhook", "/hasura", "/hasura/", "/hasura/a/", "/hasura/../x", "/hasura/a b"] {
-            assert!(check_path(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn cache_lifetime_stops_at_exp_and_is_never_negative() {

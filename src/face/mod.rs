@@ -19,10 +19,9 @@ use axum::Router;
 use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ipnet::IpNet;
 
 use crate::authz::Authorizer;
-use crate::config::{FacesConfig, LimitsConfig, Problems};
+use crate::config::LimitsConfig;
 use crate::decision::{Allowed, Denied};
 use crate::request::{HttpRequest, RequestProblem};
 
@@ -34,34 +33,7 @@ pub mod ext_authz_http;
 pub mod forward_auth;
 pub mod hasura_webhook;
 
-/// The face a request came through: the `face` label of the checks metrics,
-/// the decision log's `face` field and the trace span's `portcullis.face`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Face {
-    /// Envoy's gRPC ext_authz (`grpc_service`).
-    ExtAuthzGrpc,
-    /// Envoy's HTTP ext_authz (`http_service`).
-    ExtAuthzHttp,
-    /// nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`.
-    ForwardAuth,
-    /// Hasura's auth webhook (`HASURA_GRAPHQL_AUTH_HOOK`).
-    HasuraWebhook,
-    /// Token introspection for services.
-    Introspect,
-}
-
-impl Face {
-    /// The name in metrics, logs and traces.
-    pub fn label(self) -> &'static str {
-        match self {
-            Face::ExtAuthzGrpc => "ext_authz_grpc",
-            Face::ExtAuthzHttp => "ext_authz_http",
-            Face::ForwardAuth => "forward_auth",
-            Face::HasuraWebhook => "hasura_webhook",
-            Face::Introspect => "introspect",
-        }
-    }
-}
+pub use crate::policy::faces::{Face, FaceSettings, RESERVED_SEGMENTS};
 
 /// Every route of the HTTP authorization listener: each face mounts its own.
 /// Fixed paths first; Envoy's HTTP ext_authz answers under its `path_prefix`
@@ -71,76 +43,6 @@ pub fn http_routes(authorizer: Arc<Authorizer>) -> Router {
         .merge(forward_auth::routes(Arc::clone(&authorizer)))
         .merge(hasura_webhook::routes(Arc::clone(&authorizer)))
         .merge(ext_authz_http::routes(authorizer))
-}
-
-/// First path segments the fixed-path faces use (a `path_prefix` may not start with one).
-pub const RESERVED_SEGMENTS: [&str; 3] = [forward_auth::SEGMENT, hasura_webhook::SEGMENT, "introspect"];
-
-/// The faces' settings, compiled from `faces:`; they apply on reload.
-#[derive(Debug, Clone)]
-pub struct FaceSettings {
-    /// Envoy's `http_service.path_prefix`.
-    pub path_prefix: String,
-    /// Peers whose forwarded headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl FaceSettings {
-    pub fn compile(config: &FacesConfig, problems: &mut Problems) -> FaceSettings {
-        let prefix = &config.ext_authz_http.path_prefix;
-        if let Err(message) = check_path_prefix(prefix) {
-            problems.push("faces.ext_authz_http.path_prefix", message);
-        }
-        let trusted_proxies = config
-            .forward_auth
-            .trusted_proxies
-            .iter()
-            .enumerate()
-            .filter_map(|(index, text)| match parse_network(text) {
-                Some(network) => Some(network),
-                None => {
-                    let path = format!("faces.forward_auth.trusted_proxies[{index}]");
-                    problems.push(path, "expected an address or a CIDR block (10.0.0.0/8, ::1/128)");
-                    None
-                }
-            })
-            .collect();
-        FaceSettings { path_prefix: prefix.clone(), trusted_proxies }
-    }
-}
-
-impl Default for FaceSettings {
-    fn default() -> Self {
-        FaceSettings::compile(&FacesConfig::default(), &mut Problems::default())
-    }
-}
-
-/// An address is its own /32 (or /128).
-fn parse_network(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    text.parse::<IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-/// `/segment[/segment...]` of unreserved characters, no dot-segments, no
-/// trailing `/`, and not a path another face answers on.
-fn check_path_prefix(prefix: &str) -> Result<(), String> {
-    let Some(rest) = prefix.strip_prefix('/') else {
-        return Err("must start with `/` (e.g. /envoy)".into());
-    };
-    let segment_ok = |segment: &str| {
-        !segment.is_empty()
-            && segment != "."
-            && segment != ".."
-            && segment.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
-    };
-    if !rest.split('/').all(segment_ok) {
-        return Err("must be `/` followed by plain path segments (letters, digits, `-._~`), no trailing `/`".into());
-    }
-    let first = rest.split('/').next().unwrap_or_default();
-    if RESERVED_SEGMENTS.contains(&first) {
-        return Err(format!("/{first} is where another face answers; choose another prefix"));
-    }
-    Ok(())
 }
 
 /// The neutral view of a request an HTTP proxy described: `method`, the
@@ -211,29 +113,5 @@ pub fn deny_status(denied: &Denied) -> u16 {
     match denied.rendered.http_status {
         200..=299 => denied.reason.http_status(),
         status => status,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_prefixes_are_plain_paths_away_from_other_faces() {
-        for good in ["/envoy", "/authz/envoy", "/a-b_c.d~"] {
-            assert_eq!(check_path_prefix(good), Ok(()), "{good}");
-        }
-        for bad in ["", "envoy", "/", "/envoy/", "/a//b", "/a/../b", "/a b", "/forward-auth", "/hasura/x", "/%65"] {
-            assert!(check_path_prefix(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn trusted_proxies_are_cidr_blocks_or_addresses() {
-        assert_eq!(parse_network("10.0.0.0/8"), Some("10.0.0.0/8".parse().unwrap()));
-        assert_eq!(parse_network("192.0.2.7"), Some("192.0.2.7/32".parse().unwrap()));
-        assert_eq!(parse_network("::1"), Some("::1/128".parse().unwrap()));
-        assert_eq!(parse_network("10.0.0.0/33"), None);
-        assert_eq!(parse_network("localhost"), None);
     }
 }

@@ -9,6 +9,7 @@
 //! as a warning beside the policy: printed by `check-config` (an error with
 //! `--strict`), logged by `serve` at start and on every reload.
 
+pub mod faces;
 pub mod summary;
 
 use std::collections::BTreeMap;
@@ -16,13 +17,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::faces::{AuthHook, FaceSettings};
 use crate::backend::Backend;
 use crate::config::{
     self, Action, Config, ConfigError, DecisionLogConfig, LimitsConfig, Listen, Problem, Problems, Secrets,
     TelemetryConfig, Unresolved,
 };
-use crate::face::FaceSettings;
-use crate::face::hasura_webhook::{self, AuthHook};
 use crate::identity;
 use crate::issuer::Issuer;
 use crate::keys::KeyRuntime;
@@ -150,7 +150,7 @@ impl Policy {
         // A Redis URL from a secret that was not read (`--no-secrets`) stands in as
         // memory: such a policy never serves, and its problem is listed as not checked.
         let state = problems.take("state", state::compile(&config.state)).unwrap_or(StateSettings::Memory);
-        let auth_hooks = problems.take("", hasura_webhook::compile(&config.auth_hooks, &names)).unwrap_or_default();
+        let auth_hooks = problems.take("", faces::compile_auth_hooks(&config.auth_hooks, &names)).unwrap_or_default();
         problems.extend_under("", route::duplicate_names(&config.routes));
         problems.extend_under("", route::unreachable(&routes));
         // A value that was not read was reported once (or is listed as not checked):
